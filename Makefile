@@ -1,0 +1,26 @@
+# Two commands for a fresh machine: `make demo` (whole pipeline on the built-in shapes data) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: env demo test bench clean-demo
+
+$(BIN)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	touch $@
+
+env: $(BIN)/.installed
+
+demo: env
+	$(BIN)/python -m tools.demo
+
+test: env
+	$(BIN)/python -m pytest -q tests
+
+bench: env
+	$(BIN)/python -m bench.run_all
+
+clean-demo:
+	rm -rf data/shapes output/demo

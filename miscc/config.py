@@ -1,0 +1,320 @@
+"""Configuration: AttnGAN/SSA-GAN key names, strict YAML merge, command-line overrides.
+
+`load_config(path, overrides)` returns a fresh EasyDict: the defaults below, merged with a YAML file (read with
+`yaml.safe_load`) and then with a dict of dotted overrides. Merging is strict, as in the originals' `cfg_from_file`:
+an unknown key or a value of the wrong type raises `ConfigError` naming the file, the dotted key and the closest valid
+key. Two deliberate relaxations, both lossless: an int is accepted where a float is expected (`LAMBDA: 5`), and so is
+a string that spells a float (`2e-4`, which YAML 1.1 reads as a string).
+
+Nothing in `models/` or `datasets.py` reads this tree: entry points pass the values they need explicitly.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+import re
+
+import yaml
+from easydict import EasyDict
+
+# The originals ran from `code/` with data one level up (`../data/birds`); see `resolve_path`.
+PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_DEFAULTS = {
+    # --- AttnGAN top level (A/code/miscc/config.py) ---
+    "CONFIG_NAME": "",
+    "DATASET_NAME": "birds",
+    "DATA_DIR": "",
+    "GPU_ID": 0,
+    "CUDA": True,
+    "WORKERS": 6,
+    "RNN_TYPE": "LSTM",
+    "B_VALIDATION": False,
+    # --- SSA-GAN (wtliao) top level ---
+    "RESTORE": False,
+    "USE_SN": False,
+    "loss": "hinge",
+    # --- ours ---
+    "MODEL": "attngan",  # attngan | ssagan | gan_int_cls
+    "OUTPUT_DIR": "output",
+    "SEED": 100,
+    "DATA": {
+        # cub (bbox crop from CUB_200_2011/), coco (images/<key>.jpg), custom (images/<key>.<ext>, no bbox).
+        # Empty: 'cub' when DATASET_NAME is 'birds', 'coco' when it is 'coco', else 'custom'.
+        "LAYOUT": "",
+        "SKIP_CORRUPT": False,  # skip unreadable images with a warning instead of failing
+        "CACHE_IMAGES": -1,  # decoded-image cache: -1 auto (small datasets), 0 off, 1 on
+    },
+    "TREE": {"BRANCH_NUM": 3, "BASE_SIZE": 64},
+    "TRAIN": {
+        "FLAG": True,
+        "BATCH_SIZE": 64,
+        "MAX_EPOCH": 600,
+        "SNAPSHOT_INTERVAL": 2000,
+        "DISCRIMINATOR_LR": 2e-4,
+        "GENERATOR_LR": 2e-4,
+        "ENCODER_LR": 2e-4,
+        "RNN_GRAD_CLIP": 0.25,
+        "NET_E": "",
+        "NET_G": "",
+        "B_NET_D": True,
+        "SMOOTH": {"GAMMA1": 5.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 1.0},
+        # SSA-GAN (wtliao) keys
+        "NF": 32,
+        "WARMUP_EPOCHS": 200,
+        "GSAVE_INTERVAL": 10,
+        "DSAVE_INTERVAL": 10,
+        # ours: optimisation and infrastructure
+        "BETA1": 0.5,
+        "BETA2": 0.999,
+        "ENCODER_LR_DECAY": 0.98,  # DAMSM: lr *= decay per epoch while lr > ENCODER_LR / 10
+        "EMA": True,  # keep an EMA of G (AttnGAN stores it as netG_epoch_%d.pth)
+        "EMA_DECAY": 0.999,
+        "AMP": "none",  # none | bf16 | fp16
+        "SYNC_BN": False,
+        "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
+        "LOG_INTERVAL": 100,
+        "IMAGE_INTERVAL": 1000,
+        "FINETUNE_TEXT_ENCODER": False,  # SSA-GAN main_finetune.py behaviour
+    },
+    "GAN": {
+        "DF_DIM": 64,
+        "GF_DIM": 128,
+        "Z_DIM": 100,
+        "CONDITION_DIM": 100,
+        "R_NUM": 2,
+        "B_ATTENTION": True,
+        "B_DCGAN": False,
+        # BERT-AttnGAN options
+        "B_INIT_ATTENTION": False,  # spatial word attention at the end of stage 1
+        "UPSAMPLE": "nearest",  # nearest (AttnGAN) | bilinear (BERT-AttnGAN, align_corners=True)
+    },
+    "TEXT": {
+        "CAPTIONS_PER_IMAGE": 10,
+        "EMBEDDING_DIM": 256,
+        "WORDS_NUM": 18,
+        "DAMSM_NAME": "",  # SSA-GAN's name for the text encoder path
+        "ENCODER": "rnn",  # rnn | bert
+        "BERT_PATH": "",  # local model directory (config.json + weights + tokenizer)
+        "BERT_SENTENCE": "cls",  # cls | pooler | mean
+        "BERT_PROJECTION": True,  # linear map to EMBEDDING_DIM (False: BERT-AttnGAN, EMBEDDING_DIM = hidden size)
+        "BERT_FINETUNE": False,
+    },
+    "DAMSM": {
+        "IMAGE_ENCODER": "inception",  # inception | small
+        "INCEPTION_WEIGHTS": "",  # torchvision inception_v3_google-*.pth for ImageNet initialisation
+        "VALID_BATCHES": 50,
+        "RPREC_SAMPLES": 1000,
+    },
+    "EVAL": {
+        "PROTOCOLS": [],  # e.g. [fid30k, is30k, rprec30k]
+        "INCEPTION_WEIGHTS": "",  # torch-fidelity / pytorch-fid Inception weights file
+        "CLASSIFIER": "",  # dataset classifier checkpoint for IS / attribute accuracy
+        "CLIP_PATH": "",
+        "FID_STATS": "",  # .npz with mu, sigma of the real split
+        "SAMPLE_MODE": "random",  # random (30k protocol) | every (every test caption once)
+        "BATCH_SIZE": 50,
+        "SEED": 0,
+        "TRUNCATION": False,
+        "TRUNC_RATE": 0.88,
+    },
+    "SSA": {
+        "DAMSM_WEIGHT": 0.05,  # wt main.py 0.05, main_finetune.py 0.1
+        "MAGP_P": 6.0,
+        "MAGP_WEIGHT": 2.0,
+        "MAGP_MODE": "separate",  # separate (SSA-GAN/old DF-GAN) | joint (DF-GAN 2022)
+        "GENERATOR_LR": 1e-4,
+        "DISCRIMINATOR_LR": 4e-4,
+        "BETA1": 0.0,
+        "BETA2": 0.9,
+    },
+    "INTCLS": {
+        "TYPE": "gan",  # gan | wgan | wgan-gp | vanilla_gan | vanilla_wgan
+        "CLS": True,
+        "CLS_WEIGHT": 0.5,  # Reed: 0.5 on wrong and fake terms; 1.0 reproduces the port's plain sum
+        "INT": True,
+        "INT_WEIGHT": 1.0,
+        "L1_COEF": 50.0,
+        "L2_COEF": 100.0,
+        "DITER": 5,
+        "CLIP_VALUE": 0.01,
+        "GP_LAMBDA": 10.0,
+        "REAL_LABEL": 0.9,
+        "NOISE_FIRST": False,
+        "MINIBATCH_DISC": False,
+        "TEXT_SOURCE": "encoder",  # encoder (our text encoder) | hd5 (precomputed embeddings)
+        "HD5_PATH": "",
+        "EMBED_DIM": 1024,
+        "PROJECTED_DIM": 128,
+        "SRCNN_WEIGHTS": "",
+        "SRCNN_SCALE": 3,
+    },
+}
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not fit the defaults tree."""
+
+
+def default_config() -> EasyDict:
+    return EasyDict(copy.deepcopy(_DEFAULTS))
+
+
+def _all_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        keys.append(prefix + k)
+        if isinstance(v, dict):
+            keys += _all_keys(v, prefix + k + ".")
+    return keys
+
+
+def _unknown_key_error(source: str, dotted: str) -> ConfigError:
+    close = difflib.get_close_matches(dotted, _all_keys(_DEFAULTS), n=1, cutoff=0.5)
+    if not close:  # compare the last component only (e.g. a key put in the wrong section)
+        leaf = dotted.split(".")[-1]
+        close = [k for k in _all_keys(_DEFAULTS) if k.split(".")[-1].lower() == leaf.lower()][:1]
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{source}: unknown config key '{dotted}'{hint}")
+
+
+def _coerce(source: str, dotted: str, default, value):
+    """Return `value` converted to the type of `default`, or raise ConfigError."""
+    kind = type(default)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            return float(value)
+        ok = isinstance(value, float)
+    elif kind is list:
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ConfigError(
+            f"{source}: config key '{dotted}' expects {kind.__name__} (default {default!r}), "
+            f"got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _merge(source: str, src: dict, dst: dict, prefix: str = "") -> None:
+    if not isinstance(src, dict):
+        raise ConfigError(f"{source}: expected a mapping at '{prefix.rstrip('.') or '<top>'}', got {src!r}")
+    for k, v in src.items():
+        dotted = prefix + str(k)
+        if k not in dst:
+            raise _unknown_key_error(source, dotted)
+        if isinstance(dst[k], dict):
+            _merge(source, v, dst[k], dotted + ".")
+        else:
+            dst[k] = _coerce(source, dotted, dst[k], v)
+
+
+def _set_dotted(source: str, cfg: dict, dotted: str, value) -> None:
+    node = cfg
+    parts = dotted.split(".")
+    for i, part in enumerate(parts):
+        if not isinstance(node, dict) or part not in node:
+            raise _unknown_key_error(source, dotted)
+        if i == len(parts) - 1:
+            if isinstance(node[part], dict):
+                raise ConfigError(f"{source}: '{dotted}' is a section, not a value")
+            node[part] = _coerce(source, dotted, node[part], value)
+        else:
+            node = node[part]
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict | None = None) -> EasyDict:
+    """Defaults, merged with the YAML file at `path`, then with `overrides` ({'TRAIN.BATCH_SIZE': 8, ...})."""
+    cfg = copy.deepcopy(_DEFAULTS)
+    if path is not None:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ConfigError(f"config file not found: {path}")
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = yaml.safe_load(f)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"{path}: not valid YAML: {e}") from e
+        if data is not None:
+            _merge(path, data, cfg)
+        cfg["CONFIG_FILE"] = path
+    for dotted, value in (overrides or {}).items():
+        _set_dotted("override", cfg, dotted, value)
+    return EasyDict(cfg)
+
+
+def parse_overrides(items: list[str] | None) -> dict:
+    """Parse command-line `KEY=VALUE` pairs; values are YAML scalars (`8`, `0.5`, `True`, `[fid30k]`, `bf16`)."""
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form KEY=VALUE (e.g. TRAIN.BATCH_SIZE=8)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = "" if value is None else value
+    return out
+
+
+def add_config_arguments(parser) -> None:
+    """The flags every entry point shares: --cfg, --set, --gpu, --data_dir, --manualSeed (AttnGAN names)."""
+    parser.add_argument("--cfg", dest="cfg_file", default=None, help="YAML config file")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="override config values, e.g. --set TRAIN.BATCH_SIZE=8 GAN.GF_DIM=16")
+    parser.add_argument("--gpu", dest="gpu_id", type=int, default=None, help="GPU index; -1 runs on the CPU")
+    parser.add_argument("--data_dir", default=None, help="overrides DATA_DIR")
+    parser.add_argument("--manualSeed", type=int, default=None, help="overrides SEED")
+
+
+def config_from_args(args) -> EasyDict:
+    overrides = parse_overrides(args.overrides)
+    if args.gpu_id is not None:
+        overrides["GPU_ID"] = args.gpu_id
+    if args.data_dir is not None:
+        overrides["DATA_DIR"] = args.data_dir
+    if args.manualSeed is not None:
+        overrides["SEED"] = args.manualSeed
+    return load_config(args.cfg_file, overrides)
+
+
+def resolve_path(path: str) -> str:
+    """Resolve a path from a config file.
+
+    Absolute paths and paths that exist relative to the working directory are returned as they are. The original
+    configs name paths relative to AttnGAN's `code/` folder (`../data/birds`, `../DAMSMencoders/...`); such a path
+    that does not exist here is looked up under the project root with the leading `../` removed, so the shipped
+    original files work unchanged from the project root.
+    """
+    if not path or os.path.isabs(path) or os.path.exists(path):
+        return path
+    stripped = path
+    while stripped.startswith("../"):
+        stripped = stripped[3:]
+    candidate = os.path.join(PROJECT_ROOT, stripped)
+    return candidate if os.path.exists(candidate) else path
+
+
+def data_layout(cfg) -> str:
+    """The dataset layout: DATA.LAYOUT, or the layout DATASET_NAME implies (birds → cub, coco → coco)."""
+    if cfg.DATA.LAYOUT:
+        if cfg.DATA.LAYOUT not in ("cub", "coco", "custom"):
+            raise ConfigError(f"DATA.LAYOUT must be cub, coco or custom, got '{cfg.DATA.LAYOUT}'")
+        return cfg.DATA.LAYOUT
+    return {"birds": "cub", "coco": "coco"}.get(cfg.DATASET_NAME, "custom")
+
+
+def image_encoder_path(text_encoder_path: str) -> str:
+    """AttnGAN derives the image encoder from NET_E by replacing 'text_encoder' with 'image_encoder'."""
+    return text_encoder_path.replace("text_encoder", "image_encoder")

@@ -1,0 +1,58 @@
+"""AttnGAN caption tokenisation and vocabulary (A/code/datasets.py `load_captions`, `build_dictionary`).
+
+Tokens: lowercase, `RegexpTokenizer(r'\\w+')`, non-ASCII characters dropped from inside tokens ("café" → "caf", as
+the original does), empty tokens and captions dropped. Mapped through the official `wordtoix`, this reproduces the
+released birds `captions.pickle` exactly.
+"""
+from __future__ import annotations
+
+import warnings
+
+from nltk.tokenize import RegexpTokenizer
+
+_TOKENIZER = RegexpTokenizer(r"\w+")
+END_TOKEN = "<end>"  # index 0: padding and end of caption
+
+
+def tokenize_caption(line: str) -> list[str]:
+    """Tokens of one caption line, by AttnGAN's rules."""
+    line = line.replace("\ufffd\ufffd", " ")
+    tokens = (t.encode("ascii", "ignore").decode("ascii") for t in _TOKENIZER.tokenize(line.lower()))
+    return [t for t in tokens if t]
+
+
+def read_caption_file(path: str, captions_per_image: int, warn: bool = True) -> list[list[str]]:
+    """The first `captions_per_image` non-empty tokenised lines of a caption file; warns (naming it) if fewer."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    captions = []
+    for line in lines:
+        tokens = tokenize_caption(line)
+        if tokens:
+            captions.append(tokens)
+            if len(captions) == captions_per_image:
+                break
+    if warn and len(captions) < captions_per_image:
+        warnings.warn(f"{path}: {len(captions)} captions, fewer than CAPTIONS_PER_IMAGE={captions_per_image}")
+    return captions
+
+
+def build_vocabulary(token_lists) -> tuple[dict[int, str], dict[str, int]]:
+    """`(ixtoword, wordtoix)` with 0 = '<end>' and the other words in first-appearance order.
+
+    The original iterated a Python-2 dict, so its order cannot be reproduced; released encoders need the released
+    `captions.pickle`, never a rebuilt one.
+    """
+    ixtoword = {0: END_TOKEN}
+    wordtoix = {END_TOKEN: 0}
+    for tokens in token_lists:
+        for w in tokens:
+            if w not in wordtoix:
+                wordtoix[w] = len(ixtoword)
+                ixtoword[len(ixtoword)] = w
+    return ixtoword, wordtoix
+
+
+def encode_tokens(tokens: list[str], wordtoix: dict[str, int]) -> list[int]:
+    """Word ids of the in-vocabulary tokens (AttnGAN drops unknown words)."""
+    return [wordtoix[w] for w in tokens if w in wordtoix]

@@ -1,0 +1,197 @@
+"""Shared training infrastructure: exact resumption, non-finite stop, atomic snapshots, DDP (gloo) equivalence."""
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from torch.utils.data import Dataset
+
+from miscc.checkpoint import atomic_save, load_checkpoint
+from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError
+from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap, wrap_ddp
+
+
+class NoisyData(Dataset):
+    """Each item draws from the global RNG (like random crops and caption choice do)."""
+
+    def __init__(self, n=24):
+        g = torch.Generator().manual_seed(0)
+        self.x = torch.randn(n, 2, 4, 4, generator=g)
+        self.y = torch.randn(n, 1, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i] + 0.1 * torch.randn(2, 4, 4), self.y[i]
+
+
+class ToyNet(nn.Module):
+    def __init__(self, dropout=0.2):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(4 * 16, 1)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))
+
+
+class ToyTrainer(BaseTrainer):
+    def __init__(self, rt, out, data, dropout=0.2, lr=1e-2, nan_at=None, **kw):
+        torch.manual_seed(1)
+        self.net = wrap_ddp(ToyNet(dropout).to(rt.device), rt)
+        self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
+        self.ema = EMA(self.net, 0.9)
+        self.nan_at = nan_at
+        super().__init__(None, rt, str(out), data, **kw)
+
+    def modules(self):
+        return {"net": self.net, "ema": self.ema.shadow}
+
+    def optimizers(self):
+        return {"opt": self.opt}
+
+    def train_step(self, batch):
+        x, y = (t.to(self.rt.device) for t in batch)
+        loss = nn.functional.mse_loss(self.net(x), y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        self.ema.update(self.net)
+        if self.nan_at is not None and self.step + 1 == self.nan_at:
+            loss = loss * float("nan")
+        return {"loss": loss.detach()}
+
+    def save_snapshot(self, epoch):
+        atomic_save(unwrap(self.net).state_dict(), os.path.join(self.model_dir, f"net_epoch_{epoch}.pth"))
+
+
+CPU = Runtime(device=torch.device("cpu"))
+
+
+def _params(module):
+    return torch.cat([p.detach().flatten() for p in unwrap(module).parameters()])
+
+
+def test_resume_continues_exactly(tmp_path):
+    data = NoisyData()
+    full = ToyTrainer(CPU, tmp_path / "full", data, batch_size=4, max_epoch=3, snapshot_interval=1, seed=7)
+    torch.manual_seed(123)
+    full.fit()
+
+    part = ToyTrainer(CPU, tmp_path / "part", data, batch_size=4, max_epoch=2, snapshot_interval=1, seed=7)
+    torch.manual_seed(123)
+    part.fit()
+    torch.manual_seed(999)  # whatever happens between the runs must not matter
+    resumed = ToyTrainer(CPU, tmp_path / "part", data, batch_size=4, max_epoch=3, snapshot_interval=1, seed=7)
+    resumed.resume()
+    assert (resumed.epoch, resumed.step) == (2, 12)
+    resumed.fit()
+    assert torch.equal(_params(full.net), _params(resumed.net))
+    assert torch.equal(_params(full.ema.shadow), _params(resumed.ema.shadow))
+    assert sorted(os.listdir(tmp_path / "part" / "Model")) == [
+        "net_epoch_1.pth", "net_epoch_2.pth", "net_epoch_3.pth", STATE_FILE]
+
+
+def test_max_steps_stops_and_snapshots(tmp_path):
+    t = ToyTrainer(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=100, snapshot_interval=50, max_steps=8)
+    t.fit()
+    assert t.step == 8 and t.epoch == 2
+    state = load_checkpoint(str(tmp_path / "Model" / STATE_FILE))
+    assert state["step"] == 8 and set(state["models"]) == {"net", "ema"}
+    assert (tmp_path / "Log" / "train.log").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_last_snapshot(tmp_path):
+    t = ToyTrainer(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=5, snapshot_interval=1, nan_at=9)
+    with pytest.raises(NonFiniteLossError, match=r"loss 'loss' is nan at step 8 \(epoch 1\)") as e:
+        t.fit()
+    assert STATE_FILE in str(e.value)
+    state = load_checkpoint(str(tmp_path / "Model" / STATE_FILE))
+    assert state["epoch"] == 1 and state["step"] == 6  # the snapshot before the bad step survives
+
+
+def test_atomic_save_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "x.pth"
+    atomic_save({"a": torch.ones(1)}, str(path))
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        atomic_save({"a": Boom()}, str(path))
+    assert torch.equal(load_checkpoint(str(path))["a"], torch.ones(1))
+    assert os.listdir(tmp_path) == ["x.pth"]
+
+
+def test_ema_update_rule():
+    net = nn.Linear(2, 1)
+    ema = EMA(net, decay=0.999)
+    before = _params(ema.shadow).clone()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net)
+    assert torch.allclose(_params(ema.shadow), 0.999 * before + 0.001 * _params(net))
+
+
+def test_cpu_runtime_needs_no_process_group():
+    rt = setup_runtime(gpu_id=-1)
+    assert rt.device.type == "cpu" and not rt.distributed and rt.is_main
+    assert not torch.distributed.is_initialized()
+    with pytest.raises(ValueError, match="fp16 needs a GPU"):
+        setup_runtime(gpu_id=-1, amp="fp16")
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, port, out, result_path):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    rt = setup_runtime(gpu_id=-1)
+    torch.manual_seed(5 + rank)
+    t = ToyTrainer(rt, out, _FixedData(), dropout=0.0, batch_size=2, max_epoch=1, snapshot_interval=1, seed=3)
+    t.fit()
+    if rt.is_main:
+        torch.save(_params(t.net), result_path)
+    shutdown_runtime(rt)
+
+
+class _FixedData(NoisyData):
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def test_ddp_two_processes_equal_single_process_on_combined_batch(tmp_path):
+    """Two gloo processes with batch 2 each == one process with batch 4 whose loss is the mean of the two halves'.
+
+    BatchNorm statistics are per process (PyTorch's SyncBatchNorm needs CUDA), so the single-process reference
+    normalises each half separately, exactly as the two processes do; gradients are averaged by DDP.
+    """
+    result = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(_free_port(), str(tmp_path / "run"), str(result)), nprocs=2, join=True)
+    ddp_params = torch.load(result, weights_only=True)
+
+    data = _FixedData()
+    torch.manual_seed(1)
+    net = ToyNet(dropout=0.0)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(3 + 0)).tolist()  # DistributedSampler
+    shards = [order[r::2] for r in range(2)]
+    for s in range(len(data) // 4):
+        losses = []
+        for shard in shards:
+            idx = shard[s * 2:(s + 1) * 2]
+            losses.append(nn.functional.mse_loss(net(data.x[idx]), data.y[idx]))
+        opt.zero_grad()
+        (sum(losses) / 2).backward()
+        opt.step()
+    assert torch.allclose(ddp_params, _params(net), atol=1e-6)

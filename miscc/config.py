@@ -103,6 +103,7 @@ _DEFAULTS = {
     },
     "DAMSM": {
         "IMAGE_ENCODER": "inception",  # inception | small
+        "IMAGE_SIZE": 64,  # the small encoder's input size (other sizes are resized to it)
         "INCEPTION_WEIGHTS": "",  # torchvision inception_v3_google-*.pth for ImageNet initialisation
         "VALID_BATCHES": 50,
         "RPREC_SAMPLES": 1000,
@@ -113,6 +114,7 @@ _DEFAULTS = {
         "CLASSIFIER": "",  # dataset classifier checkpoint for IS / attribute accuracy
         "CLIP_PATH": "",
         "FID_STATS": "",  # .npz with mu, sigma of the real split
+        "N_SAMPLES": 30000,  # images sampled for the metrics (random mode)
         "SAMPLE_MODE": "random",  # random (30k protocol) | every (every test caption once)
         "BATCH_SIZE": 50,
         "SEED": 0,

@@ -121,3 +121,25 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def broadcast_parameters(module: torch.nn.Module, rt: Runtime) -> None:
+    """Copy rank 0's parameters and buffers to every rank (what DDP does at construction)."""
+    if rt.distributed:
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def average_gradients(module: torch.nn.Module, rt: Runtime) -> None:
+    """All-reduce-mean the gradients of `module` across ranks.
+
+    Used for discriminators instead of DDP: a GAN discriminator runs several forwards (real, fake, mismatched) and
+    its heads are called outside `forward`, which DDP's one-forward-one-backward reducer does not allow. The result
+    is the same gradient DDP would produce.
+    """
+    if not rt.distributed:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad.div_(rt.world_size)

@@ -1,0 +1,699 @@
+"""Text-image datasets in AttnGAN's on-disk format (A/code/datasets.py), without its global config.
+
+Layouts under DATA_DIR (the layout is an argument, never guessed from the path as the original's `'birds' in path`):
+
+- cub: `CUB_200_2011/images/<key>.jpg`, cropped to a square of side 1.5*max(w, h) centred on the bounding box from
+  `CUB_200_2011/{images,bounding_boxes}.txt` (zipped by row), clipped to the image;
+- coco: `images/<key>.jpg`;
+- custom: `images/<key>.<ext>` (ext: png, jpg or jpeg, found once from the first key), no box.
+
+All layouts share `text/<key>.txt` (one caption per line), `{train,test}/filenames.pickle`, optional
+`{train,test}/class_info.pickle` (missing: every image its own class) and optional `captions.pickle`
+(`[train_captions, test_captions, ixtoword, wordtoix]`, filename-major; missing: rebuilt from `text/`). Pickles are
+read with `miscc.safe_pickle.safe_load_pickle`, so they cannot run code.
+
+Randomness (caption choice, the ordered subset kept from long captions, random crop, flip) is drawn from torch's
+global generator, like torchvision's transforms. A DataLoader seeds every worker from the main process's torch
+generator, so `torch.manual_seed(SEED)` makes an epoch reproducible and the workers draw different streams (a
+per-dataset numpy generator would be copied into every worker and repeat the same numbers). The sampling helpers
+(`get_caption`, `mismatched_captions`, `wrong_image_index`) also accept an explicit `rng` (a `torch.Generator` or a
+`numpy.random.Generator`).
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from miscc.safe_pickle import safe_load_pickle
+from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
+
+LAYOUTS = ("cub", "coco", "custom")
+SPLITS = ("train", "test")
+CUSTOM_IMAGE_EXTS = ("png", "jpg", "jpeg")
+AUTO_CACHE_BYTES = 1.5e9  # cache_images=-1 caches when the decoded images fit in this many bytes
+
+_COMMON_TREE = """\
+  text/<key>.txt                     one caption per line
+  train/filenames.pickle             list of keys (test/filenames.pickle likewise)
+  train/class_info.pickle            optional: one class id per key (missing: one class per image)
+  captions.pickle                    optional: [train_caps, test_caps, ixtoword, wordtoix] (missing: rebuilt from text/)
+"""
+_LAYOUT_TREES = {
+    "cub": """\
+  CUB_200_2011/images/<key>.jpg      e.g. images/002.Laysan_Albatross/Laysan_Albatross_0002_1027.jpg
+  CUB_200_2011/images.txt            '<id> <class>/<image>.jpg' per line
+  CUB_200_2011/bounding_boxes.txt    '<id> <x> <y> <width> <height>' per line, same rows as images.txt
+""",
+    "coco": """\
+  images/<key>.jpg                   train2014 and val2014 images together
+""",
+    "custom": """\
+  images/<key>.<png|jpg|jpeg>        one extension for all images (python -m tools.import_folder makes this)
+""",
+}
+
+
+class DatasetLayoutError(FileNotFoundError):
+    """DATA_DIR or a file the chosen layout needs is missing; the message shows the expected tree."""
+
+
+class CorruptImageError(OSError):
+    """An image file that cannot be decoded."""
+
+
+def expected_layout(layout: str) -> str:
+    """The folder tree a layout expects, as printed in layout errors."""
+    return f"<DATA_DIR>/\n{_LAYOUT_TREES[layout]}{_COMMON_TREE}"
+
+
+def _layout_error(data_dir: str, layout: str, missing: list[str], what: str = "not found") -> DatasetLayoutError:
+    shown = "\n".join(f"  {p}" for p in missing[:5])
+    more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+    return DatasetLayoutError(
+        f"{what}:\n{shown}{more}\nDATA_DIR {data_dir} does not match layout '{layout}', which expects:\n"
+        f"{expected_layout(layout)}"
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Metadata
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_filenames(data_dir: str, split: str) -> list[str]:
+    """Keys of a split from `<split>/filenames.pickle` (a list of str; Python-2 pickles decode as latin1)."""
+    path = os.path.join(data_dir, split, "filenames.pickle")
+    keys = safe_load_pickle(path)
+    if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
+        raise ValueError(f"{path}: expected a list of image keys (str), got {type(keys).__name__}")
+    if not keys:
+        raise ValueError(f"{path}: the '{split}' split lists no images")
+    return [k.decode("utf-8") if isinstance(k, bytes) else k for k in keys]
+
+
+def load_class_ids(data_dir: str, split: str, n_images: int) -> np.ndarray:
+    """Class ids from `<split>/class_info.pickle`, or `np.arange(n_images)` (one class per image) when absent."""
+    path = os.path.join(data_dir, split, "class_info.pickle")
+    if not os.path.isfile(path):
+        return np.arange(n_images, dtype=np.int64)
+    ids = np.asarray(safe_load_pickle(path))
+    if ids.ndim != 1 or len(ids) != n_images or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"{path}: expected {n_images} integer class ids (one per key in filenames.pickle), "
+                         f"got an array of shape {ids.shape} and dtype {ids.dtype}")
+    return ids.astype(np.int64)
+
+
+def load_bboxes(data_dir: str) -> dict[str, tuple[float, float, float, float]]:
+    """`{key: (x, y, w, h)}` from CUB's `images.txt` and `bounding_boxes.txt`, zipped by row as the original does
+    (the image ids of the two files must agree row by row)."""
+    images_txt = os.path.join(data_dir, "CUB_200_2011", "images.txt")
+    boxes_txt = os.path.join(data_dir, "CUB_200_2011", "bounding_boxes.txt")
+    with open(images_txt, encoding="utf-8") as f:
+        images = [line.split() for line in f if line.strip()]
+    with open(boxes_txt, encoding="utf-8") as f:
+        boxes = [line.split() for line in f if line.strip()]
+    if len(images) != len(boxes):
+        raise ValueError(f"{images_txt} has {len(images)} rows but {boxes_txt} has {len(boxes)}; they pair by row")
+    out = {}
+    for row, (im, box) in enumerate(zip(images, boxes), 1):
+        if len(im) != 2 or len(box) != 5:
+            bad = images_txt if len(im) != 2 else boxes_txt
+            raise ValueError(f"{bad}, row {row}: expected '<id> <path>' / '<id> <x> <y> <w> <h>', got {im or box}")
+        if im[0] != box[0]:
+            raise ValueError(f"row {row}: image id {im[0]} in {images_txt} but {box[0]} in {boxes_txt}")
+        key = os.path.splitext(im[1])[0]
+        try:
+            out[key] = tuple(float(v) for v in box[1:])
+        except ValueError as e:
+            raise ValueError(f"{boxes_txt}, row {row}: bounding box is not numeric: {box[1:]}") from e
+    return out
+
+
+def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
+    """AttnGAN's CUB crop (`get_imgs`): a square of half-side int(0.75*max(w, h)) around the box centre, clipped
+    to the image. Returns (x1, y1, x2, y2) for `PIL.Image.crop`."""
+    x, y, w, h = bbox
+    r = int(max(w, h) * 0.75)
+    cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
+    return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
+
+
+def read_caption_lines(path: str, captions_per_image: int, warn: bool = True) -> list[str]:
+    """The raw text (stripped) of the first `captions_per_image` lines that AttnGAN's tokeniser does not leave empty.
+
+    The selection rule is the one of `miscc.text.read_caption_file`, so caption j of an image is the same sentence for
+    the RNN (word ids) and BERT (raw text) paths.
+    """
+    with open(path, encoding="utf-8", errors="replace") as f:
+        lines = f.read().split("\n")
+    out = []
+    for line in lines:
+        if tokenize_caption(line):
+            out.append(line.strip())
+            if len(out) == captions_per_image:
+                break
+    if warn and len(out) < captions_per_image:
+        warnings.warn(f"{path}: {len(out)} captions, fewer than CAPTIONS_PER_IMAGE={captions_per_image}")
+    return out
+
+
+def _fill_captions(captions: list, captions_per_image: int, path: str) -> list:
+    """Exactly `captions_per_image` captions, repeating the available ones in order when there are fewer.
+
+    The original appended only what it found, which shifted every later image's captions (filename-major indexing
+    assumes a fixed count per image); repeating keeps the index arithmetic right. A file without any caption is an
+    error.
+    """
+    if not captions:
+        raise ValueError(f"{path}: no non-empty caption (each image needs at least one caption line)")
+    return [captions[j % len(captions)] for j in range(captions_per_image)]
+
+
+def build_captions(data_dir: str, train_keys: list[str], test_keys: list[str], captions_per_image: int):
+    """`[train_captions, test_captions, ixtoword, wordtoix]` from `text/<key>.txt`, as AttnGAN's `load_text_data`
+    builds `captions.pickle`: vocabulary over train then test words (0 = '<end>'), filename-major id lists."""
+    missing = [os.path.join(data_dir, "text", k + ".txt") for k in list(train_keys) + list(test_keys)
+               if not os.path.isfile(os.path.join(data_dir, "text", k + ".txt"))]
+    if missing:
+        raise DatasetLayoutError(f"caption files not found (needed to build captions.pickle): {missing[0]}"
+                                 + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    token_lists = []
+    for keys in (train_keys, test_keys):
+        split_tokens = []
+        for k in keys:
+            path = os.path.join(data_dir, "text", k + ".txt")
+            split_tokens += _fill_captions(read_caption_file(path, captions_per_image), captions_per_image, path)
+        token_lists.append(split_tokens)
+    ixtoword, wordtoix = build_vocabulary(token_lists[0] + token_lists[1])
+    train_caps, test_caps = ([encode_tokens(t, wordtoix) for t in split] for split in token_lists)
+    return [train_caps, test_caps, ixtoword, wordtoix]
+
+
+def write_captions_pickle(path: str, captions) -> None:
+    """Save `captions.pickle` with protocol 2 (the original's), atomically (temporary file + rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pickle", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(captions, f, protocol=2)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _check_captions_pickle(path: str, data, split: str, n_images: int, captions_per_image: int):
+    if not (isinstance(data, (list, tuple)) and len(data) == 4 and isinstance(data[2], dict)
+            and isinstance(data[3], dict)):
+        raise ValueError(f"{path}: expected [train_captions, test_captions, ixtoword, wordtoix]")
+    caps = data[0] if split == "train" else data[1]
+    if len(caps) != n_images * captions_per_image:
+        raise ValueError(
+            f"{path}: holds {len(caps)} {split} captions for {n_images} images in {split}/filenames.pickle "
+            f"({len(caps) / n_images:.2f} per image), but CAPTIONS_PER_IMAGE={captions_per_image} needs "
+            f"{n_images * captions_per_image}. Set TEXT.CAPTIONS_PER_IMAGE to the value the pickle was built with "
+            "(CUB 10, COCO 5), or delete captions.pickle to rebuild it from text/"
+        )
+    n_words = len(data[2])
+    for i, c in enumerate(caps):
+        if len(c) == 0 or min(c) <= 0 or max(c) >= n_words:
+            raise ValueError(f"{path}: {split} caption {i} is empty or has a word id outside 1..{n_words - 1}: {c}")
+    return [list(c) for c in caps], data[2], data[3]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling helpers (torch generator, numpy generator, or torch's global generator)
+# ----------------------------------------------------------------------------------------------------------------
+
+def _randint(high: int, rng=None) -> int:
+    if isinstance(rng, np.random.Generator):
+        return int(rng.integers(high))
+    return int(torch.randint(high, (1,), generator=rng).item())
+
+
+def _rand(rng=None) -> float:
+    if isinstance(rng, np.random.Generator):
+        return float(rng.random())
+    return float(torch.rand(1, generator=rng).item())
+
+
+def ordered_subset(n: int, k: int, rng=None) -> np.ndarray:
+    """`k` of the positions 0..n-1, chosen at random and kept in increasing order (AttnGAN's `get_caption`: a long
+    caption keeps a random ordered subset of its words, not its first WORDS_NUM)."""
+    if isinstance(rng, np.random.Generator):
+        picked = rng.permutation(n)[:k]
+    else:
+        picked = torch.randperm(n, generator=rng)[:k].numpy()
+    return np.sort(picked)
+
+
+def swap_pad_id(ids, pad_token_id: int | None):
+    """Exchange ids 0 and `pad_token_id` (an involution: the same call converts both ways).
+
+    Our captions pad with 0. For a tokenizer whose pad id is p != 0, id 0 is an ordinary token, so the dataset
+    stores it as p (which never occurs in text tokenised without special tokens) and padding as 0; an encoder that
+    feeds ids back to such a tokenizer's model calls this again. BERT-family tokenizers (pad id 0) are unaffected.
+    """
+    if not pad_token_id:
+        return ids
+    if isinstance(ids, torch.Tensor):
+        out = ids.clone()
+        out[ids == 0] = pad_token_id
+        out[ids == pad_token_id] = 0
+        return out
+    return [pad_token_id if i == 0 else 0 if i == pad_token_id else i for i in ids]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Dataset
+# ----------------------------------------------------------------------------------------------------------------
+
+class TextDataset(Dataset):
+    """Images with captions in AttnGAN's format; one item = the image at every TREE branch and one caption.
+
+    Items are dicts: `imgs` (list of FloatTensor[3, s, s] in [-1, 1], s = base_size * 2**i), `caption`
+    (LongTensor[words_num], zero-padded), `cap_len`, `class_id`, `key`, `index` (image index) and `caption_index`
+    (`index * captions_per_image + j`). An item draws one caption of its image at random; with `every_caption` the
+    dataset has `n_images * captions_per_image` items and item i is caption `i % captions_per_image` of image
+    `i // captions_per_image` (SSA-GAN's `datasets_everycap`, for sampling every test caption once).
+
+    Images (AttnGAN `get_imgs`): CUB box crop, Resize(int(imsize*76/64)) of the shorter edge, then RandomCrop(imsize)
+    and a random horizontal flip (augment=False: CenterCrop, no flip), imsize = base_size * 2**(branch_num-1); every
+    branch but the last is a Resize of that crop. DAMSM uses branch_num=1, base_size=299. The Resize output is cached
+    as uint8 after the first decode when `cache_images` is 1, or -1 (auto) and the split fits in AUTO_CACHE_BYTES; the
+    cache lives in each process (DataLoader workers keep theirs with `persistent_workers`, see `build_dataloader`).
+
+    With `bert_tokenizer` (a transformers tokenizer) the captions are the raw caption lines tokenised without special
+    tokens (WordPiece ids, padded with 0, see `swap_pad_id`); `captions.pickle` is then not used and `n_words` is the
+    tokenizer's vocabulary size.
+
+    A missing image (at construction) or an undecodable one (when read) raises an error naming the file; with
+    `skip_corrupt=True` missing images are dropped from the index with a warning, and an item whose image fails to
+    decode is replaced by the next readable item (the image is remembered as bad in that process and counted in
+    `n_skipped`).
+    """
+
+    def __init__(self, data_dir, split="train", *, layout="cub", base_size=64, branch_num=3, words_num=18,
+                 captions_per_image=10, augment=True, every_caption=False, bert_tokenizer=None,
+                 skip_corrupt=False, cache_images=-1, image_ext=None):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        for name, value in (("base_size", base_size), ("branch_num", branch_num), ("words_num", words_num),
+                            ("captions_per_image", captions_per_image)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if cache_images not in (-1, 0, 1):
+            raise ValueError(f"cache_images must be -1 (auto), 0 (off) or 1 (on), got {cache_images!r}")
+        self.data_dir = os.fspath(data_dir)
+        self.split, self.layout = split, layout
+        self.base_size, self.branch_num = int(base_size), int(branch_num)
+        self.words_num, self.captions_per_image = int(words_num), int(captions_per_image)
+        self.augment, self.every_caption, self.skip_corrupt = augment, every_caption, skip_corrupt
+        self.imsizes = [self.base_size * 2 ** i for i in range(self.branch_num)]
+        self.imsize = self.imsizes[-1]
+        self.load_size = int(self.imsize * 76 / 64)
+        self.n_skipped = 0
+        self._bad = set()
+
+        self._check_layout()
+        self.filenames = load_filenames(self.data_dir, split)
+        self.class_ids = load_class_ids(self.data_dir, split, len(self.filenames))
+        self.image_paths, self.bboxes = self._find_images(image_ext)
+        self.bert_tokenizer = bert_tokenizer  # kept for encoding free sentences (gen_example) and decoding ids
+        self.pad_token_id = None
+        if bert_tokenizer is None:
+            self._load_word_captions()
+        else:
+            self._load_bert_captions(bert_tokenizer)
+        self._drop_missing_images()
+
+        n_bytes = len(self.filenames) * self.load_size * self.load_size * 3
+        self.cache_images = bool(cache_images == 1 or (cache_images == -1 and n_bytes < AUTO_CACHE_BYTES))
+        self._cache: dict[int, np.ndarray] = {}
+        self._text_cache: dict[int, list[str]] = {}
+
+    # --- construction ---------------------------------------------------------------------------------------------
+
+    def _check_layout(self):
+        d = self.data_dir
+        if not os.path.isdir(d):
+            raise _layout_error(d, self.layout, [d], "DATA_DIR not found")
+        required = [os.path.join(d, self.split, "filenames.pickle")]
+        if self.layout == "cub":
+            required += [os.path.join(d, "CUB_200_2011", f) for f in ("images.txt", "bounding_boxes.txt")]
+            required.append(os.path.join(d, "CUB_200_2011", "images"))
+        else:
+            required.append(os.path.join(d, "images"))
+        missing = [p for p in required if not os.path.exists(p)]
+        if missing:
+            raise _layout_error(d, self.layout, missing)
+
+    def _find_images(self, image_ext):
+        d, keys = self.data_dir, self.filenames
+        bboxes = None
+        if self.layout == "cub":
+            root, ext = os.path.join(d, "CUB_200_2011", "images"), "jpg"
+            table = load_bboxes(d)
+            missing = [k for k in keys if k not in table]
+            if missing:
+                raise ValueError(f"{os.path.join(d, 'CUB_200_2011', 'images.txt')}: no entry for key '{missing[0]}' "
+                                 f"({len(missing)} keys of {self.split}/filenames.pickle missing)")
+            bboxes = [table[k] for k in keys]
+        elif self.layout == "coco":
+            root, ext = os.path.join(d, "images"), image_ext or "jpg"
+        else:
+            root = os.path.join(d, "images")
+            ext = image_ext
+            if ext is None:
+                tried = [os.path.join(root, f"{keys[0]}.{e}") for e in CUSTOM_IMAGE_EXTS]
+                found = [e for e, p in zip(CUSTOM_IMAGE_EXTS, tried) if os.path.isfile(p)]
+                if not found:
+                    raise _layout_error(d, self.layout, tried, f"no image for the first key '{keys[0]}'; tried")
+                ext = found[0]
+        ext = ext.lstrip(".")
+        return [os.path.join(root, f"{k}.{ext}") for k in keys], bboxes
+
+    def _load_word_captions(self):
+        path = os.path.join(self.data_dir, "captions.pickle")
+        if os.path.isfile(path):
+            data = safe_load_pickle(path)
+        else:
+            other = "test" if self.split == "train" else "train"
+            other_pickle = os.path.join(self.data_dir, other, "filenames.pickle")
+            if not os.path.isfile(other_pickle):
+                raise _layout_error(self.data_dir, self.layout, [path, other_pickle],
+                                    "captions.pickle is missing, and rebuilding it needs both splits' keys")
+            warnings.warn(
+                f"{path} not found: building it from {os.path.join(self.data_dir, 'text')} (vocabulary over "
+                "train+test). A rebuilt vocabulary does not match released text encoders (size mismatch for "
+                "encoder.weight): use the released captions.pickle with released checkpoints."
+            )
+            keys = {self.split: self.filenames, other: load_filenames(self.data_dir, other)}
+            data = build_captions(self.data_dir, keys["train"], keys["test"], self.captions_per_image)
+            try:
+                write_captions_pickle(path, data)
+            except OSError as e:
+                warnings.warn(f"could not save {path} ({e}); it will be rebuilt next time")
+        self.captions, self.ixtoword, self.wordtoix = _check_captions_pickle(
+            path, data, self.split, len(self.filenames), self.captions_per_image)
+        self.n_words = len(self.ixtoword)
+        self._raw_text = None
+
+    def _load_bert_captions(self, tokenizer):
+        text_dir = os.path.join(self.data_dir, "text")
+        paths = [os.path.join(text_dir, k + ".txt") for k in self.filenames]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise _layout_error(self.data_dir, self.layout, missing, "caption files not found")
+        lines = []
+        for p in paths:
+            lines += _fill_captions(read_caption_lines(p, self.captions_per_image), self.captions_per_image, p)
+        ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
+        pad = tokenizer.pad_token_id
+        if pad is None and any(0 in c for c in ids):
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no pad token and uses id 0 for text; our "
+                             "captions pad with 0, so give it a pad token")
+        for i, c in enumerate(ids):
+            if not c:
+                raise ValueError(f"{paths[i // self.captions_per_image]}: caption '{lines[i]}' tokenises to nothing")
+        self.pad_token_id = pad
+        self.captions = [swap_pad_id(list(c), pad) for c in ids]
+        vocab = {i: w for w, i in tokenizer.get_vocab().items()}
+        if pad:
+            vocab[0], vocab[pad] = vocab.get(pad, "[PAD]"), vocab.get(0, "")
+        self.ixtoword = vocab
+        self.wordtoix = {w: i for i, w in vocab.items()}
+        self.n_words = len(tokenizer)
+        self._raw_text = lines
+
+    def _drop_missing_images(self):
+        missing = [i for i, p in enumerate(self.image_paths) if not os.path.isfile(p)]
+        if not missing:
+            return
+        if not self.skip_corrupt:
+            raise _layout_error(self.data_dir, self.layout, [self.image_paths[i] for i in missing],
+                                f"{len(missing)} image(s) of {self.split}/filenames.pickle not found "
+                                "(DATA.SKIP_CORRUPT: True drops them)")
+        warnings.warn(f"skipping {len(missing)} missing image(s) of the {self.split} split, first: "
+                      f"{self.image_paths[missing[0]]}")
+        keep = np.setdiff1d(np.arange(len(self.filenames)), missing)
+        if len(keep) == 0:
+            raise _layout_error(self.data_dir, self.layout, [self.image_paths[i] for i in missing],
+                                "no image of the split exists")
+        cpi = self.captions_per_image
+        self.n_skipped += len(missing)
+        self.filenames = [self.filenames[i] for i in keep]
+        self.class_ids = self.class_ids[keep]
+        self.image_paths = [self.image_paths[i] for i in keep]
+        if self.bboxes is not None:
+            self.bboxes = [self.bboxes[i] for i in keep]
+        self.captions = [self.captions[i * cpi + j] for i in keep for j in range(cpi)]
+        if self._raw_text is not None:
+            self._raw_text = [self._raw_text[i * cpi + j] for i in keep for j in range(cpi)]
+
+    # --- captions -------------------------------------------------------------------------------------------------
+
+    @property
+    def n_images(self) -> int:
+        return len(self.filenames)
+
+    def get_caption(self, caption_index: int, rng=None) -> tuple[torch.Tensor, int]:
+        """Caption `caption_index` as LongTensor[words_num] (zero-padded; a longer caption keeps a random ordered
+        subset of words_num words) and its length."""
+        ids = self.captions[caption_index]
+        out = torch.zeros(self.words_num, dtype=torch.long)
+        if len(ids) <= self.words_num:
+            out[: len(ids)] = torch.as_tensor(ids, dtype=torch.long)
+            return out, len(ids)
+        keep = ordered_subset(len(ids), self.words_num, rng)
+        out[:] = torch.as_tensor(ids, dtype=torch.long)[torch.from_numpy(keep)]
+        return out, self.words_num
+
+    def caption_text(self, caption_index: int) -> str:
+        """The sentence of caption `caption_index` as written in `text/<key>.txt` (for BERT/CLIP scoring and logs).
+
+        Without the text file, the caption's words are joined from the vocabulary (lowercase, no punctuation).
+        """
+        if self._raw_text is not None:
+            return self._raw_text[caption_index]
+        index, j = divmod(caption_index, self.captions_per_image)
+        if index not in self._text_cache:
+            path = os.path.join(self.data_dir, "text", self.filenames[index] + ".txt")
+            self._text_cache[index] = (read_caption_lines(path, self.captions_per_image, warn=False)
+                                       if os.path.isfile(path) else [])
+        lines = self._text_cache[index]
+        if lines:
+            return lines[j % len(lines)]
+        return " ".join(self.ixtoword[i] for i in self.captions[caption_index])
+
+    def mismatched_captions(self, class_id: int, n: int = 99, rng=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`n` captions of random images whose class is not `class_id`, sorted by length (descending), with their
+        lengths: the negatives of R-precision (DM-GAN `get_mis_caption`). DM-GAN drew indices with the inclusive
+        `random.randint(0, N)`, which could reach one past the last image or caption; ours stay in range."""
+        others = np.flatnonzero(self.class_ids != class_id)
+        if len(others) == 0:
+            raise ValueError(f"the {self.split} split has no image outside class {class_id}")
+        caps = torch.zeros(n, self.words_num, dtype=torch.long)
+        lens = torch.zeros(n, dtype=torch.long)
+        for r in range(n):
+            index = int(others[_randint(len(others), rng)])
+            cap_index = index * self.captions_per_image + _randint(self.captions_per_image, rng)
+            caps[r], lens[r] = self.get_caption(cap_index, rng)
+        lens, order = torch.sort(lens, descending=True, stable=True)
+        return caps[order], lens
+
+    def wrong_image_index(self, index: int, rng=None) -> int:
+        """A random image index whose class differs from image `index`'s (GAN-INT-CLS's mismatched image)."""
+        others = np.flatnonzero(self.class_ids != self.class_ids[index])
+        if len(others) == 0:
+            raise ValueError(f"the {self.split} split has no image outside class {self.class_ids[index]}")
+        return int(others[_randint(len(others), rng)])
+
+    # --- images ---------------------------------------------------------------------------------------------------
+
+    def _decode(self, index: int) -> np.ndarray:
+        """The box-cropped image, shorter edge resized to load_size, as uint8 HxWx3 (cached when enabled)."""
+        cached = self._cache.get(index)
+        if cached is not None:
+            return cached
+        path = self.image_paths[index]
+        try:
+            with Image.open(path) as im:
+                img = im.convert("RGB")
+        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            raise CorruptImageError(f"{path}: cannot read image ({type(e).__name__}: {e}); "
+                                    "DATA.SKIP_CORRUPT: True skips unreadable images") from e
+        if self.bboxes is not None:
+            img = img.crop(bbox_crop_box(self.bboxes[index], *img.size))
+        w, h = img.size
+        short, long = (w, h) if w <= h else (h, w)
+        if short != self.load_size:  # torchvision Resize(int): shorter edge to load_size, bilinear
+            new_long = int(self.load_size * long / short)
+            img = img.resize((self.load_size, new_long) if w <= h else (new_long, self.load_size), Image.BILINEAR)
+        arr = np.asarray(img, dtype=np.uint8)
+        if self.cache_images:
+            self._cache[index] = arr
+        return arr
+
+    def get_imgs(self, index: int, rng=None) -> list[torch.Tensor]:
+        """Image `index` at every branch size, FloatTensor[3, s, s] in [-1, 1] (crop and flip as configured)."""
+        arr = self._decode(index)
+        h, w = arr.shape[:2]
+        s = self.imsize
+        if self.augment:
+            top, left = _randint(h - s + 1, rng), _randint(w - s + 1, rng)
+        else:
+            top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
+        crop = arr[top: top + s, left: left + s]
+        if self.augment and _rand(rng) < 0.5:
+            crop = crop[:, ::-1]
+        crop = Image.fromarray(np.ascontiguousarray(crop))
+        out = []
+        for size in self.imsizes:
+            im = crop if size == s else crop.resize((size, size), Image.BILINEAR)
+            t = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).float()
+            out.append(t.div_(127.5).sub_(1.0))
+        return out
+
+    # --- items ----------------------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.n_images * (self.captions_per_image if self.every_caption else 1)
+
+    def _item(self, i: int) -> dict:
+        if self.every_caption:
+            index, j = divmod(i, self.captions_per_image)
+        else:
+            index, j = i, _randint(self.captions_per_image)
+        if index in self._bad:
+            raise CorruptImageError(self.image_paths[index])
+        imgs = self.get_imgs(index)
+        caption_index = index * self.captions_per_image + j
+        caption, cap_len = self.get_caption(caption_index)
+        return dict(imgs=imgs, caption=caption, cap_len=cap_len, class_id=int(self.class_ids[index]),
+                    key=self.filenames[index], index=index, caption_index=caption_index)
+
+    def __getitem__(self, i: int) -> dict:
+        if not 0 <= i < len(self):
+            raise IndexError(f"item {i} out of range for {len(self)} items")
+        for attempt in range(len(self)):
+            j = (i + attempt) % len(self)
+            try:
+                return self._item(j)
+            except CorruptImageError:
+                if not self.skip_corrupt:
+                    raise
+                index = j // self.captions_per_image if self.every_caption else j
+                if index not in self._bad:
+                    self._bad.add(index)
+                    self.n_skipped += 1
+                    warnings.warn(f"skipping unreadable image {self.image_paths[index]} ({self.n_skipped} skipped)")
+        raise CorruptImageError(f"no readable image in the {self.split} split of {self.data_dir}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Batches
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """A collated batch sorted by caption length, descending (AttnGAN `prepare_data`, needed by
+    `pack_padded_sequence`). `order[k]` is the position in the collated batch of sorted row k."""
+    imgs: list  # [B, 3, s, s] per branch, on device
+    captions: torch.Tensor  # [B, T_max] on device, T_max = longest caption of the batch
+    cap_lens: torch.Tensor  # [B] long, on device
+    mask: torch.Tensor  # [B, T_max] bool, True at padding (captions == 0)
+    class_ids: np.ndarray  # [B] int64
+    keys: list
+    indices: np.ndarray  # [B] image indices, int64
+    caption_indices: np.ndarray  # [B] int64
+    order: torch.Tensor  # [B] long, CPU
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def prepare_data(batch: dict, device) -> Batch:
+    """Sort a collated batch by caption length (descending, stable), cut captions to the longest, move to device."""
+    cap_lens = torch.as_tensor(batch["cap_len"], dtype=torch.long)
+    sorted_lens, order = torch.sort(cap_lens, descending=True, stable=True)
+    t_max = max(int(sorted_lens[0]), 1) if len(sorted_lens) else 1
+    captions = torch.as_tensor(batch["caption"])[order, :t_max].to(device)
+    return Batch(
+        imgs=[img[order].to(device) for img in batch["imgs"]],
+        captions=captions,
+        cap_lens=sorted_lens.to(device),
+        mask=captions == 0,
+        class_ids=np.asarray(batch["class_id"], dtype=np.int64)[order.numpy()],
+        keys=[batch["key"][k] for k in order.tolist()],
+        indices=np.asarray(batch["index"], dtype=np.int64)[order.numpy()],
+        caption_indices=np.asarray(batch["caption_index"], dtype=np.int64)[order.numpy()],
+        order=order,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and `random` in a DataLoader worker from its torch seed (which the main process's seed sets)."""
+    seed = torch.initial_seed() % 2 ** 32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None) -> DataLoader:
+    """A DataLoader with default collation (the dict items of `TextDataset`), seeded workers, and persistent
+    workers so that each keeps its image cache between epochs. With a `sampler` (e.g. DistributedSampler), the
+    sampler does the shuffling."""
+    if drop_last and len(dataset) < batch_size and sampler is None:
+        raise ValueError(f"drop_last with batch_size {batch_size} > {len(dataset)} items gives no batch at all")
+    return DataLoader(
+        dataset, batch_size=batch_size, shuffle=bool(shuffle) and sampler is None, sampler=sampler,
+        drop_last=drop_last, num_workers=workers, pin_memory=torch.cuda.is_available(),
+        persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Config entry point
+# ----------------------------------------------------------------------------------------------------------------
+
+def load_bert_tokenizer(path: str):
+    """A transformers tokenizer from a local folder (`local_files_only=True`: nothing is downloaded)."""
+    if not path:
+        raise FileNotFoundError("TEXT.ENCODER is 'bert' but TEXT.BERT_PATH is empty: set it to a local model "
+                                "folder holding the tokenizer files (tokenizer.json or vocab.txt)")
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"TEXT.BERT_PATH not found: {path} (a local folder with the tokenizer files, "
+                                "e.g. tokenizer.json or vocab.txt, is required)")
+    from transformers import AutoTokenizer
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except Exception as e:
+        raise FileNotFoundError(f"cannot load a tokenizer from TEXT.BERT_PATH {path}: {e}") from e
+
+
+def build_dataset(cfg, split, **kwargs) -> TextDataset:
+    """The TextDataset a config describes (DATA_DIR, DATA.LAYOUT, TREE, TEXT, DATA.*); `kwargs` override
+    constructor arguments (e.g. augment=False, every_caption=True)."""
+    from miscc.config import data_layout, resolve_path
+    if not cfg.DATA_DIR:
+        raise DatasetLayoutError("DATA_DIR is empty: set it in the config or pass --data_dir")
+    args = dict(
+        layout=data_layout(cfg), base_size=cfg.TREE.BASE_SIZE, branch_num=cfg.TREE.BRANCH_NUM,
+        words_num=cfg.TEXT.WORDS_NUM, captions_per_image=cfg.TEXT.CAPTIONS_PER_IMAGE,
+        skip_corrupt=cfg.DATA.SKIP_CORRUPT, cache_images=cfg.DATA.CACHE_IMAGES,
+    )
+    if cfg.TEXT.ENCODER == "bert" and "bert_tokenizer" not in kwargs:
+        args["bert_tokenizer"] = load_bert_tokenizer(resolve_path(cfg.TEXT.BERT_PATH))
+    args.update(kwargs)
+    return TextDataset(resolve_path(cfg.DATA_DIR), split, **args)

@@ -1,0 +1,139 @@
+"""DAMSM losses (AttnGAN `code/GlobalAttention.py` `func_attention`, `code/miscc/losses.py` `words_loss`/`sent_loss`).
+
+Numerically the original's, with the Python-3 / modern-torch fixes: bool masks instead of `torch.ByteTensor`,
+masks built on the scores' device (no `cfg.CUDA`), `class_ids` accepted as a numpy array, list or tensor, and
+batch size 1 supported (the original's `.squeeze()` calls collapsed a 1x1 score matrix to a scalar).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity along `dim`: x1.x2 / max(|x1| |x2|, eps) (the original's formula, without its squeeze)."""
+    w12 = torch.sum(x1 * x2, dim)
+    w1 = torch.norm(x1, 2, dim)
+    w2 = torch.norm(x2, 2, dim)
+    return w12 / (w1 * w2).clamp(min=eps)
+
+
+def func_attention(query: torch.Tensor, context: torch.Tensor, gamma1: float):
+    """Word-to-region attention of DAMSM (AttnGAN Eq. 7-9).
+
+    query [B, D, L] (words), context [B, D, H, W] (regions) -> (region context per word [B, D, L],
+    attention [B, L, H, W]). Scores s = regions^T words (Eq. 7) are normalised over the words for each region
+    (Eq. 8), scaled by gamma1 and normalised over the regions for each word (Eq. 9).
+    """
+    batch_size, query_len = query.size(0), query.size(2)
+    ih, iw = context.size(2), context.size(3)
+    source_len = ih * iw
+    context = context.reshape(batch_size, -1, source_len)
+    attn = torch.bmm(context.transpose(1, 2), query)  # B x S x L, Eq. (7)
+    attn = F.softmax(attn, dim=2)  # Eq. (8)
+    attn = attn.transpose(1, 2) * gamma1  # B x L x S
+    attn = F.softmax(attn, dim=2)  # Eq. (9)
+    weighted_context = torch.bmm(context, attn.transpose(1, 2))  # B x D x L
+    return weighted_context, attn.reshape(batch_size, query_len, ih, iw)
+
+
+def class_mask(class_ids, device=None) -> torch.Tensor:
+    """Bool [B, B]: True where captions i != j come from the same class (not valid negatives for DAMSM)."""
+    if torch.is_tensor(class_ids):
+        ids = class_ids.detach().reshape(-1)
+    else:
+        ids = torch.as_tensor(np.asarray(class_ids)).reshape(-1)
+    if device is not None:
+        ids = ids.to(device)
+    mask = ids.unsqueeze(0) == ids.unsqueeze(1)
+    mask.fill_diagonal_(False)
+    return mask
+
+
+def _check_batch(name: str, batch_size: int, *tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.size(0) != batch_size:
+            raise ValueError(f"{name}: batch_size={batch_size} but a tensor has {t.size(0)} rows "
+                             f"(shape {tuple(t.shape)})")
+
+
+def words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_lens, gamma1: float = 4.0,
+                     gamma2: float = 5.0, eps: float = 1e-8):
+    """The word-level image-text matching scores of DAMSM, before gamma3 and masking.
+
+    img_features [B, D, H, W], words_emb [B, D, T], cap_lens [B] -> (sims [B, B] with sims[j, i] = the score of
+    image j and caption i, att_maps: list of B tensors [1, cap_lens[i], H, W], caption i attending to image i).
+    Each caption is cut to its length, attends over every image's regions (func_attention, Eq. 7-9) and scores
+    R(Q, D) = log sum_w exp(gamma2 * cos(word, region context)) (Eq. 10, with the original's missing 1/gamma2 power).
+
+    The original loops over captions and copies every image's features for each; here captions of equal length
+    are scored against all images at once with the same formulas and no copies (equal up to float rounding).
+    """
+    batch_size = words_emb.size(0)
+    lens = [int(n) for n in torch.as_tensor(cap_lens).reshape(-1).tolist()]
+    if len(lens) != batch_size:
+        raise ValueError(f"words_loss: {len(lens)} caption lengths for {batch_size} captions")
+    if lens and (min(lens) < 1 or max(lens) > words_emb.size(2)):
+        raise ValueError(f"words_loss: caption lengths must lie in [1, {words_emb.size(2)}], got {lens}")
+    n_img, dim, ih, iw = img_features.shape
+    source_len = ih * iw
+    context = img_features.reshape(n_img, dim, source_len)
+    context_t = context.transpose(1, 2).reshape(n_img * source_len, dim)
+    columns, order = [], []
+    att_maps: list[torch.Tensor | None] = [None] * batch_size
+    for length in sorted(set(lens)):
+        idx = [i for i, n in enumerate(lens) if n == length]
+        n = len(idx)
+        word = words_emb[idx, :, :length].transpose(0, 1)  # D x n x L
+        # attn[j, s, k, l]: region s of image j, word l of caption idx[k]
+        attn = (context_t @ word.reshape(dim, n * length)).view(n_img, source_len, n, length)  # Eq. (7)
+        attn = F.softmax(attn, dim=3)  # Eq. (8): over the words
+        attn = F.softmax(attn * gamma1, dim=1)  # Eq. (9): over the regions
+        wei_context = torch.bmm(context, attn.reshape(n_img, source_len, n * length)).view(n_img, dim, n, length)
+        for k, i in enumerate(idx):
+            att_maps[i] = attn[i, :, k, :].t().reshape(1, length, ih, iw)
+        dot = (wei_context * word.unsqueeze(0)).sum(1)  # B_img x n x L
+        norms = torch.norm(wei_context, 2, dim=1) * torch.norm(word, 2, dim=0).unsqueeze(0)
+        cos = dot / norms.clamp(min=eps)
+        columns.append(torch.log(torch.exp(cos * gamma2).sum(dim=2)))  # B_img x n, Eq. (10)
+        order += idx
+    sims = torch.cat(columns, 1)[:, torch.as_tensor(order).argsort().to(img_features.device)]
+    return sims, att_maps
+
+
+def words_loss(img_features, words_emb, labels, cap_lens, class_ids, batch_size,
+               gamma1: float = 4.0, gamma2: float = 5.0, gamma3: float = 10.0):
+    """DAMSM word loss: (loss0 image->caption CE, loss1 caption->image CE, att_maps).
+
+    The B x B scores (words_similarity) are scaled by gamma3; pairs (i != j) of the same class are set to -inf;
+    cross-entropy against `labels` (normally arange(B)) over rows and over columns. With labels None the losses are
+    None (as the original).
+    """
+    _check_batch("words_loss", batch_size, img_features, words_emb)
+    sims, att_maps = words_similarity(img_features, words_emb, cap_lens, gamma1, gamma2)
+    sims = sims * gamma3
+    if class_ids is not None:
+        sims = sims.masked_fill(class_mask(class_ids, sims.device), float("-inf"))
+    if labels is None:
+        return None, None, att_maps
+    return F.cross_entropy(sims, labels), F.cross_entropy(sims.t(), labels), att_maps
+
+
+def sent_similarity(cnn_code: torch.Tensor, rnn_code: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity matrix [B_img, B_txt] between global image codes and sentence embeddings."""
+    scores = cnn_code @ rnn_code.t()
+    norms = torch.norm(cnn_code, 2, dim=1, keepdim=True) @ torch.norm(rnn_code, 2, dim=1, keepdim=True).t()
+    return scores / norms.clamp(min=eps)
+
+
+def sent_loss(cnn_code, rnn_code, labels, class_ids, batch_size, gamma3: float = 10.0, eps: float = 1e-8):
+    """DAMSM sentence loss: (loss0, loss1) = CE over rows and columns of gamma3 * cos(cnn_code_i, rnn_code_j),
+    same-class off-diagonal pairs set to -inf. With labels None the losses are None (as the original)."""
+    _check_batch("sent_loss", batch_size, cnn_code, rnn_code)
+    scores = sent_similarity(cnn_code, rnn_code, eps) * gamma3
+    if class_ids is not None:
+        scores = scores.masked_fill(class_mask(class_ids, scores.device), float("-inf"))
+    if labels is None:
+        return None, None
+    return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)

@@ -1,0 +1,48 @@
+"""Train the DAMSM text and image encoders: `python pretrain_DAMSM.py --cfg cfg/DAMSM/bird.yml`.
+
+Writes `<output>/Model/text_encoder%d.pth` and `image_encoder%d.pth` every TRAIN.SNAPSHOT_INTERVAL epochs, the
+training state for `--resume`, attention-map pictures under `Image/`, and TensorBoard scalars and a text log under
+`Log/`. Point a generator config's TRAIN.NET_E at the text encoder; the image encoder is found next to it.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from datasets import build_dataset
+from miscc.config import add_config_arguments, config_from_args
+from trainers.damsm import DAMSMTrainer
+from trainers.runtime import seed_everything, setup_runtime, shutdown_runtime
+
+
+def default_output_dir(cfg) -> str:
+    return os.path.join(cfg.OUTPUT_DIR, f"{cfg.DATASET_NAME}_{cfg.CONFIG_NAME or 'DAMSM'}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_arguments(parser)
+    parser.add_argument("--output_dir", default=None, help="run folder (default OUTPUT_DIR/<DATASET>_<CONFIG>)")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="STATE",
+                        help="continue from a training state (default: the run folder's Model/training_state.pth)")
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    rt = setup_runtime(cfg.GPU_ID, cfg.TRAIN.AMP)
+    seed_everything(cfg.SEED, rt.rank)
+    output_dir = args.output_dir or default_output_dir(cfg)
+    train_set = build_dataset(cfg, "train")
+    valid_set = build_dataset(cfg, "test")
+    trainer = DAMSMTrainer(cfg, rt, output_dir, train_set, valid_set)
+    if args.resume is not None:
+        trainer.resume(args.resume or None)
+    if rt.is_main:
+        print(f"DAMSM: {len(train_set)} train / {len(valid_set)} test images, vocabulary {train_set.n_words}, "
+              f"device {rt.device}, output {output_dir}", flush=True)
+    trainer.fit()
+    shutdown_runtime(rt)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,548 @@
+"""AttnGAN / BERT-AttnGAN generator and discriminators: checkpoint key layouts, shapes, attention masking, losses."""
+from collections import OrderedDict
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from miscc.checkpoint import load_state_dict_strict
+from miscc.config import load_config
+from models.attngan import (
+    CA_NET, D_GET_LOGITS, D_NET, D_NET64, D_NET128, D_NET256, G_DCGAN, G_NET, GlobalAttentionGeneral,
+    INIT_STAGE_G, NEXT_STAGE_G, KL_loss, build_discriminators, build_generator, discriminator_loss,
+    generator_adversarial_loss, upBlock, weights_init,
+)
+
+BN = ("weight", "bias", "running_mean", "running_var")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Expected key layouts, written from the reference notes (attngan.md §4, §7, §11), not from our modules
+# ---------------------------------------------------------------------------------------------------------------
+def _up(prefix):
+    return [f"{prefix}.1.weight"] + [f"{prefix}.2.{b}" for b in BN]
+
+
+def _res(prefix, r_num):
+    keys = []
+    for i in range(r_num):
+        p = f"{prefix}.residual.{i}.block"
+        keys += [f"{p}.0.weight"] + [f"{p}.1.{b}" for b in BN] + [f"{p}.3.weight"] + [f"{p}.4.{b}" for b in BN]
+    return keys
+
+
+def expected_g_keys(branches, r_num, init_attention=False, dcgan=False):
+    keys = ["ca_net.fc.weight", "ca_net.fc.bias", "h_net1.fc.0.weight"] + [f"h_net1.fc.1.{b}" for b in BN]
+    for i in range(1, 5):
+        keys += _up(f"h_net1.upsample{i}")
+    if init_attention:
+        keys += ["h_net1.att.conv_context.weight"] + _res("h_net1", r_num) + _up("h_net1.upsample")
+    if not dcgan:
+        keys.append("img_net1.img.0.weight")
+    for s in range(2, branches + 1):
+        keys += [f"h_net{s}.att.conv_context.weight"] + _res(f"h_net{s}", r_num) + _up(f"h_net{s}.upsample")
+        if not dcgan:
+            keys.append(f"img_net{s}.img.0.weight")
+    if dcgan:
+        keys.append("img_net.img.0.weight")
+    return keys
+
+
+def expected_d_keys(size, b_jcu=True):
+    keys = ["img_code_s16.0.weight"]
+    for idx in (2, 5, 8):
+        keys += [f"img_code_s16.{idx}.weight"] + [f"img_code_s16.{idx + 1}.{b}" for b in BN]
+    extra = {64: [], 128: ["img_code_s32", "img_code_s32_1"],
+             256: ["img_code_s32", "img_code_s64", "img_code_s64_1", "img_code_s64_2"]}[size]
+    for name in extra:
+        keys += [f"{name}.0.weight"] + [f"{name}.1.{b}" for b in BN]
+    if b_jcu:
+        keys += ["UNCOND_DNET.outlogits.0.weight", "UNCOND_DNET.outlogits.0.bias"]
+    keys += ["COND_DNET.jointConv.0.weight"] + [f"COND_DNET.jointConv.1.{b}" for b in BN]
+    keys += ["COND_DNET.outlogits.0.weight", "COND_DNET.outlogits.0.bias"]
+    return keys
+
+
+def old_torch_state_dict(model):
+    """A released-checkpoint-like dict: plain tensors, no `num_batches_tracked` (torch 0.3), fresh values
+    (shape-only meta tensors for a model built on the meta device)."""
+    g = torch.Generator().manual_seed(0)
+    return OrderedDict((k, v if v.is_meta else torch.rand(v.shape, generator=g).to(v.dtype))
+                       for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked"))
+
+
+def n_params(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def assert_loads_strictly(model_cls, sd, *args, **kwargs):
+    fresh = model_cls(*args, **kwargs)
+    load_state_dict_strict(fresh, sd, source="test checkpoint")
+    loaded = fresh.state_dict()
+    for k, v in sd.items():
+        assert loaded[k].shape == v.shape and (v.is_meta or torch.equal(loaded[k], v)), k
+    return fresh
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Released-checkpoint layouts (full sizes, no forward)
+# ---------------------------------------------------------------------------------------------------------------
+def test_bird_generator_layout_and_strict_load():
+    g = G_NET(32, 256, 100, 100, branch_num=3, r_num=2)
+    sd = old_torch_state_dict(g)
+    assert list(sd) == expected_g_keys(3, 2)
+    assert len(sd) == 82
+    assert round(n_params(g) / 1e6, 2) == 7.08
+    assert [name for name, _ in g.named_children()] == [
+        "ca_net", "h_net1", "img_net1", "h_net2", "img_net2", "h_net3", "img_net3"]
+    shapes = {
+        "ca_net.fc.weight": (400, 256),
+        "h_net1.fc.0.weight": (16384, 200),
+        "h_net1.upsample1.1.weight": (512, 512, 3, 3),
+        "h_net1.upsample4.1.weight": (64, 64, 3, 3),
+        "h_net2.att.conv_context.weight": (32, 256, 1, 1),
+        "h_net2.residual.1.block.0.weight": (128, 64, 3, 3),
+        "h_net3.residual.0.block.3.weight": (64, 64, 3, 3),
+        "h_net3.upsample.1.weight": (64, 64, 3, 3),
+        "img_net3.img.0.weight": (3, 32, 3, 3),
+    }
+    for k, shape in shapes.items():
+        assert tuple(sd[k].shape) == shape, k
+    fresh = assert_loads_strictly(G_NET, sd, 32, 256, 100, 100, 3, 2)
+    assert "h_net1.fc.1.num_batches_tracked" in fresh.state_dict()
+
+
+def test_coco_generator_layout_and_mismatch_error():
+    g = G_NET(48, 256, 100, 100, branch_num=3, r_num=3)
+    sd = old_torch_state_dict(g)
+    assert list(sd) == expected_g_keys(3, 3)
+    assert len(sd) == 102
+    assert tuple(sd["h_net1.fc.0.weight"].shape) == (48 * 16 * 32, 200)
+    assert tuple(sd["h_net2.residual.2.block.0.weight"].shape) == (192, 96, 3, 3)
+    assert_loads_strictly(G_NET, sd, 48, 256, 100, 100, 3, 3)
+    with pytest.raises(RuntimeError, match=r"(?s)test checkpoint does not fit G_NET.*h_net2.residual.2"):
+        load_state_dict_strict(G_NET(32, 256, 100, 100, 3, 2), sd, source="test checkpoint")
+
+
+def test_bert_attngan_generator_layout():
+    g = G_NET(32, 768, 150, 150, branch_num=3, r_num=2, init_attention=True, upsample_mode="bilinear")
+    sd = old_torch_state_dict(g)
+    assert list(sd) == expected_g_keys(3, 2, init_attention=True)
+    assert len(sd) == 108
+    assert tuple(sd["ca_net.fc.weight"].shape) == (600, 768)
+    assert tuple(sd["h_net1.fc.0.weight"].shape) == (16384, 300)
+    assert tuple(sd["h_net1.att.conv_context.weight"].shape) == (32, 768, 1, 1)
+    assert tuple(sd["h_net1.residual.1.block.0.weight"].shape) == (128, 64, 3, 3)
+    assert tuple(sd["h_net1.upsample.1.weight"].shape) == (64, 64, 3, 3)
+    assert tuple(sd["h_net2.att.conv_context.weight"].shape) == (32, 768, 1, 1)
+    assert_loads_strictly(G_NET, sd, 32, 768, 150, 150, 3, 2, True, "bilinear")
+    ups = [m for m in g.modules() if isinstance(m, nn.Upsample)]
+    assert len(ups) == 7 and all(m.mode == "bilinear" and m.align_corners for m in ups)
+
+
+@pytest.mark.parametrize("cls,size,n_keys,mparams", [
+    (D_NET64, 64, 25, 6.3), (D_NET128, 128, 35, 19.4), (D_NET256, 256, 45, 71.9)])
+def test_discriminator_layouts(cls, size, n_keys, mparams):
+    with torch.device("meta" if size == 256 else "cpu"):  # 72 M parameters: shapes only, no init cost
+        d = cls(64, 256)
+    sd = old_torch_state_dict(d)
+    assert list(sd) == expected_d_keys(size)
+    assert len(sd) == n_keys
+    assert round(n_params(d) / 1e6, 1) == mparams
+    assert tuple(sd["img_code_s16.0.weight"].shape) == (64, 3, 4, 4)
+    assert tuple(sd["UNCOND_DNET.outlogits.0.weight"].shape) == (1, 512, 4, 4)
+    assert tuple(sd["COND_DNET.jointConv.0.weight"].shape) == (512, 768, 3, 3)
+    if size == 256:
+        assert tuple(sd["img_code_s64.0.weight"].shape) == (2048, 1024, 4, 4)
+        assert tuple(sd["img_code_s64_1.0.weight"].shape) == (1024, 2048, 3, 3)
+        assert tuple(sd["img_code_s64_2.0.weight"].shape) == (512, 1024, 3, 3)
+    with torch.device(next(d.parameters()).device):
+        assert_loads_strictly(cls, sd, 64, 256)
+    with torch.device("meta"):
+        no_uncond = cls(64, 256, b_jcu=False)
+    assert no_uncond.UNCOND_DNET is None
+    assert [k for k in no_uncond.state_dict() if "num_batches" not in k] == expected_d_keys(size, b_jcu=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generator forward (small sizes)
+# ---------------------------------------------------------------------------------------------------------------
+GF, EF, CF, Z = 4, 12, 6, 10
+
+
+def small_g(branches=3, init_attention=False, upsample_mode="nearest", cls=G_NET, r_num=1, seed=0):
+    torch.manual_seed(seed)
+    g = cls(GF, EF, CF, Z, branches, r_num, init_attention, upsample_mode)
+    g.apply(weights_init)
+    return g.eval()
+
+
+def text_batch(lengths, t_max=None, seed=1):
+    t_max = t_max or max(lengths)
+    g = torch.Generator().manual_seed(seed)
+    words = torch.randn(len(lengths), EF, t_max, generator=g)
+    mask = torch.arange(t_max)[None, :] >= torch.tensor(lengths)[:, None]
+    return torch.randn(len(lengths), EF, generator=g), words, mask
+
+
+@pytest.mark.parametrize("branches", [1, 2, 3])
+@pytest.mark.parametrize("init_attention", [False, True])
+def test_g_net_output_shapes_and_range(branches, init_attention):
+    g = small_g(branches, init_attention, "bilinear" if init_attention else "nearest")
+    sent, words, mask = text_batch([5, 3])
+    with torch.no_grad():
+        imgs, atts, mu, logvar = g(torch.randn(2, Z), sent, words, mask)
+    assert [tuple(x.shape) for x in imgs] == [(2, 3, 64 * 2 ** i, 64 * 2 ** i) for i in range(branches)]
+    for x in imgs:
+        assert x.min() >= -1 and x.max() <= 1 and x.std() > 0
+    sizes = ([64] if init_attention else []) + [64 * 2 ** i for i in range(branches - 1)]
+    assert [tuple(a.shape) for a in atts] == [(2, 5, s, s) for s in sizes]
+    for a in atts:  # a distribution over the real words at every pixel
+        assert torch.allclose(a.sum(1), torch.ones(()), atol=1e-5)
+        assert torch.all(a[1, 3:] == 0)
+    assert mu.shape == logvar.shape == (2, CF)
+
+
+def test_g_dcgan_single_image():
+    g = small_g(3, cls=G_DCGAN, r_num=0)
+    assert [n for n, _ in g.named_children()] == ["ca_net", "h_net1", "h_net2", "h_net3", "img_net"]
+    assert [k for k in g.state_dict() if "num_batches" not in k] == expected_g_keys(3, 0, dcgan=True)
+    sent, words, mask = text_batch([4, 2])
+    with torch.no_grad():
+        imgs, atts, mu, _ = g(torch.randn(2, Z), sent, words, mask)
+    assert len(imgs) == 1 and imgs[0].shape == (2, 3, 256, 256)
+    assert imgs[0].abs().max() <= 1
+    assert [tuple(a.shape) for a in atts] == [(2, 4, 64, 64), (2, 4, 128, 128)]
+
+
+def test_ca_net_halves_and_reparametrisation():
+    torch.manual_seed(0)
+    ca = CA_NET(8, 3)
+    text = torch.randn(5, 8)
+    x = ca.fc(text)
+    glu = x[:, :6] * torch.sigmoid(x[:, 6:])
+    torch.manual_seed(7)
+    c, mu, logvar = ca(text)
+    torch.manual_seed(7)
+    eps = torch.randn(5, 3)
+    assert torch.allclose(mu, glu[:, :3]) and torch.allclose(logvar, glu[:, 3:])
+    assert torch.allclose(c, mu + eps * torch.exp(0.5 * logvar))
+    with pytest.raises(ValueError, match=r"\[B, 8\]"):
+        ca(torch.randn(5, 9))
+
+
+def test_upblock_modes():
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 5, 5)
+    near, bil = upBlock(6, 4, "nearest").eval(), upBlock(6, 4, "bilinear").eval()
+    bil.load_state_dict(near.state_dict())
+    ref = bil[3](bil[2](bil[1](F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True))))
+    assert torch.allclose(bil(x), ref, atol=1e-6)
+    ref = near[3](near[2](near[1](x.repeat_interleave(2, 2).repeat_interleave(2, 3))))
+    assert torch.allclose(near(x), ref, atol=1e-6)
+    assert near(x).shape == (2, 4, 10, 10)
+    with pytest.raises(ValueError, match="bicubic"):
+        upBlock(6, 4, "bicubic")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Word attention: each sample masked by its own padding (fix of taoxugit/AttnGAN#93)
+# ---------------------------------------------------------------------------------------------------------------
+def original_attention(att, query, context, mask):
+    """The original GlobalAttentionGeneral's algorithm, including its `mask.repeat(queryL, 1)` row misalignment."""
+    b, _, h, w = query.shape
+    q, t = h * w, context.size(2)
+    source = att.conv_context(context.unsqueeze(3)).squeeze(3)
+    scores = torch.bmm(query.view(b, -1, q).transpose(1, 2), source).view(b * q, t)
+    if mask is not None:
+        scores = scores.masked_fill(mask.repeat(q, 1), float("-inf"))
+    attn = torch.softmax(scores, 1).view(b, q, t).transpose(1, 2)
+    return torch.bmm(source, attn).view(b, -1, h, w), attn.reshape(b, t, h, w)
+
+
+def attention_inputs(lengths, t_max):
+    torch.manual_seed(3)
+    att = GlobalAttentionGeneral(6, EF)
+    query = torch.randn(len(lengths), 6, 4, 4)
+    _, words, mask = text_batch(lengths, t_max)
+    return att, query, words, mask
+
+
+def test_attention_matches_original_where_original_is_right():
+    att, query, words, mask = attention_inputs([3], 5)  # batch of one: the original's mask is aligned
+    for ours, ref in zip(att(query, words, mask), original_attention(att, query, words, mask)):
+        assert torch.allclose(ours, ref, atol=1e-6)
+    att, query, words, _ = attention_inputs([5, 5], 5)  # no padding
+    for ours, ref in zip(att(query, words, None), original_attention(att, query, words, None)):
+        assert torch.allclose(ours, ref, atol=1e-6)
+
+
+def test_attention_masks_each_sample_by_its_own_padding():
+    att, query, words, mask = attention_inputs([5, 2], 5)
+    ctx, attn = att(query, words, mask)
+    for i, n in enumerate([5, 2]):
+        alone_ctx, alone_attn = att(query[i:i + 1], words[i:i + 1, :, :n], None)
+        assert torch.allclose(ctx[i:i + 1], alone_ctx, atol=1e-6)
+        assert torch.allclose(attn[i:i + 1, :n], alone_attn, atol=1e-6)
+        assert torch.all(attn[i, n:] == 0)
+    # the original gives other samples' padding to half of the pixels, so it differs here
+    assert not torch.allclose(original_attention(att, query, words, mask)[0], ctx, atol=1e-3)
+    # changing padded word features of sample 1 changes nothing
+    words2 = words.clone()
+    words2[1, :, 2:] = torch.randn(EF, 3) * 10
+    assert torch.equal(att(query, words2, mask)[0], ctx)
+
+
+def test_attention_fully_padded_row_is_zero_not_nan():
+    att, query, words, mask = attention_inputs([4, 0], 4)
+    ctx, attn = att(query, words, mask)
+    assert torch.isfinite(ctx).all() and torch.isfinite(attn).all()
+    assert torch.all(ctx[1] == 0) and torch.all(attn[1] == 0)
+    assert torch.allclose(ctx[:1], att(query[:1], words[:1], None)[0], atol=1e-6)
+    query.requires_grad_(True)
+    att(query, words, mask)[0].sum().backward()
+    assert torch.isfinite(query.grad).all()
+
+
+def test_attention_rejects_bad_masks():
+    att, query, words, mask = attention_inputs([4, 2], 4)
+    with pytest.raises(TypeError, match="bool"):
+        att(query, words, mask.to(torch.uint8))
+    with pytest.raises(ValueError, match=r"\[2, 4\].*words_embs.size\(2\)"):
+        att(query, words, torch.zeros(2, 6, dtype=torch.bool))
+    with pytest.raises(ValueError, match=f"{EF}"):
+        att(query, words[:, :5], mask)
+
+
+@pytest.mark.parametrize("init_attention", [False, True])
+def test_generator_padding_is_per_sample(init_attention, monkeypatch):
+    g = small_g(2, init_attention)
+    monkeypatch.setattr(g.ca_net, "forward", lambda s: (g.ca_net.encode(s)[0],) + g.ca_net.encode(s))
+    z = torch.randn(2, Z)
+    sent, words, mask = text_batch([5, 3])
+    with torch.no_grad():
+        imgs, atts, _, _ = g(z, sent, words, mask)
+        for i, n in enumerate([5, 3]):
+            alone, alone_atts, _, _ = g(z[i:i + 1], sent[i:i + 1], words[i:i + 1, :, :n],
+                                        torch.zeros(1, n, dtype=torch.bool))
+            for x, y in zip(imgs, alone):
+                assert torch.allclose(x[i:i + 1], y, atol=1e-5)
+            for a, b in zip(atts, alone_atts):
+                assert torch.allclose(a[i:i + 1, :n], b, atol=1e-5)
+        padded = words.clone()
+        padded[1, :, 3:] += 5.0  # padding of sample 1: no effect
+        assert torch.allclose(g(z, sent, padded, mask)[0][-1], imgs[-1], atol=1e-6)
+        real = words.clone()
+        real[1, :, 0] += 5.0  # a real word of sample 1: changes its image only
+        out = g(z, sent, real, mask)[0][-1]
+        assert not torch.allclose(out[1], imgs[-1][1], atol=1e-3)
+        assert torch.allclose(out[0], imgs[-1][0], atol=1e-6)
+
+
+def test_stage_modules_direct():
+    torch.manual_seed(0)
+    init = INIT_STAGE_G(GF * 16, CF, Z).eval()
+    h, att = init(torch.randn(2, Z), torch.randn(2, CF))
+    assert h.shape == (2, GF, 64, 64) and att is None
+    nxt = NEXT_STAGE_G(GF, EF, r_num=2).eval()
+    _, words, mask = text_batch([3, 2])
+    h2, att2 = nxt(h, words, mask)
+    assert h2.shape == (2, GF, 128, 128) and att2.shape == (2, 3, 64, 64)
+    # the fc input is cat(c_code, z): with the first CF input columns zeroed, c_code has no effect
+    with torch.no_grad():
+        init.fc[0].weight[:, :CF] = 0
+    z = torch.randn(2, Z)
+    assert torch.equal(init(z, torch.randn(2, CF))[0], init(z, torch.randn(2, CF))[0])
+    assert not torch.allclose(init(z, torch.zeros(2, CF))[0], init(torch.randn(2, Z), torch.zeros(2, CF))[0])
+    with pytest.raises(ValueError, match="Z_DIM=10"):
+        init(torch.randn(2, Z + 1), torch.randn(2, CF))
+    with pytest.raises(ValueError, match="nef"):
+        INIT_STAGE_G(GF * 16, CF, Z, init_attention=True)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Discriminators and losses
+# ---------------------------------------------------------------------------------------------------------------
+NDF, NEF = 4, 12
+
+
+def small_ds():
+    torch.manual_seed(0)
+    ds = [D_NET64(NDF, NEF), D_NET128(NDF, NEF, b_jcu=False), D_NET256(NDF, NEF)]
+    for d in ds:
+        d.apply(weights_init)
+    return ds
+
+
+def test_discriminator_forward_and_heads():
+    d64, d128, d256 = small_ds()
+    for d, size in ((d64, 64), (d128, 128), (d256, 256)):
+        feats = d(torch.rand(3, 3, size, size) * 2 - 1)
+        assert feats.shape == (3, NDF * 8, 4, 4)
+    sent = torch.randn(3, NEF)
+    logits = d256.COND_DNET(feats, sent, logits=True)
+    assert logits.shape == (3,)
+    assert torch.allclose(d256.COND_DNET(feats, sent), torch.sigmoid(logits), atol=1e-6)
+    assert torch.allclose(d256.UNCOND_DNET(feats), torch.sigmoid(d256.UNCOND_DNET(feats, logits=True)))
+    assert isinstance(d256.COND_DNET.outlogits[1], nn.Sigmoid)
+    with pytest.raises(ValueError, match="D_NET128 expects images"):
+        d128(torch.zeros(1, 3, 64, 64))
+    with pytest.raises(ValueError, match="c_code"):
+        d64.COND_DNET(feats)
+    with pytest.raises(ValueError, match="64·2"):
+        D_NET(NDF, NEF, 96)
+    uncond = D_GET_LOGITS(NDF, NEF)
+    assert not hasattr(uncond, "jointConv")
+    assert torch.equal(uncond(feats, sent), uncond(feats))  # an unconditional head ignores the sentence
+
+
+def reference_d_loss(netD, real, fake, cond, real_labels, fake_labels):
+    """AttnGAN's discriminator_loss as written: BCELoss on the heads' sigmoid outputs."""
+    bce = nn.BCELoss()
+    rf, ff = netD(real), netD(fake)
+    b = real.size(0)
+    cr = bce(netD.COND_DNET(rf, cond), real_labels)
+    cf = bce(netD.COND_DNET(ff, cond), fake_labels)
+    cw = bce(netD.COND_DNET(rf[:b - 1], cond[1:b]), fake_labels[1:b])
+    if netD.UNCOND_DNET is None:
+        return cr + (cf + cw) / 2
+    r, f = bce(netD.UNCOND_DNET(rf), real_labels), bce(netD.UNCOND_DNET(ff), fake_labels)
+    return (r + cr) / 2 + (f + cf + cw) / 3
+
+
+def test_discriminator_loss_matches_sigmoid_bce():
+    torch.manual_seed(1)
+    real_labels, fake_labels = torch.full((3,), 0.9), torch.zeros(3)
+    cond = torch.randn(3, NEF)
+    for d, size in zip(small_ds(), (64, 128, 256)):
+        d.eval()
+        real, fake = torch.rand(3, 3, size, size) * 2 - 1, torch.rand(3, 3, size, size) * 2 - 1
+        fake.requires_grad_(True)
+        ours = discriminator_loss(d, real, fake, cond, real_labels, fake_labels)
+        ref = reference_d_loss(d, real, fake, cond, real_labels, fake_labels)
+        assert torch.allclose(ours, ref, atol=1e-5), (type(d).__name__, ours, ref)
+        ours.backward()
+        assert fake.grad is None  # fakes are detached
+    with pytest.raises(ValueError, match="at least 2"):
+        discriminator_loss(d, real[:1], fake[:1], cond[:1], real_labels[:1], fake_labels[:1])
+
+
+def test_generator_adversarial_loss_matches_sigmoid_bce():
+    ds = [d.eval() for d in small_ds()]
+    torch.manual_seed(2)
+    fakes = [torch.rand(3, 3, s, s) * 2 - 1 for s in (64, 128, 256)]
+    sent = torch.randn(3, NEF)
+    total, stages = generator_adversarial_loss(ds, fakes, sent)
+    bce, ones = nn.BCELoss(), torch.ones(3)
+    ref = []
+    for d, x in zip(ds, fakes):
+        f = d(x)
+        loss = bce(d.COND_DNET(f, sent), ones)
+        if d.UNCOND_DNET is not None:
+            loss = loss + bce(d.UNCOND_DNET(f), ones)
+        ref.append(loss)
+    assert len(stages) == 3
+    for a, b in zip(stages, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(total, sum(ref), atol=1e-5)
+    with pytest.raises(ValueError, match="2 discriminators for 3"):
+        generator_adversarial_loss(ds[:2], fakes, sent)
+
+
+def test_kl_loss_is_mean_gaussian_kl():
+    torch.manual_seed(0)
+    mu, logvar = torch.randn(4, 6), torch.randn(4, 6)
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mu, torch.exp(0.5 * logvar)), torch.distributions.Normal(0.0, 1.0)).mean()
+    assert torch.allclose(KL_loss(mu, logvar), ref, atol=1e-6)
+    assert KL_loss(torch.zeros(2, 3), torch.zeros(2, 3)).item() == 0.0
+
+
+def test_losses_under_autocast_bf16():
+    d = small_ds()[0]
+    g = small_g(1)
+    sent, words, mask = text_batch([4, 3, 2])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        imgs, _, _, _ = g(torch.randn(3, Z), sent, words, mask)
+        d_loss = discriminator_loss(d, torch.rand(3, 3, 64, 64), imgs[0], sent, torch.ones(3), torch.zeros(3))
+        g_loss, _ = generator_adversarial_loss([d], imgs, sent)
+    assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Initialisation and factories
+# ---------------------------------------------------------------------------------------------------------------
+def test_weights_init():
+    torch.manual_seed(0)
+    g = G_NET(GF, EF, CF, Z, 2, 1)
+    d = D_NET64(NDF, NEF)
+    out_bias = d.COND_DNET.outlogits[0].bias.clone()
+    g.apply(weights_init)
+    d.apply(weights_init)
+    for m in list(g.modules()) + list(d.modules()):
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.reshape(m.weight.size(0), -1)
+            gram = w @ w.t() if w.size(0) <= w.size(1) else w.t() @ w
+            assert torch.allclose(gram, torch.eye(gram.size(0)), atol=1e-4)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            assert torch.all(m.bias == 0)
+    bns = [m for m in g.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    weights = torch.cat([m.weight for m in bns])
+    assert abs(weights.mean().item() - 1) < 0.01 and 0.01 < weights.std().item() < 0.03
+    assert all(torch.all(m.bias == 0) for m in bns)
+    assert torch.equal(d.COND_DNET.outlogits[0].bias, out_bias)  # conv biases keep their default init
+
+
+def small_cfg(**overrides):
+    base = {"GAN.GF_DIM": 2, "GAN.DF_DIM": 2}
+    base.update(overrides)
+    return load_config("cfg/bird_attn2.yml", base)
+
+
+def test_factories_attngan():
+    cfg = small_cfg()
+    g = build_generator(cfg)
+    assert isinstance(g, G_NET) and [k for k in g.state_dict() if "num_b" not in k] == expected_g_keys(3, 2)
+    assert g.h_net1.fc[0].weight.shape == (2 * 16 * 32, 200)
+    ds = build_discriminators(cfg)
+    assert [type(d) for d in ds] == [D_NET64, D_NET128, D_NET256]
+    assert all(d.UNCOND_DNET is not None for d in ds)
+
+
+def test_factories_dcgan_and_bert():
+    cfg = small_cfg(**{"GAN.B_DCGAN": True, "GAN.R_NUM": 0, "TREE.BRANCH_NUM": 2})
+    g = build_generator(cfg)
+    assert isinstance(g, G_DCGAN) and not hasattr(g, "h_net3")
+    ds = build_discriminators(cfg)
+    assert len(ds) == 1 and type(ds[0]) is D_NET128 and ds[0].UNCOND_DNET is None
+    cfg = small_cfg(**{"TEXT.EMBEDDING_DIM": 768, "GAN.CONDITION_DIM": 150, "GAN.Z_DIM": 150,
+                       "GAN.B_INIT_ATTENTION": True, "GAN.UPSAMPLE": "bilinear"})
+    g = build_generator(cfg)
+    assert [k for k in g.state_dict() if "num_b" not in k] == expected_g_keys(3, 2, init_attention=True)
+    assert g.h_net1.att.conv_context.weight.shape == (2, 768, 1, 1)
+    assert g.h_net2.upsample[0].mode == "bilinear"
+
+
+def test_factories_reject_bad_config():
+    with pytest.raises(ValueError, match="got TREE.BASE_SIZE=299"):
+        build_generator(small_cfg(**{"TREE.BASE_SIZE": 299}))
+    with pytest.raises(ValueError, match="upsample_mode.*'bicubic'"):
+        build_generator(small_cfg(**{"GAN.UPSAMPLE": "bicubic"}))
+    with pytest.raises(ValueError, match="BRANCH_NUM"):
+        build_discriminators(small_cfg(**{"TREE.BRANCH_NUM": 0}))
+
+
+def test_base_size_32_two_stages_for_cpu_configs():
+    """BASE_SIZE 32 (ours): stages of 32 and 64 px with word attention; D downsamples 32-px images by 8."""
+    cfg = small_cfg(**{"TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 2})
+    netG, netsD = build_generator(cfg), build_discriminators(cfg)
+    b, t = 3, 5
+    z = torch.randn(b, cfg.GAN.Z_DIM)
+    sent, words = torch.randn(b, cfg.TEXT.EMBEDDING_DIM), torch.randn(b, cfg.TEXT.EMBEDDING_DIM, t)
+    imgs, att, _, _ = netG(z, sent, words, torch.zeros(b, t, dtype=torch.bool))
+    assert [tuple(i.shape[2:]) for i in imgs] == [(32, 32), (64, 64)]
+    assert tuple(att[0].shape) == (b, t, 32, 32)
+    assert [type(d).__name__ for d in netsD] == ["D_NET", "D_NET64"]
+    for d, img in zip(netsD, imgs):
+        assert tuple(d(img).shape) == (b, cfg.GAN.DF_DIM * 8, 4, 4)

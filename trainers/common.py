@@ -1,0 +1,61 @@
+"""Pieces every generator trainer shares: the frozen DAMSM encoders, text encoding, fixed visualisation batches."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from miscc.config import image_encoder_path, resolve_path
+from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
+
+
+def text_encoder_path(cfg) -> str:
+    """TRAIN.NET_E (AttnGAN) or TEXT.DAMSM_NAME (SSA-GAN), resolved like every config path."""
+    path = cfg.TRAIN.NET_E or cfg.TEXT.DAMSM_NAME
+    if not path:
+        raise ValueError("no text encoder configured: set TRAIN.NET_E (or TEXT.DAMSM_NAME) to a "
+                         "text_encoder*.pth trained by pretrain_DAMSM.py or released with AttnGAN")
+    return resolve_path(path)
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def load_damsm(cfg, n_words: int, device, with_image_encoder: bool = True):
+    """(text_encoder, image_encoder or None), loaded strictly from NET_E and its `image_encoder` sibling, frozen.
+
+    The image-encoder path is NET_E with 'text_encoder' replaced by 'image_encoder', as AttnGAN derives it.
+    """
+    path = text_encoder_path(cfg)
+    text_encoder = freeze(load_text_encoder(build_text_encoder(cfg, n_words), path).to(device))
+    image_encoder = None
+    if with_image_encoder:
+        img_path = image_encoder_path(path)
+        if img_path == path or not os.path.isfile(img_path):
+            raise FileNotFoundError(f"image encoder not found: {img_path} (derived from the text encoder path "
+                                    f"{path} by replacing 'text_encoder' with 'image_encoder')")
+        image_encoder = freeze(load_image_encoder(build_image_encoder(cfg), img_path).to(device))
+    return text_encoder, image_encoder
+
+
+def epoch_from_name(path: str) -> int:
+    """The epoch in a name like `netG_epoch_600.pth` or `netG_590.pth` (the text after the last '_')."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    tail = stem.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+        raise ValueError(f"{path}: cannot read the epoch from the file name (expected e.g. netG_epoch_600.pth)")
+    return int(tail)
+
+
+def decode_ids(dataset, ids) -> str:
+    """Caption ids back to text: the WordPiece tokenizer's decode for BERT datasets, else AttnGAN's ixtoword."""
+    ids = [int(i) for i in ids if int(i) != 0]
+    tokenizer = getattr(dataset, "bert_tokenizer", None)
+    if tokenizer is not None:
+        pad = dataset.pad_token_id
+        return tokenizer.decode([pad if i == 0 else (0 if i == pad else i) for i in ids] if pad else ids)
+    return " ".join(dataset.ixtoword.get(i, "?") for i in ids)

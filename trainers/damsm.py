@@ -1,0 +1,167 @@
+"""DAMSM pre-training (A/code/pretrain_DAMSM.py): the text and image encoders every generator is trained against.
+
+Recipe as AttnGAN: Adam(ENCODER_LR, betas (0.5, 0.999)) over the text encoder and the image encoder's trainable
+layers, lr ×ENCODER_LR_DECAY per epoch while above ENCODER_LR/10, gradient-norm clip RNN_GRAD_CLIP on the text
+encoder, loss = words_loss (both directions) + sent_loss (both directions). Deviation: the original re-created
+Adam every epoch (resetting its moments); here one Adam runs through, and only its learning rate changes, so a
+resumed run is identical to an uninterrupted one.
+
+Every epoch: validation losses on up to DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true
+caption against 99 captions of other classes) of real test images. Snapshots every SNAPSHOT_INTERVAL epochs:
+`text_encoder%d.pth`, `image_encoder%d.pth` (plain state dicts, the released format) and `attention_maps%d.png`.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from datasets import build_dataloader, prepare_data
+from eval.rprecision import r_precision
+from miscc.checkpoint import atomic_save
+from miscc.losses import sent_loss, words_loss
+from miscc.vis import build_super_images
+from models.damsm import build_image_encoder, build_text_encoder
+from trainers.base import BaseTrainer
+from trainers.runtime import unwrap, wrap_ddp
+
+
+def damsm_losses(image_encoder, text_encoder, batch, gammas, rt):
+    """(total, parts dict, attention maps) of one batch; `gammas` = (GAMMA1, GAMMA2, GAMMA3)."""
+    g1, g2, g3 = gammas
+    with rt.autocast():
+        words_features, sent_code = image_encoder(batch.imgs[-1])
+        words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
+    words_features, sent_code = words_features.float(), sent_code.float()
+    words_emb, sent_emb = words_emb.float(), sent_emb.float()
+    b = words_emb.size(0)
+    labels = torch.arange(b, device=words_emb.device)
+    w0, w1, attn = words_loss(words_features, words_emb, labels, batch.cap_lens, batch.class_ids, b, g1, g2, g3)
+    s0, s1 = sent_loss(sent_code, sent_emb, labels, batch.class_ids, b, g3)
+    parts = {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}
+    return w0 + w1 + s0 + s1, parts, attn
+
+
+@torch.no_grad()
+def damsm_r_precision(image_encoder, text_encoder, dataset, device, n_samples: int = 1000, batch_size: int = 50,
+                      seed: int = 0, folds: int = 10) -> tuple[float, float]:
+    """R-precision (%) of real images of `dataset` with their own captions vs 99 captions of other classes."""
+    rng = np.random.default_rng(seed)
+    n = min(n_samples, len(dataset))
+    idx = rng.choice(len(dataset), size=n, replace=False)
+    img_codes, true_codes, mis_codes = [], [], []
+    for start in range(0, n, batch_size):
+        items = [dataset[int(i)] for i in idx[start:start + batch_size]]
+        imgs = torch.stack([it["imgs"][-1] for it in items]).to(device)
+        img_codes.append(image_encoder(imgs)[1].float().cpu())
+        caps = torch.stack([it["caption"] for it in items])
+        lens = torch.tensor([it["cap_len"] for it in items])
+        true_codes.append(_encode(text_encoder, caps, lens, device))
+        for it in items:
+            mcaps, mlens = dataset.mismatched_captions(it["class_id"], n=99, rng=rng)
+            mis_codes.append(_encode(text_encoder, mcaps, mlens, device))
+    return r_precision(torch.cat(img_codes), torch.cat(true_codes), torch.stack(mis_codes), folds=folds, seed=seed)
+
+
+def _encode(text_encoder, captions, cap_lens, device) -> torch.Tensor:
+    """Sentence codes of unsorted captions (packing needs descending lengths: sort, encode, unsort)."""
+    order = torch.argsort(cap_lens, descending=True)
+    t = int(cap_lens.max())
+    _, sent = text_encoder(captions[order, :t].to(device), cap_lens[order].to(device))
+    out = torch.empty_like(sent)
+    out[order.to(sent.device)] = sent
+    return out.float().cpu()
+
+
+class DAMSMTrainer(BaseTrainer):
+    def __init__(self, cfg, rt, output_dir, train_set, valid_set):
+        torch.manual_seed(cfg.SEED)
+        self.valid_set = valid_set
+        text_encoder = build_text_encoder(cfg, train_set.n_words).to(rt.device)
+        image_encoder = build_image_encoder(cfg).to(rt.device)
+        self.text_encoder = wrap_ddp(text_encoder, rt)
+        self.image_encoder = wrap_ddp(image_encoder, rt)
+        self.text_params = [p for p in text_encoder.parameters() if p.requires_grad]
+        params = self.text_params + [p for p in image_encoder.parameters() if p.requires_grad]
+        self.base_lr = cfg.TRAIN.ENCODER_LR
+        self.optimizer = torch.optim.Adam(params, lr=self.base_lr, betas=(cfg.TRAIN.BETA1, cfg.TRAIN.BETA2))
+        self.gammas = (cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2, cfg.TRAIN.SMOOTH.GAMMA3)
+        self.ixtoword = train_set.ixtoword
+        self.last_attn = None
+        super().__init__(cfg, rt, output_dir, train_set, batch_size=cfg.TRAIN.BATCH_SIZE,
+                         max_epoch=cfg.TRAIN.MAX_EPOCH, snapshot_interval=cfg.TRAIN.SNAPSHOT_INTERVAL,
+                         max_steps=cfg.TRAIN.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED,
+                         log_interval=cfg.TRAIN.LOG_INTERVAL, image_interval=cfg.TRAIN.IMAGE_INTERVAL)
+
+    def modules(self):
+        return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}
+
+    def optimizers(self):
+        return {"encoders": self.optimizer}
+
+    def lr_for_epoch(self, epoch: int) -> float:
+        """ENCODER_LR × decay^epoch, but never below ENCODER_LR/10 (the original stops decaying there)."""
+        lr = self.base_lr
+        for _ in range(epoch):
+            if lr > self.base_lr / 10.0:
+                lr *= self.cfg.TRAIN.ENCODER_LR_DECAY
+        return lr
+
+    def make_batch(self, raw):
+        return prepare_data(raw, self.rt.device)
+
+    def train_step(self, batch):
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_for_epoch(self.epoch)
+        loss, parts, attn = damsm_losses(self.image_encoder, self.text_encoder, batch, self.gammas, self.rt)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.text_params, self.cfg.TRAIN.RNN_GRAD_CLIP)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.last_attn = (batch.imgs[-1][:8].detach(), batch.captions[:8].cpu(), batch.cap_lens[:8].cpu(),
+                          [a.detach().cpu() for a in attn[:8]])
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
+
+    @torch.no_grad()
+    def end_of_epoch(self, epoch):
+        if self.valid_set is None:
+            return {}
+        text_encoder, image_encoder = unwrap(self.text_encoder), unwrap(self.image_encoder)
+        text_encoder.eval()
+        image_encoder.eval()
+        loader = build_dataloader(self.valid_set, batch_size=self.batch_size, shuffle=False, drop_last=True,
+                                  workers=self.workers)
+        totals = {"w_loss": 0.0, "s_loss": 0.0}
+        n = 0
+        for i, raw in enumerate(loader):
+            if i >= self.cfg.DAMSM.VALID_BATCHES:
+                break
+            _, parts, _ = damsm_losses(image_encoder, text_encoder, prepare_data(raw, self.rt.device),
+                                       self.gammas, self.rt)
+            totals["w_loss"] += float(parts["w_loss0"] + parts["w_loss1"])
+            totals["s_loss"] += float(parts["s_loss0"] + parts["s_loss1"])
+            n += 1
+        metrics = {k: v / max(n, 1) for k, v in totals.items()}
+        mean, std = damsm_r_precision(image_encoder, text_encoder, self.valid_set, self.rt.device,
+                                      n_samples=self.cfg.DAMSM.RPREC_SAMPLES, seed=self.cfg.EVAL.SEED)
+        metrics.update({"R_precision": mean, "R_precision_std": std, "lr": self.lr_for_epoch(epoch)})
+        return metrics
+
+    def save_snapshot(self, epoch):
+        atomic_save(unwrap(self.text_encoder).state_dict(), os.path.join(self.model_dir, f"text_encoder{epoch}.pth"))
+        atomic_save(unwrap(self.image_encoder).state_dict(),
+                    os.path.join(self.model_dir, f"image_encoder{epoch}.pth"))
+        self.save_attention_maps(os.path.join(self.image_dir, f"attention_maps{epoch}.png"))
+
+    def log_images(self, step):
+        self.save_attention_maps(os.path.join(self.image_dir, f"attention_maps_step{step}.png"))
+
+    def save_attention_maps(self, path):
+        if self.last_attn is None:
+            return
+        imgs, caps, lens, attn = self.last_attn
+        words = [[self.ixtoword.get(int(w), "?") for w in caps[i, :int(lens[i])]] for i in range(len(attn))]
+        build_super_images(imgs, words, attn).save(path)

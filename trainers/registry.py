@@ -1,0 +1,82 @@
+"""The generator families `main.py` can train and sample, by `MODEL` config value.
+
+Each entry says how to build the trainer, how to build and load a generator for sampling, and how to call it:
+`generate(net, noise, sent_emb, words_emb, mask) -> (final images, extras)` for evaluation sets and
+`generate_stages(net, ...) -> (list of stage images, list of attention maps)` for example sentences.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    trainer: str  # "module:Class"
+    build_generator: Callable
+    load_generator: Callable  # (net, path) -> net, strict
+    generate: Callable
+    generate_stages: Callable
+    save_extras: Callable | None = None  # (extras, row, path_stem) -> None, e.g. SSA-GAN masks
+
+    def trainer_class(self):
+        module, name = self.trainer.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def _attngan_spec() -> ModelSpec:
+    from miscc.checkpoint import load_checkpoint, load_state_dict_strict
+    from models.attngan import build_generator
+
+    def load(net, path):
+        load_state_dict_strict(net, load_checkpoint(path, "generator (TRAIN.NET_G)"), path)
+        return net
+
+    def generate(net, noise, sent_emb, words_emb, mask):
+        imgs, att, _, _ = net(noise, sent_emb, words_emb, mask)
+        return imgs[-1], att
+
+    def generate_stages(net, noise, sent_emb, words_emb, mask):
+        imgs, att, _, _ = net(noise, sent_emb, words_emb, mask)
+        return imgs, att
+
+    return ModelSpec("trainers.attngan:AttnGANTrainer", build_generator, load, generate, generate_stages)
+
+
+def _ssagan_spec() -> ModelSpec:
+    from models.ssagan import build_generator, load_ssagan_generator
+    from trainers.ssagan import save_last_mask
+
+    def generate(net, noise, sent_emb, words_emb, mask):
+        return net(noise, sent_emb)  # (image, per-stage masks); SSA-GAN uses no word features
+
+    def generate_stages(net, noise, sent_emb, words_emb, mask):
+        image, _ = net(noise, sent_emb)
+        return [image], []  # masks are not word attention: trainers.ssagan.write_example_masks draws them
+
+    return ModelSpec("trainers.ssagan:SSAGANTrainer", build_generator, load_ssagan_generator, generate,
+                     generate_stages, save_extras=save_last_mask)
+
+
+def _gan_int_cls_spec() -> ModelSpec:
+    """GAN-INT-CLS: G takes the sentence embedding only; with INTCLS.SRCNN_WEIGHTS each sampled image also gets an
+    SRCNN-upscaled `<stem>_x<scale>.png` (see trainers.gan_int_cls)."""
+    from trainers.gan_int_cls import (build_sampling_generator, generate, generate_stages, load_sampling_generator,
+                                      save_extras)
+
+    return ModelSpec("trainers.gan_int_cls:GANINTCLSTrainer", build_sampling_generator, load_sampling_generator,
+                     generate, generate_stages, save_extras=save_extras)
+
+
+_SPECS = {"attngan": _attngan_spec, "ssagan": _ssagan_spec, "gan_int_cls": _gan_int_cls_spec}
+
+
+def register(name: str, factory: Callable[[], ModelSpec]) -> None:
+    _SPECS[name] = factory
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    if name not in _SPECS:
+        raise ValueError(f"MODEL must be one of {sorted(_SPECS)}, got {name!r}")
+    return _SPECS[name]()

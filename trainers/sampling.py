@@ -1,0 +1,182 @@
+"""Sampling from a trained generator: the evaluation set (B_VALIDATION), example sentences, sentences given by hand.
+
+Model-agnostic: a `generate(noise, sent_emb, words_emb, mask) -> (images [B,3,H,W] in [-1, 1], extras)` callable
+wraps the generator (AttnGAN: last branch + attention maps; SSA-GAN: image + masks).
+
+- `sample_test_set`: the 30,000-image protocol (DM-GAN): passes over the test set with one random caption per image
+  until N images, or `every` caption once; images go to `<out>/single/<key>_s<i>.png` (i = the pass, or the caption
+  index in `every` mode) and `captions.json` records each file's caption, key and class for the metrics. The
+  originals made one pass (2,928 or 2,933 images) and truncated instead of rounding when converting to uint8.
+- `generate_sentences`: images (per stage) and attention maps for free sentences, as AttnGAN's `gen_example`
+  (`0_s_<j>_g<k>.png`, `0_s_<j>_a<k>.png`); out-of-vocabulary words are dropped with a warning, a sentence with no
+  known word is an error.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+
+import numpy as np
+import torch
+
+from datasets import build_dataloader, prepare_data
+from miscc.text import tokenize_caption
+from miscc.vis import build_super_images, save_png
+
+
+def noise_for(batch_size: int, z_dim: int, device, generator: torch.Generator, truncation: float | None = None):
+    """Standard normal noise, or truncated to [-2, 2]·rate (DF-GAN's `truncated_noise`) when `truncation` is set."""
+    z = torch.randn(batch_size, z_dim, generator=generator)
+    if truncation is not None:
+        while True:
+            bad = z.abs() > 2.0
+            if not bad.any():
+                break
+            z[bad] = torch.randn(int(bad.sum()), generator=generator)
+        z = z * truncation
+    return z.to(device)
+
+
+def _safe_key(key: str) -> str:
+    return key.replace("\\", "/")
+
+
+@torch.no_grad()
+def sample_test_set(generate, text_encoder, dataset, out_dir: str, *, z_dim: int, device, n_samples: int = 30000,
+                    mode: str = "random", batch_size: int = 100, seed: int = 0, truncation: float | None = None,
+                    save_extras=None, workers: int = 0) -> dict:
+    """Write generated images for test captions; returns {'n': count, 'captions': path of captions.json}."""
+    if mode not in ("random", "every"):
+        raise ValueError(f"sampling mode must be 'random' or 'every', got {mode!r}")
+    if mode == "every" and not dataset.every_caption:
+        raise ValueError("mode 'every' needs a dataset built with every_caption=True")
+    single = os.path.join(out_dir, "single")
+    os.makedirs(single, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the dataset's random caption choice and crops
+    records = []
+    target = len(dataset) if mode == "every" else n_samples
+    passes = 0
+    while len(records) < target:
+        loader = build_dataloader(dataset, batch_size=batch_size, shuffle=False, drop_last=False, workers=workers)
+        for raw in loader:
+            batch = prepare_data(raw, device)
+            words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
+            mask = batch.mask[:, :words_emb.size(2)]
+            b = words_emb.size(0)
+            images, extras = generate(noise_for(b, z_dim, device, g, truncation), sent_emb.float(),
+                                      words_emb.float(), mask)
+            for i in range(b):
+                if len(records) >= target:
+                    break
+                key = _safe_key(batch.keys[i])
+                suffix = int(batch.caption_indices[i]) if mode == "every" else passes
+                rel = f"{key}_s{suffix}.png"
+                save_png(images[i], os.path.join(single, rel))
+                cap = dataset.caption_text(int(batch.caption_indices[i]))
+                records.append({"file": rel, "key": batch.keys[i], "caption": cap,
+                                "class_id": int(batch.class_ids[i]), "caption_index": int(batch.caption_indices[i])})
+                if save_extras is not None:
+                    save_extras(extras, i, os.path.join(single, f"{key}_s{suffix}"))
+            if len(records) >= target:
+                break
+        passes += 1
+    path = os.path.join(out_dir, "captions.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(records, f, indent=0)
+    return {"n": len(records), "captions": path, "folder": single}
+
+
+def encode_sentences(sentences: list[str], dataset, source: str = "<command line>"):
+    """(ids LongTensor [N, T] zero-padded, lens LongTensor [N], kept words per sentence), unsorted.
+
+    RNN vocabularies drop unknown words with a warning (AttnGAN `gen_example`); BERT's WordPiece has no unknown
+    words. No WORDS_NUM cap, as in the original."""
+    seqs, words = [], []
+    for j, sent in enumerate(sentences):
+        if dataset.bert_tokenizer is not None:
+            ids = dataset.bert_tokenizer(sent, add_special_tokens=False)["input_ids"]
+            kept = dataset.bert_tokenizer.convert_ids_to_tokens(ids)
+        else:
+            tokens = tokenize_caption(sent)
+            kept = [t for t in tokens if t in dataset.wordtoix]
+            unknown = [t for t in tokens if t not in dataset.wordtoix]
+            if unknown:
+                warnings.warn(f"{source}, sentence {j}: dropping words not in the vocabulary: {unknown}")
+            ids = [dataset.wordtoix[t] for t in kept]
+        if not ids:
+            raise ValueError(f"{source}, sentence {j} ({sent!r}): none of its words is in the vocabulary, so there is "
+                             "nothing to generate from")
+        seqs.append(ids)
+        words.append(kept)
+    t = max(len(s) for s in seqs)
+    ids = torch.zeros(len(seqs), t, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        ids[i, :len(s)] = torch.tensor(s)
+    return ids, torch.tensor([len(s) for s in seqs]), words
+
+
+@torch.no_grad()
+def generate_sentences(generate_stages, text_encoder, dataset, sentences: list[str], out_dir: str, *, z_dim: int,
+                       device, seed: int = 100, source: str = "<command line>", prefix: str = "0") -> list[str]:
+    """AttnGAN `gen_example` for a list of sentences: `<prefix>_s_<j>_g<k>.png` per stage k and `_a<k>.png`.
+
+    `generate_stages(noise, sent_emb, words_emb, mask) -> (list of stage images, list of attention maps)`.
+    """
+    ids, lens, words = encode_sentences(sentences, dataset, source)
+    order = torch.argsort(lens, descending=True)
+    ids, lens = ids[order].to(device), lens[order].to(device)
+    words = [words[int(i)] for i in order]
+    words_emb, sent_emb = text_encoder(ids, lens)
+    mask = ids == 0
+    g = torch.Generator().manual_seed(seed)
+    stages, att_maps = generate_stages(noise_for(len(sentences), z_dim, device, g), sent_emb.float(),
+                                       words_emb.float(), mask)
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for row, j in enumerate(order.tolist()):
+        for k, img in enumerate(stages):
+            path = os.path.join(out_dir, f"{prefix}_s_{j}_g{k}.png")
+            save_png(img[row], path)
+            written.append(path)
+        for k, att in enumerate(att_maps):
+            path = os.path.join(out_dir, f"{prefix}_s_{j}_a{k}.png")
+            top_k = min(5, len(words[row]))
+            build_super_images(stages[-1][row:row + 1], [words[row]], [att[row].float()], top_k=top_k).save(path)
+            written.append(path)
+    return written
+
+
+def read_example_file(data_dir: str, entry: str) -> list[str]:
+    """The sentences of one `example_filenames.txt` entry (`<DATA_DIR>/<entry>.txt`, blank lines skipped)."""
+    path = os.path.join(data_dir, entry + ".txt")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"example sentence file not found: {path} (listed in example_filenames.txt)")
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def gen_example(generate_stages, text_encoder, dataset, out_root: str, *, z_dim: int, device,
+                seed: int = 100) -> list[str]:
+    """Every entry of `<DATA_DIR>/example_filenames.txt` → `<out_root>/<basename>/0_s_<j>_g<k>.png` (+ maps)."""
+    listing = os.path.join(dataset.data_dir, "example_filenames.txt")
+    if not os.path.isfile(listing):
+        raise FileNotFoundError(f"{listing} not found: it lists the example sentence files (one per line, relative "
+                                "to DATA_DIR, without .txt)")
+    with open(listing, encoding="utf-8") as f:
+        entries = [line.strip() for line in f if line.strip()]
+    written = []
+    for entry in entries:
+        sentences = read_example_file(dataset.data_dir, entry)
+        if not sentences:
+            warnings.warn(f"{entry}.txt has no sentences; skipped")
+            continue
+        out_dir = os.path.join(out_root, os.path.basename(entry))
+        written += generate_sentences(generate_stages, text_encoder, dataset, sentences, out_dir, z_dim=z_dim,
+                                      device=device, seed=seed, source=os.path.join(dataset.data_dir, entry + ".txt"))
+    return written
+
+
+def records_to_arrays(records: list[dict]) -> tuple[list[str], np.ndarray]:
+    return [r["caption"] for r in records], np.array([r["class_id"] for r in records])

@@ -138,39 +138,22 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-class InceptionExtractor:
-    """Batched Inception-v3 features from uint8 (or [-1, 1] float) images, on `device` (default: CUDA if present).
-
-    `weights_path` (else $T2I_INCEPTION_WEIGHTS) names the local weights file; `state_dict` instead takes weights
-    in memory (tests, benchmarks), then `weights_sha256` is the hash of their serialisation. `bf16` runs the network
-    under bfloat16 autocast (see the module docstring for its effect on FID). Outputs are float32 on the CPU.
+class FeatureExtractor:
+    """Batched features of uint8 (or [-1, 1] float) images from any `model(uint8 [B, 3, H, W]) -> tuple` whose
+    outputs are named by `features`; runs on `device` (default CUDA if present), optionally under bfloat16 autocast.
+    Outputs are float32 on the CPU. `name`, `weights_path`, `weights_sha256` and `resize_method` are provenance.
     """
 
-    name = EXTRACTOR_NAME
-    resize_method = RESIZE_METHOD
-
-    def __init__(self, weights_path: str | os.PathLike | None = None, features: Sequence[str] = ("2048",
-                 "logits_unbiased"), device: str | torch.device | None = None, bf16: bool = False,
-                 batch_size: int = 64, state_dict: dict | None = None):
-        unknown = [f for f in features if f not in FEATURES]
-        if unknown or not features:
-            raise ValueError(f"unknown Inception features {unknown or list(features)}; choose from {FEATURES}")
-        if state_dict is None:
-            self.weights_path = resolve_inception_weights(weights_path)
-            state_dict = load_inception_state_dict(self.weights_path)
-            self.weights_sha256 = file_sha256(self.weights_path)
-            source = self.weights_path
-        else:
-            self.weights_path = None
-            buf = io.BytesIO()
-            torch.save(OrderedDict(state_dict), buf)
-            self.weights_sha256 = hashlib.sha256(buf.getvalue()).hexdigest()
-            source = "the given state dict"
+    def __init__(self, model: torch.nn.Module, features: Sequence[str], name: str, weights_path: str | None = None,
+                 weights_sha256: str | None = None, resize_method: str = "", device: str | torch.device | None = None,
+                 bf16: bool = False, batch_size: int = 64):
         self.features = tuple(features)
+        self.name, self.weights_path, self.weights_sha256 = name, weights_path, weights_sha256
+        self.resize_method = resize_method
         self.device = torch.device(device) if device is not None else _default_device()
         self.bf16 = bool(bf16)
         self.batch_size = int(batch_size)
-        self.model = _torch_fidelity_inception(state_dict, self.features, source).to(self.device)
+        self.model = model.to(self.device).eval()
 
     @property
     def dtype_name(self) -> str:
@@ -185,7 +168,8 @@ class InceptionExtractor:
         return {name: f.float().cpu() for name, f in zip(self.features, out)}
 
     def extract(self, source, limit: int | None = None, resize: int | None = None) -> dict[str, torch.Tensor]:
-        """Features of every image in `source` (folder, tensor or iterable of batches; see `iter_uint8_batches`)."""
+        """Features of every image in `source` (folder, file list, tensor or iterable of batches; see
+        `iter_uint8_batches`), in order."""
         parts: dict[str, list[torch.Tensor]] = {name: [] for name in self.features}
         for batch in iter_uint8_batches(source, self.batch_size, limit=limit, resize=resize):
             for start in range(0, batch.shape[0], self.batch_size):
@@ -199,4 +183,31 @@ class InceptionExtractor:
         """Provenance of these features."""
         return {"feature_extractor": self.name, "feature_extractor_weights": self.weights_path,
                 "feature_extractor_sha256": self.weights_sha256, "resize": self.resize_method,
-                "dtype": self.dtype_name, "device": str(self.device)}
+                "dtype": self.dtype_name}
+
+
+class InceptionExtractor(FeatureExtractor):
+    """torch-fidelity's Inception-v3 from local weights (see the module docstring) as a `FeatureExtractor`.
+
+    `weights_path` (else $T2I_INCEPTION_WEIGHTS) names the weights file; `state_dict` instead takes weights in
+    memory (tests, benchmarks), and `weights_sha256` is then the hash of their serialisation. `bf16`: see the module
+    docstring for its effect on FID.
+    """
+
+    def __init__(self, weights_path: str | os.PathLike | None = None, features: Sequence[str] = ("2048",
+                 "logits_unbiased"), device: str | torch.device | None = None, bf16: bool = False,
+                 batch_size: int = 64, state_dict: dict | None = None):
+        unknown = [f for f in features if f not in FEATURES]
+        if unknown or not features:
+            raise ValueError(f"unknown Inception features {unknown or list(features)}; choose from {FEATURES}")
+        if state_dict is None:
+            weights_path = resolve_inception_weights(weights_path)
+            state_dict = load_inception_state_dict(weights_path)
+            sha, source = file_sha256(weights_path), weights_path
+        else:
+            weights_path = None
+            buf = io.BytesIO()
+            torch.save(OrderedDict(state_dict), buf)
+            sha, source = hashlib.sha256(buf.getvalue()).hexdigest(), "the given state dict"
+        model = _torch_fidelity_inception(state_dict, features, source)
+        super().__init__(model, features, EXTRACTOR_NAME, weights_path, sha, RESIZE_METHOD, device, bf16, batch_size)

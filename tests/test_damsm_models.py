@@ -379,7 +379,9 @@ def test_build_text_encoder(minilm_dir):
 def test_build_image_encoder(tmp_path):
     cfg = load_config(overrides={"DAMSM.IMAGE_ENCODER": "small", "TEXT.EMBEDDING_DIM": 40})
     enc = build_image_encoder(cfg)
-    assert isinstance(enc, SMALL_CNN_ENCODER) and enc.emb_cnn_code.out_features == 40
+    assert isinstance(enc, SMALL_CNN_ENCODER) and enc.emb_cnn_code.out_features == 40 and enc.image_size == 64
+    big = build_image_encoder(load_config(overrides={"DAMSM.IMAGE_ENCODER": "small", "DAMSM.IMAGE_SIZE": 128}))
+    assert big(torch.zeros(1, 3, 64, 64))[0].shape == (1, 256, 8, 8) and big.image_size == 128
     missing = str(tmp_path / "inception_v3_google-1a9a5a14.pth")
     with pytest.raises(FileNotFoundError, match="inception_v3_google-1a9a5a14.pth"):
         build_image_encoder(load_config(overrides={"DAMSM.INCEPTION_WEIGHTS": missing}))

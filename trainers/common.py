@@ -53,9 +53,10 @@ def epoch_from_name(path: str) -> int:
 
 def decode_ids(dataset, ids) -> str:
     """Caption ids back to text: the WordPiece tokenizer's decode for BERT datasets, else AttnGAN's ixtoword."""
+    from datasets import swap_pad_id
+
     ids = [int(i) for i in ids if int(i) != 0]
     tokenizer = getattr(dataset, "bert_tokenizer", None)
     if tokenizer is not None:
-        pad = dataset.pad_token_id
-        return tokenizer.decode([pad if i == 0 else (0 if i == pad else i) for i in ids] if pad else ids)
+        return tokenizer.decode(swap_pad_id(ids, dataset.pad_token_id))
     return " ".join(dataset.ixtoword.get(i, "?") for i in ids)

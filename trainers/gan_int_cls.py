@@ -30,7 +30,8 @@ graph and cleared G's stray gradients); WGAN weights are clipped after every D s
 start, so G's step also sees a clipped critic (the port clipped before each D step, so G met the last unclipped
 update); the wrong image is of a different class (the port compared h5py objects by identity); snapshots work
 for every type (the port's wgan/vanilla paths raised TypeError at the first save); INT is implemented (issue #17).
-The gradient penalty is computed in float32 outside autocast.
+The gradient penalty is computed in float32 outside autocast. L1_COEF and L2_COEF apply to every type (the port
+used them with `gan` only): set both to 0 to reproduce its WGAN.
 
 Snapshots (`Model/`, every TRAIN.SNAPSHOT_INTERVAL epochs, plain state dicts without `module.`): `gen_<epoch>.pth`
 and `disc_<epoch>.pth` (the port's names; the live G and D), and `netG_epoch_<epoch>.pth` (the sampling generator:
@@ -97,14 +98,13 @@ class WrongImageDataset(Dataset):
         for attempt in range(self.MAX_TRIES):
             j = self.base.wrong_image_index(item["index"])
             try:
-                item["wrong_img"] = self.base.get_imgs(j)[-1]
+                wrong = self.base.get_imgs(j)[-1]
+                break
             except CorruptImageError:
                 if not self.base.skip_corrupt or attempt == self.MAX_TRIES - 1:
                     raise
-                continue
-            item["wrong_index"] = j
-            return item
-        raise AssertionError("unreachable")
+        item["wrong_img"], item["wrong_index"] = wrong, j
+        return item
 
 
 @dataclass

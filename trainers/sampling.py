@@ -17,10 +17,9 @@ import json
 import os
 import warnings
 
-import numpy as np
 import torch
 
-from datasets import build_dataloader, prepare_data
+from datasets import build_dataloader, prepare_data, swap_pad_id
 from miscc.text import tokenize_caption
 from miscc.vis import build_super_images, save_png
 
@@ -96,8 +95,9 @@ def encode_sentences(sentences: list[str], dataset, source: str = "<command line
     seqs, words = [], []
     for j, sent in enumerate(sentences):
         if dataset.bert_tokenizer is not None:
-            ids = dataset.bert_tokenizer(sent, add_special_tokens=False)["input_ids"]
-            kept = dataset.bert_tokenizer.convert_ids_to_tokens(ids)
+            raw = dataset.bert_tokenizer(sent, add_special_tokens=False)["input_ids"]
+            kept = dataset.bert_tokenizer.convert_ids_to_tokens(raw)
+            ids = swap_pad_id(raw, dataset.pad_token_id)  # the dataset's convention: 0 is padding
         else:
             tokens = tokenize_caption(sent)
             kept = [t for t in tokens if t in dataset.wordtoix]
@@ -176,7 +176,3 @@ def gen_example(generate_stages, text_encoder, dataset, out_root: str, *, z_dim:
         written += generate_sentences(generate_stages, text_encoder, dataset, sentences, out_dir, z_dim=z_dim,
                                       device=device, seed=seed, source=os.path.join(dataset.data_dir, entry + ".txt"))
     return written
-
-
-def records_to_arrays(records: list[dict]) -> tuple[list[str], np.ndarray]:
-    return [r["caption"] for r in records], np.array([r["class_id"] for r in records])

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datasets import prepare_data
-from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict, strip_module_prefix
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
 from miscc.vis import image_grid
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -166,8 +166,7 @@ class SSAGANTrainer(BaseTrainer):
             if d_path == path:
                 raise ValueError(f"{path}: cannot derive the discriminator file (the name has no 'netG'); "
                                  "set TRAIN.B_NET_D False to start D afresh")
-            state = strip_module_prefix(load_checkpoint(d_path, "discriminator (TRAIN.B_NET_D)"))
-            load_state_dict_strict(self.netD, state, d_path)
+            load_state_dict_strict(self.netD, load_checkpoint(d_path, "discriminator (TRAIN.B_NET_D)"), d_path)
         if self.finetune:
             for kind, module, loader in (("text_encoder", self.text_encoder, load_text_encoder),
                                          ("image_encoder", self.image_encoder, load_image_encoder)):
@@ -262,10 +261,13 @@ class SSAGANTrainer(BaseTrainer):
         self.log_images(self.step, tag=f"epoch_{epoch}")
 
     def _fixed_batch(self, dataset, n):
-        raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
-        batch = prepare_data(raw, self.rt.device)
-        noise = torch.randn(len(batch.keys), self.z_dim, generator=torch.Generator().manual_seed(self.seed))
-        return batch, noise.to(self.rt.device)
+        """The first `n` training items and noise for the image grids, drawn from a forked RNG seeded with SEED, so
+        they are the same in every run and drawing them leaves the training randomness untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+            noise = torch.randn(min(n, len(dataset)), self.z_dim)
+        return prepare_data(raw, self.rt.device), noise.to(self.rt.device)
 
     @torch.no_grad()
     def log_images(self, step, tag=None):
@@ -275,7 +277,7 @@ class SSAGANTrainer(BaseTrainer):
         netG = self.sampling_generator()
         text_encoder = unwrap(self.text_encoder)
         with eval_mode(netG, text_encoder):
-            words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
+            _, sent_emb = text_encoder(batch.captions, batch.cap_lens)
             fake, masks = netG(noise, sent_emb.float())
         captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
                     for i in range(len(batch.keys))]
@@ -321,7 +323,7 @@ def save_last_mask(masks: list[torch.Tensor], row: int, path_stem: str) -> None:
     (8-bit grey, rounded; wt wrote it as `fm_<idx>.png`)."""
     m = masks[-1][row, 0].detach().float().clamp(0, 1).cpu().numpy()
     os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
-    Image.fromarray(np.round(m * 255).astype(np.uint8), mode="L").save(path_stem + "_mask.png")
+    Image.fromarray(np.round(m * 255).astype(np.uint8)).save(path_stem + "_mask.png")
 
 
 @torch.no_grad()

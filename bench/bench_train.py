@@ -1,0 +1,60 @@
+"""Generator training throughput (images/s): `python -m bench.bench_train [--models attngan,ssagan] [--steps 3]`.
+
+Full-size models with random weights on synthetic batches (the data pipeline is excluded): AttnGAN bird
+(256 px, 3 stages, Inception DAMSM), SSA-GAN bird (256 px), and the CPU-sized shapes configs; fp32 and bf16; on the
+CPU and on CUDA when present.
+"""
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from bench.common import SyntheticText, device_name, devices, print_table, save_random_encoders, synthetic_batch, \
+    time_steps
+from miscc.config import load_config
+from models.damsm import build_image_encoder, build_text_encoder
+from trainers.registry import get_model_spec
+from trainers.runtime import Runtime
+
+CASES = {
+    # name: (config, overrides, batch size on CPU, batch size on CUDA, vocabulary)
+    "attngan bird 256px": ("cfg/bird_attn2.yml", {}, 4, 20, 5450),
+    "attngan shapes 64px": ("cfg/shapes_attn.yml", {}, 20, 20, 47),
+    "ssagan bird 256px": ("cfg/bird_ssa.yml", {}, 2, 24, 5450),
+    "ssagan shapes 64px": ("cfg/shapes_ssa.yml", {}, 24, 24, 47),
+}
+
+
+def bench_case(name, device, amp, steps):
+    path, overrides, cpu_bs, gpu_bs, n_words = CASES[name]
+    cfg = load_config(path, {**overrides, "TRAIN.MAX_STEPS": 0, "WORKERS": 0})
+    batch_size = gpu_bs if device.type == "cuda" else cpu_bs
+    cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
+    cfg.TRAIN.NET_G = ""
+    spec = get_model_spec(cfg.MODEL)
+    rt = Runtime(device=device, amp=amp)
+    trainer = spec.trainer_class()(cfg, rt, "/tmp/bench_train_run", SyntheticText(n_words))
+    imsizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
+    batch = synthetic_batch(batch_size, imsizes, n_words, cfg.TEXT.WORDS_NUM, device)
+    return batch_size, time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
+    parser.add_argument("--steps", type=int, default=3)
+    args = parser.parse_args(argv)
+    rows = []
+    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        for device in devices():
+            for amp in ("none", "bf16"):
+                bs, ips = bench_case(name, device, amp, args.steps)
+                rows.append([name, device_name(device), amp, bs, f"{ips:.2f}"])
+                print(rows[-1], flush=True)
+    print_table("Generator training throughput (one D+G iteration; synthetic batches)",
+                ["case", "device", "precision", "batch", "images/s"], rows)
+
+
+if __name__ == "__main__":
+    main()

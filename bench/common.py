@@ -1,0 +1,86 @@
+"""Shared pieces of the benchmarks: synthetic batches, throughput timing, a printed table."""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from datasets import Batch
+
+
+class SyntheticText:
+    """What a trainer reads from a dataset, without files: vocabulary size and id-to-word maps."""
+
+    def __init__(self, n_words: int):
+        self.n_words = n_words
+        self.ixtoword = {i: f"w{i}" for i in range(n_words)}
+        self.bert_tokenizer = None
+
+    def __len__(self):
+        return 1
+
+    def __getitem__(self, i):
+        raise IndexError("synthetic dataset: benchmarks feed batches directly")
+
+
+def synthetic_batch(batch_size: int, imsizes: list[int], n_words: int, words: int, device,
+                    n_classes: int = 50) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    lens = torch.sort(torch.randint(5, words + 1, (batch_size,), generator=g), descending=True).values
+    caps = torch.randint(1, n_words, (batch_size, int(lens[0])), generator=g)
+    for i, n in enumerate(lens.tolist()):
+        caps[i, n:] = 0
+    caps = caps.to(device)
+    return Batch(imgs=[torch.rand(batch_size, 3, s, s, generator=g).mul(2).sub(1).to(device) for s in imsizes],
+                 captions=caps, cap_lens=lens.to(device), mask=caps == 0,
+                 class_ids=np.random.default_rng(0).integers(0, n_classes, batch_size),
+                 keys=[f"k{i}" for i in range(batch_size)], indices=np.arange(batch_size),
+                 caption_indices=np.arange(batch_size), order=torch.arange(batch_size))
+
+
+def save_random_encoders(text_encoder, image_encoder) -> str:
+    """Save encoders as text_encoder0.pth / image_encoder0.pth in a temporary folder; returns NET_E."""
+    folder = tempfile.mkdtemp(prefix="bench_damsm_")
+    path = os.path.join(folder, "text_encoder0.pth")
+    torch.save(text_encoder.state_dict(), path)
+    torch.save(image_encoder.state_dict(), os.path.join(folder, "image_encoder0.pth"))
+    return path
+
+
+def time_steps(step, batch_size: int, device, warmup: int = 1, steps: int = 3) -> float:
+    """Images per second of `step()` (one optimiser iteration on `batch_size` images)."""
+    for _ in range(warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def devices() -> list[torch.device]:
+    out = [torch.device("cpu")]
+    if torch.cuda.is_available():
+        out.append(torch.device("cuda", 0))
+    return out
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({torch.get_num_threads()} threads)"
+
+
+def print_table(title: str, header: list[str], rows: list[list]) -> None:
+    print(f"\n{title}")
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |")

@@ -1,0 +1,471 @@
+"""Named evaluation protocols (like stylegan2-ada's `metric_main.py`) run over one stream of generated samples.
+
+Naming rule: `<metric><count>`, where count is an integer, optionally followed by `k` (x1000): `fid30k` is FID on
+30,000 samples, `fid500` on 500, `rprec2k` on 2,000. Every metric accepts any count >= its minimum; `PROTOCOLS` lists
+the standard ones. Metrics:
+
+| metric      | value                                                                                  |
+|-------------|----------------------------------------------------------------------------------------|
+| `fid`       | FID, pool3 of torch-fidelity's Inception vs the real set (folder/files or stats .npz)   |
+| `kid`       | KID (unbiased MMD^2, cubic kernel, 100 subsets of min(1000, N)); needs real features   |
+| `is`        | Inception score (ImageNet Inception `logits_unbiased`, 10 splits)                      |
+| `isc_cls`   | Inception score with the dataset classifier's classes (eval.train_classifier)          |
+| `rprec`     | R-precision in % (1 true + 99 mismatched captions, top-1 cosine, 10 folds), DAMSM codes |
+| `clip`      | CLIP score, mean of 100 * max(cos, 0)                                                  |
+| `cliprprec` | CLIP-R-precision in %, mismatched captions drawn from the other samples                |
+| `attracc`   | shapes attribute accuracy: share of images whose caption objects are all as described  |
+
+All protocols of one call share one pass over `sample(N_max, batch_size)`: each uses the first N samples, so
+`fid1k` and `is1k` judge the same 1,000 images. A source that yields fewer samples than a protocol names is an error.
+
+Sample source: a callable `sample(n, batch_size)` returning an iterable of `SampleBatch` (or tuples `(images,
+captions, keys, extra)`): images float [-1, 1] or uint8 [B, 3, H, W], captions list[str], keys list[str], and
+`extra` with optional `image_codes` [B, D], `text_codes` [B, D], `mismatched_text_codes` [B, K, D] and `class_ids`
+[B]. For `rprec`, missing codes come from `EvalContext.image_encoder(images) -> [B, D]` and
+`EvalContext.text_encoder(list[str]) -> [B, D]`; mismatched captions from `EvalContext.mismatched_captions(captions,
+keys, extra) -> list of K-caption lists` (DM-GAN: other classes), or else from the other samples' captions (and
+other classes, when `class_ids` are given). A folder of images is a source too (`folder_source`).
+
+Every result is a dict with the value and its provenance, appended as one JSON line to `EvalContext.jsonl`.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+
+from eval.images import list_image_files, load_image_uint8, to_uint8
+
+METRICS = {
+    "fid": "Frechet Inception distance (pool3 features) to the real set",
+    "kid": "kernel Inception distance (unbiased MMD^2, cubic polynomial kernel) to the real set",
+    "is": "Inception score (ImageNet Inception-v3 logits_unbiased)",
+    "isc_cls": "Inception score over the dataset classifier's classes",
+    "rprec": "R-precision % (DAMSM codes; 1 true + 99 mismatched captions; top-1; folds)",
+    "clip": "CLIP score (mean of 100 * max(cos, 0))",
+    "cliprprec": "CLIP-R-precision % (mismatched captions from other samples)",
+    "attracc": "shapes attribute accuracy (share of images matching their caption)",
+}
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "isc_cls": 10, "rprec": 10, "clip": 1, "cliprprec": 10,
+               "attracc": 1}
+_NAME = re.compile(r"^(?P<metric>[a-z_]+?)(?P<count>\d+)(?P<k>k?)$")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    metric: str
+    n: int
+
+    @property
+    def description(self) -> str:
+        return f"{METRICS[self.metric]}, N = {self.n}"
+
+
+def parse_protocol(name: str) -> Protocol:
+    """`Protocol` for a name like `fid30k` (30,000) or `fid500` (500); a clear error for anything else."""
+    if isinstance(name, Protocol):
+        return name
+    m = _NAME.match(name.strip().lower())
+    if not m or m.group("metric") not in METRICS:
+        raise ValueError(f"unknown protocol {name!r}: names are <metric><count>[k] with metric one of "
+                         f"{', '.join(METRICS)} (e.g. fid30k, is1k, kid500)")
+    metric = m.group("metric")
+    n = int(m.group("count")) * (1000 if m.group("k") else 1)
+    if n < MIN_SAMPLES[metric]:
+        raise ValueError(f"protocol {name!r}: {metric} needs at least {MIN_SAMPLES[metric]} samples, got {n}")
+    return Protocol(name.strip().lower(), metric, n)
+
+
+PROTOCOLS = {p.name: p for p in map(parse_protocol, (
+    "fid30k", "kid30k", "is30k", "isc_cls30k", "rprec30k", "clip30k", "cliprprec30k", "attracc1k",
+    "fid1k", "kid1k", "is1k", "isc_cls1k", "rprec1k", "clip1k", "cliprprec1k", "fid50k"))}
+
+
+def parse_protocols(names) -> list[Protocol]:
+    """Protocols for a comma-separated string or a list of names, duplicates removed, order kept."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n.strip()]
+    out = []
+    for p in map(parse_protocol, names):
+        if p not in out:
+            out.append(p)
+    if not out:
+        raise ValueError("no protocols given")
+    return out
+
+
+@dataclass
+class SampleBatch:
+    images: torch.Tensor
+    captions: list[str] | None = None
+    keys: list[str] | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class EvalContext:
+    """What the protocols need besides the samples; only the parts the requested metrics use must be set."""
+    inception_weights: str | None = None      # else $T2I_INCEPTION_WEIGHTS
+    extractor: object | None = None           # a ready InceptionExtractor (tests, repeated calls)
+    real: object | None = None                # folder, list of image files, or FID statistics .npz
+    real_split: str = "custom"
+    real_n: int | None = None                 # real images to use (default all)
+    real_resize: int | None = None            # PIL bicubic pre-resize of real images (e.g. the generator size)
+    dataset: str | None = None                # name in the real-statistics cache key (default: the folder)
+    cache_dir: str | None = None              # real statistics/features cache
+    classifier: object | None = None          # path or loaded DatasetClassifier
+    clip_path: str | None = None
+    clip: object | None = None                # a ready LocalCLIP
+    image_encoder: Callable | None = None     # rprec: float [-1, 1] images -> [B, D]
+    text_encoder: Callable | None = None      # rprec: list[str] -> [B, D]
+    mismatched_captions: Callable | None = None
+    encoders_name: str | None = None          # rprec provenance, e.g. the DAMSM checkpoint paths
+    parse_caption: Callable | None = None     # attracc (default tools.make_shapes.parse_caption)
+    device: str | None = None
+    bf16: bool = False
+    batch_size: int = 50
+    seed: int = 0                             # R-precision folds and mismatched draws
+    metric_seed: int = 2020                   # IS / KID shuffles (torch-fidelity's default rng_seed)
+    is_splits: int = 10
+    kid_subsets: int = 100
+    rprec_folds: int = 10
+    rprec_k: int = 99
+    checkpoint: str | None = None
+    config: str | None = None
+    jsonl: str | None = None
+    grid_png: str | None = None               # save a caption grid of the first `grid_n` samples here
+    grid_n: int = 16
+
+
+def folder_source(folder: str, captions=None) -> Callable[[int, int], Iterable[SampleBatch]]:
+    """A sample source over the images of `folder` (sorted); `captions` maps file name or stem -> caption, or is a
+    list aligned with the sorted files, or a JSON file holding either."""
+    files = list_image_files(folder)
+    caps = None
+    if isinstance(captions, (str, os.PathLike)):
+        with open(captions, encoding="utf-8") as f:
+            captions = json.load(f)
+    if isinstance(captions, dict):
+        caps = []
+        for path in files:
+            name = os.path.basename(path)
+            stem = os.path.splitext(name)[0]
+            if name not in captions and stem not in captions:
+                raise KeyError(f"captions: no entry for image {name!r} (keys are file names or stems)")
+            caps.append(captions[name] if name in captions else captions[stem])
+    elif captions is not None:
+        caps = list(captions)
+        if len(caps) != len(files):
+            raise ValueError(f"captions: {len(caps)} captions for {len(files)} images in {folder}")
+
+    def sample(n: int, batch_size: int):
+        if n > len(files):
+            raise ValueError(f"{folder}: {n} samples requested, the folder has {len(files)} images")
+        for start in range(0, n, batch_size):
+            chunk = files[start:min(n, start + batch_size)]
+            images = [load_image_uint8(p) for p in chunk]
+            if any(im.shape != images[0].shape for im in images):
+                raise ValueError(f"{folder}: images of different sizes in one batch ({chunk[0]} ...)")
+            yield SampleBatch(torch.stack(images), caps[start:start + len(chunk)] if caps else None,
+                              [os.path.splitext(os.path.basename(p))[0] for p in chunk], {})
+
+    sample.source = os.path.abspath(folder)
+    return sample
+
+
+def _as_batch(item) -> SampleBatch:
+    if isinstance(item, SampleBatch):
+        return item
+    if torch.is_tensor(item):
+        return SampleBatch(item)
+    if isinstance(item, (tuple, list)) and item and torch.is_tensor(item[0]):
+        images, captions, keys, extra = (list(item) + [None, None, None])[:4]
+        return SampleBatch(images, captions, keys, dict(extra or {}))
+    raise TypeError(f"a sample source must yield SampleBatch or (images, captions, keys, extra), got "
+                    f"{type(item).__name__}")
+
+
+def _cut(batch: SampleBatch, m: int) -> SampleBatch:
+    """The first m samples of a batch (extra entries with a batch dimension are cut too)."""
+    b = batch.images.shape[0]
+    extra = {k: (v[:m] if (torch.is_tensor(v) or isinstance(v, (list, np.ndarray))) and len(v) == b else v)
+             for k, v in batch.extra.items()}
+    return SampleBatch(batch.images[:m], batch.captions[:m] if batch.captions is not None else None,
+                       batch.keys[:m] if batch.keys is not None else None, extra)
+
+
+def _versions() -> dict:
+    import torch_fidelity
+
+    return {"torch": torch.__version__, "torch_fidelity": torch_fidelity.__version__}
+
+
+class _Collector:
+    """Per-sample data the requested metrics need, accumulated over the sample stream."""
+
+    def __init__(self, metrics: set, ctx: EvalContext, device):
+        self.metrics, self.ctx, self.device = metrics, ctx, device
+        self.inception = self.classifier = self.clip = None
+        feats = (["2048"] if metrics & {"fid", "kid"} else []) + (["logits_unbiased"] if "is" in metrics else [])
+        if feats:
+            from eval.inception import InceptionExtractor
+
+            ex = ctx.extractor
+            if ex is None or not set(feats) <= set(ex.features):
+                ex = InceptionExtractor(ctx.inception_weights, feats, device=device, bf16=ctx.bf16,
+                                        batch_size=ctx.batch_size)
+            self.inception = ex
+        if metrics & {"isc_cls", "attracc"}:
+            from eval.classifier import load_classifier
+
+            if ctx.classifier is None:
+                raise ValueError("isc_cls/attracc need a dataset classifier (EvalContext.classifier / --classifier; "
+                                 "train one with python -m eval.train_classifier)")
+            self.classifier = (load_classifier(ctx.classifier, device) if isinstance(ctx.classifier, (str,
+                               os.PathLike)) else ctx.classifier)
+        if metrics & {"clip", "cliprprec"}:
+            from eval.clip_score import LocalCLIP
+
+            self.clip = ctx.clip if ctx.clip is not None else LocalCLIP(ctx.clip_path, device, ctx.batch_size)
+        self.data: dict[str, list] = {}
+        self.captions: list[str] = []
+        self.keys: list = []
+        self.class_ids: list = []
+        self.grid_images: list[torch.Tensor] = []
+        self.n = 0
+
+    def _add(self, name: str, value):
+        self.data.setdefault(name, []).append(value)
+
+    def _need_captions(self, batch: SampleBatch):
+        if batch.captions is None or len(batch.captions) != batch.images.shape[0]:
+            need = sorted(self.metrics & {"rprec", "clip", "cliprprec", "attracc"})
+            raise ValueError(f"{', '.join(need)} need one caption per sample; the source gave "
+                             f"{None if batch.captions is None else len(batch.captions)} for "
+                             f"{batch.images.shape[0]} images")
+
+    @torch.no_grad()
+    def add(self, batch: SampleBatch):
+        ctx, m = self.ctx, self.metrics
+        if m & {"rprec", "clip", "cliprprec", "attracc"}:
+            self._need_captions(batch)
+        if self.inception is not None:
+            for name, f in self.inception(batch.images).items():
+                self._add(name, f)
+        if self.classifier is not None:
+            for name, logit in self.classifier(batch.images.to(self.device)).items():
+                self._add("cls:" + name, logit.float().cpu())
+        if self.clip is not None:
+            self._add("clip_image", self.clip.encode_images(batch.images))
+            self._add("clip_text", self.clip.encode_texts(list(batch.captions)))
+        if "rprec" in m:
+            self._add_rprec(batch)
+        if batch.captions is not None:
+            self.captions += list(batch.captions)
+        if "class_ids" in batch.extra:
+            self.class_ids += [int(c) for c in torch.as_tensor(batch.extra["class_ids"]).reshape(-1)]
+        if ctx.grid_png and len(self.grid_images) < ctx.grid_n:
+            self.grid_images += list(to_uint8(batch.images[:ctx.grid_n - len(self.grid_images)]).cpu())
+        self.n += batch.images.shape[0]
+
+    def _add_rprec(self, batch: SampleBatch):
+        ctx, extra = self.ctx, batch.extra
+        if "image_codes" in extra:
+            img = torch.as_tensor(extra["image_codes"])
+        elif ctx.image_encoder is not None:
+            img = ctx.image_encoder(batch.images)
+        else:
+            raise ValueError("rprec needs image codes: extra['image_codes'] from the source or "
+                             "EvalContext.image_encoder (the DAMSM image encoder)")
+        if "text_codes" in extra:
+            txt = torch.as_tensor(extra["text_codes"])
+        elif ctx.text_encoder is not None:
+            txt = ctx.text_encoder(list(batch.captions))
+        else:
+            raise ValueError("rprec needs text codes: extra['text_codes'] from the source or "
+                             "EvalContext.text_encoder (the DAMSM text encoder)")
+        self._add("rprec_image", torch.as_tensor(img).float().cpu())
+        self._add("rprec_text", torch.as_tensor(txt).float().cpu())
+        if "mismatched_text_codes" in extra:
+            self._add("rprec_mis", torch.as_tensor(extra["mismatched_text_codes"]).float().cpu())
+        elif ctx.mismatched_captions is not None:
+            if ctx.text_encoder is None:
+                raise ValueError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
+            lists = ctx.mismatched_captions(list(batch.captions), batch.keys, extra)
+            if len(lists) != len(batch.captions) or any(len(x) != ctx.rprec_k for x in lists):
+                raise ValueError(f"mismatched_captions must return {len(batch.captions)} lists of "
+                                 f"{ctx.rprec_k} captions")
+            flat = ctx.text_encoder([c for x in lists for c in x])
+            self._add("rprec_mis", torch.as_tensor(flat).float().cpu().view(len(lists), ctx.rprec_k, -1))
+
+    def get(self, name: str, n: int) -> torch.Tensor:
+        return torch.cat(self.data[name])[:n]
+
+
+def _real_set(ctx: EvalContext, extractor, need_features: bool):
+    """(features or None, FIDStatistics, provenance dict) of the real images."""
+    from eval.fid_stats import load_statistics, real_features
+
+    if ctx.real is None:
+        raise ValueError("fid/kid need real images: EvalContext.real / --real (a folder, a list of image files or, "
+                         "for FID only, a statistics .npz with mu and sigma)")
+    if isinstance(ctx.real, (str, os.PathLike)) and os.fspath(ctx.real).endswith(".npz"):
+        if need_features:
+            raise ValueError(f"kid needs real features, not statistics: {ctx.real} is an .npz; pass the real image "
+                             "folder instead")
+        stats = load_statistics(os.fspath(ctx.real))
+        sha = stats.meta.get("feature_extractor_sha256")
+        if sha and sha != extractor.weights_sha256:
+            raise ValueError(f"{ctx.real} was computed with Inception weights sha256 {sha[:12]}..., these are "
+                             f"{extractor.weights_sha256[:12]}...; FID across different extractors is meaningless")
+        return None, stats, {"real": os.path.abspath(ctx.real), "real_statistics": os.path.abspath(ctx.real),
+                             "real_split": stats.meta.get("split", ctx.real_split),
+                             "real_n": stats.meta.get("n"), "real_resize": stats.meta.get("resize")}
+    feats, stats = real_features(ctx.real, extractor, ctx.real_split, ctx.real_n, ctx.real_resize, ctx.cache_dir,
+                                 ctx.dataset)
+    where = os.path.abspath(ctx.real) if isinstance(ctx.real, (str, os.PathLike)) else stats.meta.get("dataset")
+    return feats, stats, {"real": where, "real_statistics": stats.path, "real_split": ctx.real_split,
+                          "real_n": int(feats.shape[0]), "real_resize": ctx.real_resize}
+
+
+def _compute(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict) -> dict:
+    """Value, std, details and metric-specific provenance of one protocol."""
+    from eval import metrics as M
+    from eval.clip_score import clip_score
+    from eval.rprecision import r_precision, r_precision_from_pool
+
+    n, out = p.n, {}
+    if p.metric in ("fid", "kid"):
+        ex = col.inception
+        if "real" not in real_cache:
+            real_cache["real"] = _real_set(ctx, ex, need_features="kid" in col.metrics)
+        real_feats, real_stats, prov = real_cache["real"]
+        out.update(prov, **ex.describe())
+        fake = col.get("2048", n)
+        if p.metric == "fid":
+            mu, sigma = M.feature_statistics(fake)
+            out["value"] = M.fid_from_statistics(mu, sigma, real_stats.mu, real_stats.sigma)
+            out["std"] = None
+        else:
+            size = min(1000, n, real_feats.shape[0])
+            out["value"], out["std"] = M.kernel_inception_distance(fake, real_feats, ctx.kid_subsets, size,
+                                                                   seed=ctx.metric_seed)
+            out.update(seed=ctx.metric_seed, subsets=ctx.kid_subsets, subset_size=size)
+    elif p.metric in ("is", "isc_cls"):
+        logits = col.get("logits_unbiased", n) if p.metric == "is" else col.get("cls:class", n)
+        out["value"], out["std"] = M.inception_score(logits=logits, splits=ctx.is_splits, seed=ctx.metric_seed)
+        out.update(seed=ctx.metric_seed, splits=ctx.is_splits)
+        out.update(col.inception.describe() if p.metric == "is" else _classifier_prov(col.classifier))
+    elif p.metric == "rprec":
+        img, txt = col.get("rprec_image", n), col.get("rprec_text", n)
+        if "rprec_mis" in col.data:
+            out["value"], out["std"] = r_precision(img, txt, col.get("rprec_mis", n), ctx.rprec_folds, ctx.seed)
+            out["mismatched"] = "caller-supplied captions/codes"
+        else:
+            out["value"], out["std"] = r_precision_from_pool(img, txt, col.captions[:n], ctx.rprec_k,
+                                                             _class_ids(col, n), ctx.rprec_folds, ctx.seed)
+            out["mismatched"] = "other samples' captions" + (" of other classes" if col.class_ids else "")
+        out.update(seed=ctx.seed, folds=ctx.rprec_folds, k=ctx.rprec_k,
+                   feature_extractor=ctx.encoders_name or "caller-supplied image/text encoders")
+    elif p.metric == "clip":
+        out["value"], out["std"] = clip_score(col.get("clip_image", n), col.get("clip_text", n))
+        out.update(_clip_prov(col.clip))
+    elif p.metric == "cliprprec":
+        out["value"], out["std"] = r_precision_from_pool(col.get("clip_image", n), col.get("clip_text", n),
+                                                         col.captions[:n], ctx.rprec_k, _class_ids(col, n),
+                                                         ctx.rprec_folds, ctx.seed)
+        out.update(seed=ctx.seed, folds=ctx.rprec_folds, k=ctx.rprec_k, **_clip_prov(col.clip),
+                   mismatched="other samples' captions" + (" of other classes" if col.class_ids else ""))
+    elif p.metric == "attracc":
+        from eval.classifier import score_attributes
+
+        logits = {k[4:]: col.get(k, n) for k in col.data if k.startswith("cls:")}
+        details = score_attributes(col.classifier, logits, col.captions[:n], ctx.parse_caption)
+        if details["value"] is None:
+            raise ValueError("attracc: no caption names a shape, nothing to score")
+        out["value"], out["std"], out["details"] = details.pop("value"), None, details
+        out.update(_classifier_prov(col.classifier))
+    return out
+
+
+def _class_ids(col: _Collector, n: int):
+    return col.class_ids[:n] if len(col.class_ids) >= n else None
+
+
+def _classifier_prov(model) -> dict:
+    from eval.inception import file_sha256
+
+    path = getattr(model, "info", {}).get("path")
+    return {"feature_extractor": "dataset-classifier", "feature_extractor_weights": path,
+            "feature_extractor_sha256": file_sha256(path) if path else None}
+
+
+def _clip_prov(clip) -> dict:
+    return {"feature_extractor": "clip", "feature_extractor_weights": clip.model_dir,
+            "feature_extractor_sha256": clip.weights_sha256}
+
+
+def append_jsonl(path: str, record: dict) -> None:
+    """Append one JSON line (one write call, so concurrent appends do not interleave lines)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True, default=str) + "\n")
+
+
+def run_protocols(names, sample, context: EvalContext | None = None) -> list[dict]:
+    """Evaluate the named protocols on one pass of `sample` (a callable `sample(n, batch_size)` or an image folder).
+
+    Returns one result dict per protocol (value, std, N, seeds, real set, extractor and its sha256, checkpoint,
+    config, UTC time, device, versions, ...) and appends each to `context.jsonl` when set. With `context.grid_png`
+    the first `grid_n` samples are saved there as a captioned grid (`samples_grid` in every result).
+    """
+    ctx = context or EvalContext()
+    protocols = parse_protocols(names)
+    if isinstance(sample, (str, os.PathLike)):
+        sample = folder_source(os.fspath(sample))
+    device = torch.device(ctx.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    metrics = {p.metric for p in protocols}
+    n_max = max(p.n for p in protocols)
+    col = _Collector(metrics, ctx, device)
+    t0 = time.perf_counter()
+    for item in sample(n_max, ctx.batch_size):
+        batch = _as_batch(item)
+        if col.n + batch.images.shape[0] > n_max:
+            batch = _cut(batch, n_max - col.n)
+        if batch.images.shape[0]:
+            col.add(batch)
+        if col.n >= n_max:
+            break
+    sample_seconds = time.perf_counter() - t0
+    short = [p.name for p in protocols if p.n > col.n]
+    if short:
+        raise ValueError(f"protocols {', '.join(short)} need up to {n_max} samples; the source gave only {col.n}")
+    common = {"checkpoint": ctx.checkpoint, "config": ctx.config, "device": str(device),
+              "sample_seconds": round(sample_seconds, 3), "source": getattr(sample, "source", None), **_versions()}
+    if ctx.grid_png and col.grid_images:
+        from eval.report import save_caption_grid
+
+        save_caption_grid(torch.stack(col.grid_images), col.captions[:len(col.grid_images)] or None, ctx.grid_png)
+        common["samples_grid"] = os.path.abspath(ctx.grid_png)
+    results, real_cache = [], {}
+    for p in protocols:
+        t1 = time.perf_counter()
+        record = {"protocol": p.name, "metric": p.metric, "n": p.n, "description": p.description, "std": None,
+                  "seed": None, "real": None, "real_statistics": None, "real_split": None, "real_n": None,
+                  "feature_extractor": None, "feature_extractor_weights": None, "feature_extractor_sha256": None,
+                  "resize": None, "dtype": None, **common}
+        record.update(_compute(p, col, ctx, real_cache))
+        record["metric_seconds"] = round(time.perf_counter() - t1, 3)
+        record["time"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        if ctx.jsonl:
+            append_jsonl(ctx.jsonl, record)
+        results.append(record)
+    return results

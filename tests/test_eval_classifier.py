@@ -1,0 +1,106 @@
+"""Dataset classifier: training on a small generated shapes set, checkpoint format, attribute scoring."""
+import os
+
+import pytest
+import torch
+
+from eval.classifier import (CELL_PREFIX, EMPTY, DatasetClassifier, load_classifier, predict_logits,
+                             score_attributes)
+from eval.train_classifier import load_images, load_split, main, train_classifier
+
+make_shapes = pytest.importorskip("tools.make_shapes")
+
+
+@pytest.fixture(scope="module")
+def shapes_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("shapes")
+    make_shapes.generate_shapes(out, n_train=160, n_test=40, seed=0, image_size=64)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def trained(shapes_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("cls") / "shapes_classifier.pth")
+    summary = train_classifier(shapes_dir, out, size=32, epochs=12, batch_size=32, lr=3e-3, width=8, log=lambda m: None)
+    return summary, out
+
+
+def test_training_summary_and_checkpoint(trained, shapes_dir):
+    summary, out = trained
+    assert summary["fit_split"] == "train" and summary["n_fit"] == 160 and summary["n_eval"] == 40
+    ckpt = torch.load(out, weights_only=True)  # plain data, no code
+    assert ckpt["format"] == "t2i-eval-classifier/1" and ckpt["image_size"] == 32
+    assert ckpt["num_classes"] == len(ckpt["heads"]["class"]) == len(summary["class_ids"]) <= 18
+    assert [h for h in ckpt["heads"] if h.startswith(CELL_PREFIX)] == [CELL_PREFIX + p for p in make_shapes.POSITIONS]
+    assert ckpt["heads"][CELL_PREFIX + "center"][0] == EMPTY and len(ckpt["heads"][CELL_PREFIX + "center"]) == 19
+    # the loaded model reproduces the reported held-out accuracy
+    model = load_classifier(out)
+    keys, class_ids = load_split(shapes_dir, "test")
+    logits = predict_logits(model, load_images(shapes_dir, keys, 32))
+    labels = torch.tensor([summary["class_ids"].index(c) for c in class_ids])
+    assert float((logits["class"].argmax(1) == labels).float().mean()) == pytest.approx(summary["accuracy"]["class"])
+    # it learned: training-set cell accuracy is far above the all-"empty" guess (~0.86 of cells are empty)
+    cells = [v for h, v in summary["fit_accuracy"].items() if h.startswith(CELL_PREFIX)]
+    assert sum(cells) / len(cells) > 0.93
+    assert summary["attribute_accuracy_real"]["n"] == 40
+
+
+def test_missing_class_info_is_refused(shapes_dir, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "noclass"
+    shutil.copytree(shapes_dir, copy)
+    os.remove(copy / "test" / "class_info.pickle")
+    with pytest.raises(FileNotFoundError, match=r"test/class_info.pickle.*no class labels"):
+        load_split(str(copy), "test")
+    with pytest.raises(SystemExit):
+        main(["--data_dir", str(copy), "--out", str(tmp_path / "x.pth")])
+    assert "class_info.pickle" in capsys.readouterr().err
+    assert not (tmp_path / "x.pth").exists()
+
+
+def _scene_logits(model, scenes):
+    """Logits whose argmax is exactly the given scenes: [{position: "<color> <shape>"}]."""
+    logits = {h: torch.zeros(len(scenes), len(v)) for h, v in model.heads.items()}
+    for i, scene in enumerate(scenes):
+        for head in model.cell_heads:
+            label = scene.get(head[len(CELL_PREFIX):], EMPTY)
+            logits[head][i, model.heads[head].index(label)] = 5.0
+    return logits
+
+
+def test_score_attributes_rules():
+    contents = [EMPTY] + [f"{c} {s}" for s in make_shapes.SHAPES for c in make_shapes.COLORS]
+    model = DatasetClassifier({"class": ["1", "2"], **{CELL_PREFIX + p: contents for p in make_shapes.POSITIONS}},
+                              image_size=16, width=4, depth=2)
+    scene = {"top left": "red circle", "right": "blue square"}
+    captions = [
+        "a red circle in the top left corner and a blue square on the right",  # all right
+        "a green circle in the top left corner",  # wrong colour (and so wrong position of a green object)
+        "a red circle at the bottom",  # nothing there
+        "a blue square",  # no position: anywhere counts; but 1 object named, 2 predicted
+        "a big red square in the top left corner",  # right colour and place, wrong shape
+    ]
+    r = score_attributes(model, _scene_logits(model, [scene] * len(captions)), captions)
+    assert r["value"] == pytest.approx(2 / 5)  # captions 0 and 3
+    assert r["n_objects"] == 6 and r["n_positions"] == 5
+    assert r["color"] == pytest.approx(4 / 6)  # misses: green at top left, red at the empty bottom cell
+    assert r["shape"] == pytest.approx(4 / 6)  # misses: the empty bottom cell, a square where the circle is
+    assert r["position"] == pytest.approx(3 / 5)
+    assert r["object"] == pytest.approx(3 / 6)
+    assert r["count"] == pytest.approx(1 / 5)  # only caption 0 names as many objects as are predicted
+    perfect = score_attributes(model, _scene_logits(model, [scene]), [captions[0]],
+                               parse_caption=make_shapes.parse_caption)
+    assert perfect["value"] == perfect["count"] == 1.0
+    with pytest.raises(ValueError, match="2 images but 1 captions"):
+        score_attributes(model, _scene_logits(model, [scene, scene]), ["a red circle"])
+    plain = DatasetClassifier({"class": ["1", "2"]}, image_size=16, width=4, depth=2)
+    with pytest.raises(ValueError, match="cell heads"):
+        score_attributes(plain, {"class": torch.zeros(1, 2)}, ["a red circle"])
+
+
+def test_load_classifier_refuses_other_files(tmp_path):
+    path = tmp_path / "netG.pth"
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(ValueError, match="not a classifier written by eval.train_classifier"):
+        load_classifier(str(path))

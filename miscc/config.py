@@ -149,6 +149,8 @@ _DEFAULTS = {
         "HD5_PATH": "",
         "EMBED_DIM": 1024,
         "PROJECTED_DIM": 128,
+        "NGF": 64,  # generator / discriminator widths (the port's 64; smaller for CPU configs)
+        "NDF": 64,
         "SRCNN_WEIGHTS": "",
         "SRCNN_SCALE": 3,
     },

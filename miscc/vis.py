@@ -33,10 +33,13 @@ def _font(size: int = 11):
 
 
 def image_grid(images: torch.Tensor, captions: list[str] | None = None, ncol: int = 8, caption_height: int = 0,
-               wrap: int = 22) -> Image.Image:
-    """A grid of [-1, 1] images, each optionally with its caption (wrapped) underneath."""
+               min_tile: int = 128) -> Image.Image:
+    """A grid of [-1, 1] images (small ones upscaled to `min_tile`), each optionally with its caption underneath."""
+    if images.shape[-1] < min_tile:
+        images = F.interpolate(images.float(), size=(min_tile, min_tile), mode="nearest")
     arr = to_uint8(images)
     n, h, w, _ = arr.shape
+    wrap = max(8, w // 6)
     ncol = max(1, min(ncol, n))
     nrow = (n + ncol - 1) // ncol
     lines = [_wrap(c, wrap) for c in captions] if captions else None

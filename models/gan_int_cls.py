@@ -234,8 +234,9 @@ def build_gan_int_cls(cfg) -> tuple[generator, discriminator]:
     embed_dim = 0
     if conditional:
         embed_dim = cfg.INTCLS.EMBED_DIM if cfg.INTCLS.TEXT_SOURCE == "hd5" else cfg.TEXT.EMBEDDING_DIM
-    netG = generator(embed_dim, cfg.INTCLS.PROJECTED_DIM, cfg.GAN.Z_DIM, noise_first=cfg.INTCLS.NOISE_FIRST)
-    netD = discriminator(embed_dim, cfg.INTCLS.PROJECTED_DIM, wgan=loss_type != "gan",
+    netG = generator(embed_dim, cfg.INTCLS.PROJECTED_DIM, cfg.GAN.Z_DIM, ngf=cfg.INTCLS.NGF,
+                     noise_first=cfg.INTCLS.NOISE_FIRST)
+    netD = discriminator(embed_dim, cfg.INTCLS.PROJECTED_DIM, ndf=cfg.INTCLS.NDF, wgan=loss_type != "gan",
                          batch_norm=loss_type != "wgan-gp", minibatch=cfg.INTCLS.MINIBATCH_DISC)
     netG.apply(weights_init)
     netD.apply(weights_init)

@@ -98,7 +98,7 @@ def params(module):
 
 def test_gan_cls_int_step_and_snapshots(shapes, tmp_path):
     """Port-sized nets: one D and one G step with every term, then the port's and main.py's snapshot files."""
-    cfg = make_cfg(shapes, TRAIN__MAX_STEPS=1, INTCLS__PROJECTED_DIM=128)
+    cfg = make_cfg(shapes, TRAIN__MAX_STEPS=1, INTCLS__PROJECTED_DIM=128, INTCLS__NGF=64, INTCLS__NDF=64)
     t = trainer_for(cfg, tmp_path)
     g0, d0 = params(t.netG), params(t.netD)
     log = record_losses(t)

@@ -19,34 +19,12 @@ import torch
 
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
-from miscc.losses import sent_loss, words_loss
 from miscc.vis import build_super_images, image_grid
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
 from trainers.base import EMA, BaseTrainer
-from trainers.common import decode_ids, epoch_from_name, load_damsm
+from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
-
-
-def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg):
-    """LAMBDA·(words_loss0 + words_loss1) + LAMBDA·(sent_loss0 + sent_loss1) of generated images (AttnGAN Eq. 7)."""
-    sm = cfg.TRAIN.SMOOTH
-    region_features, cnn_code = image_encoder(fake)
-    b = fake.size(0)
-    labels = torch.arange(b, device=fake.device)
-    w0, w1, _ = words_loss(region_features.float(), words_emb, labels, batch.cap_lens, batch.class_ids, b,
-                           sm.GAMMA1, sm.GAMMA2, sm.GAMMA3)
-    s0, s1 = sent_loss(cnn_code.float(), sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
-    return (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA
-
-
-def encode_captions(text_encoder, batch):
-    """Frozen text features of a prepared batch: (words_emb [B, D, T], sent_emb [B, D], mask [B, T])."""
-    with torch.no_grad():
-        words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
-    words_emb, sent_emb = words_emb.float().detach(), sent_emb.float().detach()
-    mask = batch.mask[:, :words_emb.size(2)]
-    return words_emb, sent_emb, mask
 
 
 class AttnGANTrainer(BaseTrainer):
@@ -161,7 +139,8 @@ class AttnGANTrainer(BaseTrainer):
     def log_images(self, step, tag=None):
         """Samples of the (EMA) generator for a fixed batch and noise, with captions, plus attention maps."""
         if self.fixed is None:
-            self.fixed = self._fixed_batch(self.train_set, 8)
+            with torch.random.fork_rng(devices=[]):  # drawing it must not shift the training randomness
+                self.fixed = self._fixed_batch(self.train_set, 8)
         batch, noise = self.fixed
         netG = self.sampling_generator()
         was_training = netG.training

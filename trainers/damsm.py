@@ -122,7 +122,7 @@ class DAMSMTrainer(BaseTrainer):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.last_attn = (batch.imgs[-1][:8].detach(), batch.captions[:8].cpu(), batch.cap_lens[:8].cpu(),
-                          [a.detach().cpu() for a in attn[:8]])
+                          [a.detach().cpu()[0] for a in attn[:8]])  # each [1, L, h, w]
         return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
 
     @torch.no_grad()

@@ -19,6 +19,9 @@ class ModelSpec:
     generate: Callable
     generate_stages: Callable
     save_extras: Callable | None = None  # (extras, row, path_stem) -> None, e.g. SSA-GAN masks
+    # (net, text_encoder, dataset, out_root, *, z_dim, device, seed) -> None: more pictures for example sentences
+    example_extras: Callable | None = None
+    uses_text_dataset: Callable = lambda cfg: True  # False: the model reads its own data (Reed's hd5)
 
     def trainer_class(self):
         module, name = self.trainer.split(":")
@@ -46,7 +49,7 @@ def _attngan_spec() -> ModelSpec:
 
 def _ssagan_spec() -> ModelSpec:
     from models.ssagan import build_generator, load_ssagan_generator
-    from trainers.ssagan import save_last_mask
+    from trainers.ssagan import gen_example_masks, save_last_mask
 
     def generate(net, noise, sent_emb, words_emb, mask):
         return net(noise, sent_emb)  # (image, per-stage masks); SSA-GAN uses no word features
@@ -56,7 +59,7 @@ def _ssagan_spec() -> ModelSpec:
         return [image], []  # masks are not word attention: trainers.ssagan.write_example_masks draws them
 
     return ModelSpec("trainers.ssagan:SSAGANTrainer", build_generator, load_ssagan_generator, generate,
-                     generate_stages, save_extras=save_last_mask)
+                     generate_stages, save_extras=save_last_mask, example_extras=gen_example_masks)
 
 
 def _gan_int_cls_spec() -> ModelSpec:
@@ -66,14 +69,11 @@ def _gan_int_cls_spec() -> ModelSpec:
                                       save_extras)
 
     return ModelSpec("trainers.gan_int_cls:GANINTCLSTrainer", build_sampling_generator, load_sampling_generator,
-                     generate, generate_stages, save_extras=save_extras)
+                     generate, generate_stages, save_extras=save_extras,
+                     uses_text_dataset=lambda cfg: cfg.INTCLS.TEXT_SOURCE != "hd5")
 
 
 _SPECS = {"attngan": _attngan_spec, "ssagan": _ssagan_spec, "gan_int_cls": _gan_int_cls_spec}
-
-
-def register(name: str, factory: Callable[[], ModelSpec]) -> None:
-    _SPECS[name] = factory
 
 
 def get_model_spec(name: str) -> ModelSpec:

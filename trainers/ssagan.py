@@ -53,9 +53,9 @@ from miscc.vis import image_grid
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
                            magp_loss)
-from trainers.attngan import damsm_generator_loss, encode_captions
 from trainers.base import EMA, BaseTrainer
-from trainers.common import decode_ids, epoch_from_name, load_damsm, text_encoder_path
+from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm, \
+    text_encoder_path
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
 
 MAGP_MODES = ("separate", "joint")
@@ -282,7 +282,7 @@ class SSAGANTrainer(BaseTrainer):
         captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
                     for i in range(len(batch.keys))]
         name = tag or f"step_{step}"
-        grid = image_grid(_display_size(fake), captions, ncol=4)
+        grid = image_grid(fake, captions, ncol=4)
         grid.save(os.path.join(self.image_dir, f"G_{name}.png"))
         figure = mask_figure(fake, masks, captions)
         figure.save(os.path.join(self.image_dir, f"G_{name}_masks.png"))
@@ -315,7 +315,7 @@ def mask_figure(images: torch.Tensor, masks: list[torch.Tensor], captions: list[
             m = F.interpolate(m[i:i + 1].detach().float().cpu(), size=(size, size), mode="nearest")[0]
             tiles.append((m * 2 - 1).expand(3, -1, -1))
             labels.append(f"mask {side}x{side}")
-    return image_grid(torch.stack(tiles), labels, ncol=len(masks) + 1, wrap=max(8, size // 7))
+    return image_grid(torch.stack(tiles), labels, ncol=len(masks) + 1, min_tile=min_tile)
 
 
 def save_last_mask(masks: list[torch.Tensor], row: int, path_stem: str) -> None:

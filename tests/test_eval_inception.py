@@ -65,7 +65,6 @@ def test_is_and_kid_equal_torch_fidelity(fidelity, ours):
     kid_mean, kid_std = kernel_inception_distance(fb["2048"], fa["2048"], subsets=20, subset_size=N)
     assert kid_mean == pytest.approx(fidelity["kernel_inception_distance_mean"], rel=1e-5)
     assert kid_std == pytest.approx(fidelity["kernel_inception_distance_std"], rel=1e-4)
-    assert kid_mean > 0.01  # the two folders really differ
 
 
 def test_float_input_is_converted_like_uint8(ours, setup):

@@ -58,13 +58,14 @@ def make_cfg(root, **overrides):
 
 @pytest.fixture
 def small_nets(monkeypatch):
+    """Narrow nets (width 8) for speed, whatever INTCLS.NGF / NDF say."""
     class SmallG(gic.generator):
         def __init__(self, *args, **kw):
-            super().__init__(*args, ngf=8, **kw)
+            super().__init__(*args, **{**kw, "ngf": 8})
 
     class SmallD(gic.discriminator):
         def __init__(self, *args, **kw):
-            super().__init__(*args, ndf=8, **kw)
+            super().__init__(*args, **{**kw, "ndf": 8})
 
     monkeypatch.setattr(gic, "generator", SmallG)
     monkeypatch.setattr(gic, "discriminator", SmallD)

@@ -18,7 +18,7 @@ import sys
 import torch
 
 from datasets import build_dataset
-from miscc.config import add_config_arguments, config_from_args, resolve_path
+from miscc.config import add_config_arguments, add_run_arguments, config_from_args, resolve_path
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import seed_everything, setup_runtime, shutdown_runtime
@@ -38,17 +38,58 @@ def load_generator(cfg, spec, path: str, device):
 
 def run_sampling(cfg, spec, rt, net_g_path: str) -> dict:
     """B_VALIDATION: the evaluation images of the test split under `<NET_G stem>/valid/`, then the metrics."""
-    test_set = build_dataset(cfg, "test", every_caption=cfg.EVAL.SAMPLE_MODE == "every")
+    test_set = build_dataset(cfg, "test", every_caption=cfg.EVAL.SAMPLE_MODE == "every", augment=False)
+    n_samples = cfg.EVAL.N_SAMPLES
+    if cfg.EVAL.PROTOCOLS:  # enough images for the largest protocol (fid30k: 30,000)
+        from eval.protocols import parse_protocols
+        n_samples = max([n_samples] + [p.n for p in parse_protocols(cfg.EVAL.PROTOCOLS)])
     netG, path = load_generator(cfg, spec, net_g_path, rt.device)
     text_encoder, _ = load_damsm(cfg, test_set.n_words, rt.device, with_image_encoder=False)
     out_dir = os.path.join(os.path.splitext(path)[0], "valid")
     result = sample_test_set(
         lambda *a: spec.generate(netG, *a), text_encoder, test_set, out_dir, z_dim=cfg.GAN.Z_DIM,
-        device=rt.device, n_samples=cfg.EVAL.N_SAMPLES, mode=cfg.EVAL.SAMPLE_MODE, batch_size=cfg.EVAL.BATCH_SIZE,
+        device=rt.device, n_samples=n_samples, mode=cfg.EVAL.SAMPLE_MODE, batch_size=cfg.EVAL.BATCH_SIZE,
         seed=cfg.EVAL.SEED, truncation=cfg.EVAL.TRUNC_RATE if cfg.EVAL.TRUNCATION else None,
         save_extras=spec.save_extras, workers=cfg.WORKERS)
     print(f"wrote {result['n']} images to {result['folder']} (captions: {result['captions']})", flush=True)
+    if cfg.EVAL.PROTOCOLS:
+        evaluate_samples(cfg, rt, result, path, test_set)
     return result
+
+
+def evaluate_samples(cfg, rt, result: dict, net_g_path: str, test_set) -> list[dict]:
+    """EVAL.PROTOCOLS on the sampled images: results appended to `valid/metrics.jsonl` with their provenance, and
+    `valid/report.md` next to a captioned grid of samples (`valid/samples.png`)."""
+    from eval.images import to_float
+    from eval.protocols import build_eval_context, run_protocols
+    from eval.report import write_report
+    from trainers.damsm import sentence_codes
+    from trainers.sampling import encode_sentences, records_source
+
+    text_encoder, image_encoder = load_damsm(cfg, test_set.n_words, rt.device)
+
+    def encode_texts(captions):
+        ids, lens, _ = encode_sentences(captions, test_set, source="evaluation captions")
+        return sentence_codes(text_encoder, ids, lens, rt.device)
+
+    def encode_images(images):  # uint8 or [-1, 1] images -> the DAMSM global image code
+        return image_encoder(to_float(images).to(rt.device))[1].float().cpu()
+
+    out_dir = os.path.dirname(result["folder"])
+    ctx = build_eval_context(
+        cfg, real=cfg.EVAL.FID_STATS or test_set.image_paths, real_split="test", real_resize=test_set.imsize,
+        cache_dir=os.path.join(cfg.OUTPUT_DIR, "fid_cache"), image_encoder=encode_images, text_encoder=encode_texts,
+        encoders_name=f"DAMSM {resolve_path(cfg.TRAIN.NET_E or cfg.TEXT.DAMSM_NAME)}", checkpoint=net_g_path,
+        config=cfg.get("CONFIG_FILE"), jsonl=os.path.join(out_dir, "metrics.jsonl"),
+        grid_png=os.path.join(out_dir, "samples.png"), device=str(rt.device))
+    with torch.no_grad():
+        results = run_protocols(cfg.EVAL.PROTOCOLS, records_source(result["captions"]), ctx)
+    report = write_report(ctx.jsonl, os.path.join(out_dir, "report.md"), ctx.grid_png)
+    for r in results:
+        std = f" ± {r['std']:.4f}" if r.get("std") is not None else ""
+        print(f"{r.get('protocol', r.get('metric'))}: {r['value']:.4f}{std}", flush=True)
+    print(f"report: {report}", flush=True)
+    return results
 
 
 def run_examples(cfg, spec, rt, net_g_path: str) -> list[str]:
@@ -94,9 +135,7 @@ def latest_generator(model_dir: str) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
-    parser.add_argument("--output_dir", default=None, help="run folder (default OUTPUT_DIR/<DATASET>_<CONFIG>)")
-    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="STATE",
-                        help="continue from a training state (default: the run folder's Model/training_state.pth)")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     spec = get_model_spec(cfg.MODEL)

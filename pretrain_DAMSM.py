@@ -11,7 +11,7 @@ import os
 import sys
 
 from datasets import build_dataset
-from miscc.config import add_config_arguments, config_from_args
+from miscc.config import add_config_arguments, add_run_arguments, config_from_args
 from trainers.damsm import DAMSMTrainer
 from trainers.runtime import seed_everything, setup_runtime, shutdown_runtime
 
@@ -23,9 +23,7 @@ def default_output_dir(cfg) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_arguments(parser)
-    parser.add_argument("--output_dir", default=None, help="run folder (default OUTPUT_DIR/<DATASET>_<CONFIG>)")
-    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="STATE",
-                        help="continue from a training state (default: the run folder's Model/training_state.pth)")
+    add_run_arguments(parser)
     args = parser.parse_args(argv)
     cfg = config_from_args(args)
     rt = setup_runtime(cfg.GPU_ID, cfg.TRAIN.AMP)

@@ -6,10 +6,9 @@ Cases: the shapes configs (small image encoder, 64 px) and the birds config (Inc
 """
 from __future__ import annotations
 
-import argparse
 import os
 
-from bench.common import SyntheticText, device_name, devices, print_table, synthetic_batch, time_steps
+from bench.common import SyntheticText, run_cases, synthetic_batch, time_steps
 from miscc.config import load_config
 from trainers.damsm import DAMSMTrainer
 from trainers.runtime import Runtime
@@ -42,19 +41,7 @@ def bench_case(name, device, amp, steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES))
-    parser.add_argument("--steps", type=int, default=5)
-    args = parser.parse_args(argv)
-    rows = []
-    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        for device in devices():
-            for amp in ("none", "bf16"):
-                bs, ips = bench_case(name, device, amp, args.steps)
-                rows.append([name, device_name(device), amp, bs, f"{ips:.1f}"])
-                print(rows[-1], flush=True)
-    print_table("DAMSM training throughput (one encoder step; synthetic batches)",
-                ["case", "device", "precision", "batch", "images/s"], rows)
+    run_cases(argv, __doc__.splitlines()[0], CASES, bench_case, "DAMSM training throughput (one encoder step; synthetic batches)", default_steps=5)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,10 @@ CPU and on CUDA when present.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 
-from bench.common import SyntheticText, device_name, devices, print_table, save_random_encoders, synthetic_batch, \
-    time_steps
+from bench.common import SyntheticText, run_cases, save_random_encoders, synthetic_batch, time_steps
 from miscc.config import load_config
 from models.damsm import build_image_encoder, build_text_encoder
 from trainers.registry import get_model_spec
@@ -41,19 +39,7 @@ def bench_case(name, device, amp, steps):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated case names")
-    parser.add_argument("--steps", type=int, default=3)
-    args = parser.parse_args(argv)
-    rows = []
-    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        for device in devices():
-            for amp in ("none", "bf16"):
-                bs, ips = bench_case(name, device, amp, args.steps)
-                rows.append([name, device_name(device), amp, bs, f"{ips:.2f}"])
-                print(rows[-1], flush=True)
-    print_table("Generator training throughput (one D+G iteration; synthetic batches)",
-                ["case", "device", "precision", "batch", "images/s"], rows)
+    run_cases(argv, __doc__.splitlines()[0], CASES, bench_case, "Generator training throughput (one D+G iteration; synthetic batches)", default_steps=3)
 
 
 if __name__ == "__main__":

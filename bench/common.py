@@ -1,6 +1,7 @@
 """Shared pieces of the benchmarks: synthetic batches, throughput timing, a printed table."""
 from __future__ import annotations
 
+import argparse
 import os
 import tempfile
 import time
@@ -84,3 +85,20 @@ def print_table(title: str, header: list[str], rows: list[list]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(str(x).ljust(w) for x, w in zip(r, widths)) + " |")
+
+
+def run_cases(argv, description: str, cases: dict, bench_case, title: str, default_steps: int = 3) -> None:
+    """Command line shared by the training benchmarks: every case × device × (fp32, bf16) → a table of images/s.
+    `bench_case(name, device, amp, steps) -> (batch size, images/s)`."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--cases", default=",".join(cases), help="comma-separated case names")
+    parser.add_argument("--steps", type=int, default=default_steps)
+    args = parser.parse_args(argv)
+    rows = []
+    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
+        for device in devices():
+            for amp in ("none", "bf16"):
+                bs, ips = bench_case(name, device, amp, args.steps)
+                rows.append([name, device_name(device), amp, bs, f"{ips:.2f}"])
+                print(rows[-1], flush=True)
+    print_table(title, ["case", "device", "precision", "batch", "images/s"], rows)

@@ -40,8 +40,8 @@ class DatasetClassifier(nn.Module):
     size x size images, flattened (position matters), dropout, and one linear head per entry of `heads` ({head name:
     label names}). Takes float [-1, 1] or uint8 images of any size (resized by `resize_images`).
 
-    The full-resolution stem is what tells a 14-pixel circle from a square at 64px: without it, small-object shape
-    errors dominate (cell accuracy 0.985 instead of 0.995 on shapes)."""
+    The full-resolution stem helps tell a 14-pixel circle from a square at 64px, where most errors are: on shapes
+    (15 epochs, width 16) held-out cell accuracy 0.992 -> 0.995 and real-image attribute accuracy 0.929 -> 0.952."""
 
     def __init__(self, heads: dict[str, list[str]], image_size: int = 64, width: int = 16, depth: int = 4):
         super().__init__()
@@ -51,7 +51,8 @@ class DatasetClassifier(nn.Module):
             raise ValueError(f"every head needs at least 2 labels, got { {k: len(v) for k, v in heads.items()} }")
         self.heads = {name: list(labels) for name, labels in heads.items()}
         self.image_size, self.width, self.depth = image_size, width, depth
-        layers, c_in = [nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)], width
+        layers = [nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        c_in = width
         for i in range(depth):
             c_out = width * 2 ** i
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out),
@@ -62,14 +63,65 @@ class DatasetClassifier(nn.Module):
         self.dropout = nn.Dropout(0.2)
         self.classifiers = nn.ModuleDict({_module_key(n): nn.Linear(flat, len(v)) for n, v in self.heads.items()})
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def embed(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(last feature map [B, C, size/2**depth, size/2**depth], {head: logits})."""
         x = resize_images(images.to(next(self.parameters()).device), self.image_size)
-        h = self.dropout(self.features(x).flatten(1))
-        return {name: self.classifiers[_module_key(name)](h) for name in self.heads}
+        fmap = self.features(x)
+        h = self.dropout(fmap.flatten(1))
+        return fmap, {name: self.classifiers[_module_key(name)](h) for name in self.heads}
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.embed(images)[1]
 
     @property
     def cell_heads(self) -> list[str]:
         return [n for n in self.heads if n.startswith(CELL_PREFIX)]
+
+
+def classifier_sha256(classifier: DatasetClassifier) -> str:
+    """sha256 of the checkpoint file it was loaded from, else of its serialised state dict."""
+    import hashlib
+    import io
+
+    from eval.inception import file_sha256
+
+    path = getattr(classifier, "info", {}).get("path")
+    if path:
+        return file_sha256(path)
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in classifier.state_dict().items()}, buf)
+    return hashlib.sha256(buf.getvalue()).hexdigest()
+
+
+class _FeaturesAndClasses(nn.Module):
+    """uint8 images -> (globally average-pooled last feature map, class logits)."""
+
+    def __init__(self, classifier: DatasetClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, images: torch.Tensor):
+        fmap, logits = self.classifier.embed(images)
+        return fmap.mean(dim=(2, 3)), logits[CLASS_HEAD]
+
+
+def classifier_extractor(classifier: DatasetClassifier, device=None, batch_size: int = 256):
+    """The classifier as a `FeatureExtractor` with outputs "pooled" (FID/KID with the dataset's own classifier,
+    e.g. where no Inception weights are at hand) and "class" (logits: IS).
+
+    "pooled" is the last feature map averaged over space (width * 2**(depth-1) = 128 values by default), not the
+    2048 flattened values the heads read: at N = 1,000 the flattened features' FID floor (real test vs real train
+    shapes images: 294) dwarfs the change a blur causes (+27, 9%), while pooled it is 0.21 vs 0.60 for blurred and
+    1.16 for shifted images (measured with a 64px shapes classifier)."""
+    from eval.inception import FeatureExtractor
+
+    if CLASS_HEAD not in classifier.heads:
+        raise ValueError(f"the classifier has no '{CLASS_HEAD}' head (heads: {sorted(classifier.heads)})")
+    return FeatureExtractor(_FeaturesAndClasses(classifier), ("pooled", CLASS_HEAD), "dataset-classifier",
+                            weights_path=getattr(classifier, "info", {}).get("path"),
+                            weights_sha256=classifier_sha256(classifier),
+                            resize_method=f"bicubic-antialias-{classifier.image_size}",
+                            device=device or next(classifier.parameters()).device, batch_size=batch_size)
 
 
 def _module_key(head: str) -> str:

@@ -7,7 +7,8 @@
 
 `--captions` is a JSON object {file name or stem: caption} or a list aligned with the sorted image files; clip,
 cliprprec and attracc need it. `rprec` needs DAMSM encoders and is run from the training entry point, not here.
-Protocol names: see eval/protocols.py (`<metric><count>[k]`, e.g. fid30k, kid1k, is500).
+Protocol names: see eval/protocols.py (`<metric><count>[k][_cls]`, e.g. fid30k, kid1k, is500). Without Inception
+weights, fid1k_cls/kid1k_cls/is1k_cls use the dataset classifier (--classifier) instead.
 """
 from __future__ import annotations
 

@@ -67,24 +67,30 @@ def statistics_from_features(features, meta: dict | None = None) -> FIDStatistic
 
 
 def cache_key(dataset: str, split: str, n: int, resize, extractor_name: str, weights_sha256: str,
-              feature: str = "2048") -> str:
-    """File stem for cached real-set statistics: readable fields plus a hash of everything that changes them."""
+              feature: str = "2048", files: list[str] | None = None) -> str:
+    """File stem for cached real-set statistics: readable fields plus a hash of everything that changes them
+    (including the image file names, so another selection of the same size is another entry)."""
+    names = hashlib.sha256("\n".join(os.path.basename(f) for f in files or []).encode()).hexdigest()
     ident = json.dumps({"dataset": dataset, "split": split, "n": n, "resize": resize, "extractor": extractor_name,
-                        "sha256": weights_sha256, "feature": feature}, sort_keys=True)
+                        "sha256": weights_sha256, "feature": feature, "files": names}, sort_keys=True)
     digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in f"{os.path.basename(dataset)}_{split}")
     return f"{safe}_n{n}_r{resize or 'native'}_{digest}"
 
 
 def real_features(source, extractor, split: str = "custom", n: int | None = None, resize: int | None = None,
-                  cache_dir: str | None = None, dataset: str | None = None) -> tuple[torch.Tensor, FIDStatistics]:
-    """Pool3 features and statistics of real images, cached in `cache_dir` per (dataset, split, N, resize, weights).
+                  cache_dir: str | None = None, dataset: str | None = None,
+                  feature: str = "2048") -> tuple[torch.Tensor, FIDStatistics]:
+    """`feature` outputs (Inception pool3 by default) of real images and their statistics, cached in `cache_dir`
+    per (dataset, split, N, file names, resize, extractor weights, feature, dtype).
 
     `source` is a folder (all its images, sorted, the first `n`) or a list of image files (e.g. a split's files).
     `dataset` names the data in the cache key (default: the folder's real path). The cache holds
     `<key>.npz` (mu, sigma, meta: pytorch-fid-readable) and `<key>_features.npy` (for KID).
     """
-    files = list_image_files(source) if isinstance(source, (str, os.PathLike)) else list(source)
+    files = list_image_files(source) if isinstance(source, (str, os.PathLike)) else list(map(os.fspath, source))
+    if not files:
+        raise ValueError("real_features: the list of real image files is empty")
     if n is not None:
         if n > len(files):
             raise ValueError(f"{source if isinstance(source, str) else 'real image list'}: asked for {n} real "
@@ -93,16 +99,16 @@ def real_features(source, extractor, split: str = "custom", n: int | None = None
     if dataset is None:
         dataset = os.path.realpath(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else \
             os.path.dirname(os.path.realpath(files[0]))
-    meta = {"dataset": dataset, "split": split, "n": len(files), "resize": resize, "feature": "2048",
+    meta = {"dataset": dataset, "split": split, "n": len(files), "resize": resize, "feature": feature,
             "feature_extractor": extractor.name, "feature_extractor_sha256": extractor.weights_sha256,
             "extractor_resize": extractor.resize_method, "dtype": extractor.dtype_name}
     if cache_dir:
         stem = os.path.join(cache_dir, cache_key(dataset, split, len(files), resize, extractor.name,
-                                                 extractor.weights_sha256) + f"_{extractor.dtype_name}")
+                                                 extractor.weights_sha256, feature, files) + f"_{extractor.dtype_name}")
         if os.path.isfile(stem + ".npz") and os.path.isfile(stem + "_features.npy"):
             feats = torch.from_numpy(np.load(stem + "_features.npy", allow_pickle=False))
             return feats, load_statistics(stem + ".npz")
-    feats = extractor.extract(files, resize=resize)["2048"]
+    feats = extractor.extract(files, resize=resize)[feature]
     stats = statistics_from_features(feats, meta)
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)

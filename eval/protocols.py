@@ -1,19 +1,30 @@
 """Named evaluation protocols (like stylegan2-ada's `metric_main.py`) run over one stream of generated samples.
 
-Naming rule: `<metric><count>`, where count is an integer, optionally followed by `k` (x1000): `fid30k` is FID on
-30,000 samples, `fid500` on 500, `rprec2k` on 2,000. Every metric accepts any count >= its minimum; `PROTOCOLS` lists
-the standard ones. Metrics:
+Naming rule: `<metric><count>[_cls]`, where count is an integer, optionally followed by `k` (x1000): `fid30k` is
+FID on 30,000 samples, `fid500` on 500, `rprec2k` on 2,000. The suffix `_cls` (fid, kid, is only) swaps the
+ImageNet Inception for the dataset classifier of eval.train_classifier (its pooled features for FID/KID, its
+class logits for IS): `fid1k_cls` works without Inception weights, and its numbers compare only with the same
+classifier checkpoint. `isc_cls<count>` is another name for `is<count>_cls`. Every metric accepts any count >= its
+minimum; `PROTOCOLS` lists the standard ones. Metrics:
 
 | metric      | value                                                                                  |
 |-------------|----------------------------------------------------------------------------------------|
 | `fid`       | FID, pool3 of torch-fidelity's Inception vs the real set (folder/files or stats .npz)   |
 | `kid`       | KID (unbiased MMD^2, cubic kernel, 100 subsets of min(1000, N)); needs real features   |
 | `is`        | Inception score (ImageNet Inception `logits_unbiased`, 10 splits)                      |
-| `isc_cls`   | Inception score with the dataset classifier's classes (eval.train_classifier)          |
 | `rprec`     | R-precision in % (1 true + 99 mismatched captions, top-1 cosine, 10 folds), DAMSM codes |
 | `clip`      | CLIP score, mean of 100 * max(cos, 0)                                                  |
 | `cliprprec` | CLIP-R-precision in %, mismatched captions drawn from the other samples                |
 | `attracc`   | shapes attribute accuracy: share of images whose caption objects are all as described  |
+
+Values are raw (KID is not scaled by 1000); `std` is the population std over IS splits, KID subsets or R-precision
+folds, and the per-sample std for CLIP score. KID subsets hold min(1000, N, N_real) samples. Real images for FID/KID
+are a folder, a list of files (e.g. the test split's) or a statistics .npz (FID only); `real_resize` first resizes
+them with PIL bicubic (e.g. to the generator's output size), and their statistics/features are cached per (dataset,
+split, N, resize, extractor sha256, dtype) under `cache_dir`.
+
+Images are quantised to uint8 first (`clamp(round((x + 1) * 127.5))`, as saving a PNG would), for every metric that
+looks at pixels, so evaluating a generator on the fly and evaluating its saved PNG files give the same numbers.
 
 All protocols of one call share one pass over `sample(N_max, batch_size)`: each uses the first N samples, so
 `fid1k` and `is1k` judge the same 1,000 images. A source that yields fewer samples than a protocol names is an error.
@@ -47,15 +58,19 @@ METRICS = {
     "fid": "Frechet Inception distance (pool3 features) to the real set",
     "kid": "kernel Inception distance (unbiased MMD^2, cubic polynomial kernel) to the real set",
     "is": "Inception score (ImageNet Inception-v3 logits_unbiased)",
-    "isc_cls": "Inception score over the dataset classifier's classes",
     "rprec": "R-precision % (DAMSM codes; 1 true + 99 mismatched captions; top-1; folds)",
     "clip": "CLIP score (mean of 100 * max(cos, 0))",
     "cliprprec": "CLIP-R-precision % (mismatched captions from other samples)",
     "attracc": "shapes attribute accuracy (share of images matching their caption)",
 }
-MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "isc_cls": 10, "rprec": 10, "clip": 1, "cliprprec": 10,
-               "attracc": 1}
-_NAME = re.compile(r"^(?P<metric>[a-z_]+?)(?P<count>\d+)(?P<k>k?)$")
+CLASSIFIER_METRICS = {  # the `_cls` variants
+    "fid": "Frechet distance of the dataset classifier's features to the real set",
+    "kid": "KID formula on the dataset classifier's features against the real set",
+    "is": "IS formula over the dataset classifier's classes",
+}
+MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "rprec": 10, "clip": 1, "cliprprec": 10, "attracc": 1}
+FEATURE_METRICS = ("fid", "kid", "is")  # the ones with an Inception or dataset-classifier variant
+_NAME = re.compile(r"^(?P<metric>[a-z_]+?)(?P<count>\d+)(?P<k>k?)(?P<cls>_cls)?$")
 
 
 @dataclass(frozen=True)
@@ -63,10 +78,12 @@ class Protocol:
     name: str
     metric: str
     n: int
+    extractor: str | None = None  # fid/kid/is: "inception" or "classifier"
 
     @property
     def description(self) -> str:
-        return f"{METRICS[self.metric]}, N = {self.n}"
+        text = CLASSIFIER_METRICS[self.metric] if self.extractor == "classifier" else METRICS[self.metric]
+        return f"{text}, N = {self.n}"
 
 
 def parse_protocol(name: str) -> Protocol:
@@ -74,28 +91,36 @@ def parse_protocol(name: str) -> Protocol:
     if isinstance(name, Protocol):
         return name
     m = _NAME.match(name.strip().lower())
-    if not m or m.group("metric") not in METRICS:
-        raise ValueError(f"unknown protocol {name!r}: names are <metric><count>[k] with metric one of "
-                         f"{', '.join(METRICS)} (e.g. fid30k, is1k, kid500)")
-    metric = m.group("metric")
+    metric = m.group("metric") if m else None
+    classifier = bool(m and m.group("cls"))
+    if metric == "isc_cls" and not classifier:
+        metric, classifier = "is", True
+    if metric not in METRICS or (classifier and metric not in FEATURE_METRICS):
+        raise ValueError(f"unknown protocol {name!r}: names are <metric><count>[k][_cls] with metric one of "
+                         f"{', '.join(METRICS)} (_cls only for {', '.join(FEATURE_METRICS)}; isc_cls<count> = "
+                         "is<count>_cls), e.g. fid30k, is1k, kid500, fid1k_cls")
     n = int(m.group("count")) * (1000 if m.group("k") else 1)
     if n < MIN_SAMPLES[metric]:
         raise ValueError(f"protocol {name!r}: {metric} needs at least {MIN_SAMPLES[metric]} samples, got {n}")
-    return Protocol(name.strip().lower(), metric, n)
+    extractor = ("classifier" if classifier else "inception") if metric in FEATURE_METRICS else None
+    return Protocol(name.strip().lower(), metric, n, extractor)
 
 
 PROTOCOLS = {p.name: p for p in map(parse_protocol, (
     "fid30k", "kid30k", "is30k", "isc_cls30k", "rprec30k", "clip30k", "cliprprec30k", "attracc1k",
-    "fid1k", "kid1k", "is1k", "isc_cls1k", "rprec1k", "clip1k", "cliprprec1k", "fid50k"))}
+    "fid1k", "kid1k", "is1k", "isc_cls1k", "rprec1k", "clip1k", "cliprprec1k", "fid50k",
+    "fid1k_cls", "kid1k_cls", "is1k_cls", "fid30k_cls", "kid30k_cls"))}
 
 
 def parse_protocols(names) -> list[Protocol]:
-    """Protocols for a comma-separated string or a list of names, duplicates removed, order kept."""
+    """Protocols for a comma-separated string or a list of names, duplicates (same metric, N and extractor, e.g.
+    isc_cls1k and is1k_cls) removed, order kept."""
     if isinstance(names, str):
         names = [n for n in names.split(",") if n.strip()]
-    out = []
+    out, seen = [], set()
     for p in map(parse_protocol, names):
-        if p not in out:
+        if (p.metric, p.n, p.extractor) not in seen:
+            seen.add((p.metric, p.n, p.extractor))
             out.append(p)
     if not out:
         raise ValueError("no protocols given")
@@ -112,7 +137,10 @@ class SampleBatch:
 
 @dataclass
 class EvalContext:
-    """What the protocols need besides the samples; only the parts the requested metrics use must be set."""
+    """What the protocols need besides the samples; only the parts the requested metrics use must be set.
+
+    `run_protocols` stores the Inception extractor, classifier and CLIP model it builds back into `extractor`,
+    `classifier` and `clip`, so a context reused across calls (e.g. every few epochs) loads them once."""
     inception_weights: str | None = None      # else $T2I_INCEPTION_WEIGHTS
     extractor: object | None = None           # a ready InceptionExtractor (tests, repeated calls)
     real: object | None = None                # folder, list of image files, or FID statistics .npz
@@ -143,6 +171,23 @@ class EvalContext:
     jsonl: str | None = None
     grid_png: str | None = None               # save a caption grid of the first `grid_n` samples here
     grid_n: int = 16
+
+
+def build_eval_context(cfg, **overrides) -> EvalContext:
+    """An `EvalContext` from the config tree's `EVAL` keys (the only place here that reads a config), then
+    `overrides` (any EvalContext field: e.g. `real=` a list of the test split's image files, encoders, jsonl)."""
+    from miscc.config import resolve_path
+
+    ev = cfg.EVAL
+    ctx = EvalContext(inception_weights=resolve_path(ev.INCEPTION_WEIGHTS) or None,
+                      classifier=resolve_path(ev.CLASSIFIER) or None, clip_path=resolve_path(ev.CLIP_PATH) or None,
+                      real=resolve_path(ev.FID_STATS) or None, dataset=cfg.DATASET_NAME or None,
+                      batch_size=int(ev.BATCH_SIZE), seed=int(ev.SEED))
+    for key, value in overrides.items():
+        if not hasattr(ctx, key):
+            raise TypeError(f"build_eval_context: EvalContext has no field {key!r}")
+        setattr(ctx, key, value)
+    return ctx
 
 
 def folder_source(folder: str, captions=None) -> Callable[[int, int], Iterable[SampleBatch]]:
@@ -209,35 +254,45 @@ def _versions() -> dict:
 
 
 class _Collector:
-    """Per-sample data the requested metrics need, accumulated over the sample stream."""
+    """Per-sample data the requested protocols need, accumulated over the sample stream.
 
-    def __init__(self, metrics: set, ctx: EvalContext, device):
-        self.metrics, self.ctx, self.device = metrics, ctx, device
-        self.inception = self.classifier = self.clip = None
-        feats = (["2048"] if metrics & {"fid", "kid"} else []) + (["logits_unbiased"] if "is" in metrics else [])
-        if feats:
+    Features are stored under "<extractor>:<output>" ("inception:2048", "classifier:class"), the classifier's
+    heads for attracc under "heads:<head>".
+    """
+
+    def __init__(self, protocols: list[Protocol], ctx: EvalContext, device):
+        self.protocols, self.metrics = protocols, {p.metric for p in protocols}
+        self.ctx, self.device = ctx, device
+        self.classifier = self.clip = None
+        self.extractors = {}
+        tags = {p.extractor for p in protocols if p.extractor}
+        if "inception" in tags:
             from eval.inception import InceptionExtractor
 
-            ex = ctx.extractor
-            if ex is None or not set(feats) <= set(ex.features):
-                ex = InceptionExtractor(ctx.inception_weights, feats, device=device, bf16=ctx.bf16,
-                                        batch_size=ctx.batch_size)
-            self.inception = ex
-        if metrics & {"isc_cls", "attracc"}:
-            from eval.classifier import load_classifier
+            if ctx.extractor is None:  # both outputs cost one forward pass; kept in the context for the next call
+                ctx.extractor = InceptionExtractor(ctx.inception_weights, ("2048", "logits_unbiased"),
+                                                   device=device, bf16=ctx.bf16, batch_size=ctx.batch_size)
+            self.extractors["inception"] = ctx.extractor
+        if "classifier" in tags or "attracc" in self.metrics:
+            from eval.classifier import classifier_extractor, load_classifier
 
             if ctx.classifier is None:
-                raise ValueError("isc_cls/attracc need a dataset classifier (EvalContext.classifier / --classifier; "
-                                 "train one with python -m eval.train_classifier)")
-            self.classifier = (load_classifier(ctx.classifier, device) if isinstance(ctx.classifier, (str,
-                               os.PathLike)) else ctx.classifier)
-        if metrics & {"clip", "cliprprec"}:
+                need = sorted({p.name for p in protocols if p.extractor == "classifier" or p.metric == "attracc"})
+                raise ValueError(f"{', '.join(need)} need a dataset classifier (EvalContext.classifier / "
+                                 "--classifier; train one with python -m eval.train_classifier)")
+            if isinstance(ctx.classifier, (str, os.PathLike)):
+                ctx.classifier = load_classifier(os.fspath(ctx.classifier), device)
+            self.classifier = ctx.classifier.eval()
+            if "classifier" in tags:
+                self.extractors["classifier"] = classifier_extractor(self.classifier, device, ctx.batch_size)
+        if self.metrics & {"clip", "cliprprec"}:
             from eval.clip_score import LocalCLIP
 
-            self.clip = ctx.clip if ctx.clip is not None else LocalCLIP(ctx.clip_path, device, ctx.batch_size)
+            if ctx.clip is None:
+                ctx.clip = LocalCLIP(ctx.clip_path, device, ctx.batch_size)
+            self.clip = ctx.clip
         self.data: dict[str, list] = {}
         self.captions: list[str] = []
-        self.keys: list = []
         self.class_ids: list = []
         self.grid_images: list[torch.Tensor] = []
         self.n = 0
@@ -257,12 +312,12 @@ class _Collector:
         ctx, m = self.ctx, self.metrics
         if m & {"rprec", "clip", "cliprprec", "attracc"}:
             self._need_captions(batch)
-        if self.inception is not None:
-            for name, f in self.inception(batch.images).items():
-                self._add(name, f)
-        if self.classifier is not None:
-            for name, logit in self.classifier(batch.images.to(self.device)).items():
-                self._add("cls:" + name, logit.float().cpu())
+        for tag, extractor in self.extractors.items():
+            for name, f in extractor(batch.images).items():
+                self._add(f"{tag}:{name}", f)
+        if "attracc" in m:
+            for name, logit in self.classifier(to_uint8(batch.images).to(self.device)).items():
+                self._add("heads:" + name, logit.float().cpu())
         if self.clip is not None:
             self._add("clip_image", self.clip.encode_images(batch.images))
             self._add("clip_text", self.clip.encode_texts(list(batch.captions)))
@@ -310,7 +365,7 @@ class _Collector:
         return torch.cat(self.data[name])[:n]
 
 
-def _real_set(ctx: EvalContext, extractor, need_features: bool):
+def _real_set(ctx: EvalContext, extractor, feature: str, need_features: bool):
     """(features or None, FIDStatistics, provenance dict) of the real images."""
     from eval.fid_stats import load_statistics, real_features
 
@@ -324,13 +379,14 @@ def _real_set(ctx: EvalContext, extractor, need_features: bool):
         stats = load_statistics(os.fspath(ctx.real))
         sha = stats.meta.get("feature_extractor_sha256")
         if sha and sha != extractor.weights_sha256:
-            raise ValueError(f"{ctx.real} was computed with Inception weights sha256 {sha[:12]}..., these are "
-                             f"{extractor.weights_sha256[:12]}...; FID across different extractors is meaningless")
+            raise ValueError(f"{ctx.real} was computed with extractor weights sha256 {sha[:12]}..., these "
+                             f"({extractor.name}) are {str(extractor.weights_sha256)[:12]}...; FID across different "
+                             "extractors is meaningless")
         return None, stats, {"real": os.path.abspath(ctx.real), "real_statistics": os.path.abspath(ctx.real),
                              "real_split": stats.meta.get("split", ctx.real_split),
                              "real_n": stats.meta.get("n"), "real_resize": stats.meta.get("resize")}
     feats, stats = real_features(ctx.real, extractor, ctx.real_split, ctx.real_n, ctx.real_resize, ctx.cache_dir,
-                                 ctx.dataset)
+                                 ctx.dataset, feature)
     where = os.path.abspath(ctx.real) if isinstance(ctx.real, (str, os.PathLike)) else stats.meta.get("dataset")
     return feats, stats, {"real": where, "real_statistics": stats.path, "real_split": ctx.real_split,
                           "real_n": int(feats.shape[0]), "real_resize": ctx.real_resize}
@@ -343,13 +399,17 @@ def _compute(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict) -
     from eval.rprecision import r_precision, r_precision_from_pool
 
     n, out = p.n, {}
+    if p.extractor:
+        ex = col.extractors[p.extractor]
+        pool, logits_key = ex.features  # ("2048", "logits_unbiased") or ("pooled", "class")
+        out.update(ex.describe())
     if p.metric in ("fid", "kid"):
-        ex = col.inception
-        if "real" not in real_cache:
-            real_cache["real"] = _real_set(ctx, ex, need_features="kid" in col.metrics)
-        real_feats, real_stats, prov = real_cache["real"]
-        out.update(prov, **ex.describe())
-        fake = col.get("2048", n)
+        if p.extractor not in real_cache:
+            real_cache[p.extractor] = _real_set(ctx, ex, pool, need_features=any(
+                q.metric == "kid" and q.extractor == p.extractor for q in col.protocols))
+        real_feats, real_stats, prov = real_cache[p.extractor]
+        out.update(prov)
+        fake = col.get(f"{p.extractor}:{pool}", n)
         if p.metric == "fid":
             mu, sigma = M.feature_statistics(fake)
             out["value"] = M.fid_from_statistics(mu, sigma, real_stats.mu, real_stats.sigma)
@@ -359,11 +419,10 @@ def _compute(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict) -
             out["value"], out["std"] = M.kernel_inception_distance(fake, real_feats, ctx.kid_subsets, size,
                                                                    seed=ctx.metric_seed)
             out.update(seed=ctx.metric_seed, subsets=ctx.kid_subsets, subset_size=size)
-    elif p.metric in ("is", "isc_cls"):
-        logits = col.get("logits_unbiased", n) if p.metric == "is" else col.get("cls:class", n)
+    elif p.metric == "is":
+        logits = col.get(f"{p.extractor}:{logits_key}", n)
         out["value"], out["std"] = M.inception_score(logits=logits, splits=ctx.is_splits, seed=ctx.metric_seed)
         out.update(seed=ctx.metric_seed, splits=ctx.is_splits)
-        out.update(col.inception.describe() if p.metric == "is" else _classifier_prov(col.classifier))
     elif p.metric == "rprec":
         img, txt = col.get("rprec_image", n), col.get("rprec_text", n)
         if "rprec_mis" in col.data:
@@ -387,7 +446,7 @@ def _compute(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict) -
     elif p.metric == "attracc":
         from eval.classifier import score_attributes
 
-        logits = {k[4:]: col.get(k, n) for k in col.data if k.startswith("cls:")}
+        logits = {k[len("heads:"):]: col.get(k, n) for k in col.data if k.startswith("heads:")}
         details = score_attributes(col.classifier, logits, col.captions[:n], ctx.parse_caption)
         if details["value"] is None:
             raise ValueError("attracc: no caption names a shape, nothing to score")
@@ -401,11 +460,10 @@ def _class_ids(col: _Collector, n: int):
 
 
 def _classifier_prov(model) -> dict:
-    from eval.inception import file_sha256
+    from eval.classifier import classifier_sha256
 
-    path = getattr(model, "info", {}).get("path")
-    return {"feature_extractor": "dataset-classifier", "feature_extractor_weights": path,
-            "feature_extractor_sha256": file_sha256(path) if path else None}
+    return {"feature_extractor": "dataset-classifier", "feature_extractor_weights": getattr(model, "info", {}).get(
+        "path"), "feature_extractor_sha256": classifier_sha256(model)}
 
 
 def _clip_prov(clip) -> dict:
@@ -432,9 +490,8 @@ def run_protocols(names, sample, context: EvalContext | None = None) -> list[dic
     if isinstance(sample, (str, os.PathLike)):
         sample = folder_source(os.fspath(sample))
     device = torch.device(ctx.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    metrics = {p.metric for p in protocols}
     n_max = max(p.n for p in protocols)
-    col = _Collector(metrics, ctx, device)
+    col = _Collector(protocols, ctx, device)
     t0 = time.perf_counter()
     for item in sample(n_max, ctx.batch_size):
         batch = _as_batch(item)

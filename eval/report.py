@@ -50,6 +50,7 @@ def save_caption_grid(images, captions: list[str] | None, path: str, columns: in
         y = pad + (i // columns) * (cell + text_h + pad)
         tile = Image.fromarray(images[i].permute(1, 2, 0).numpy(), "RGB").resize((cell, cell), Image.BICUBIC)
         canvas.paste(tile, (x, y))
+        draw.rectangle([x - 1, y - 1, x + cell, y + cell], outline=(190, 190, 190))  # white images need an edge
         if captions is not None:
             lines = _wrap(str(captions[i]), font, cell, draw)
             if len(lines) > max_lines:

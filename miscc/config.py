@@ -282,6 +282,13 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--manualSeed", type=int, default=None, help="overrides SEED")
 
 
+def add_run_arguments(parser) -> None:
+    """The flags of the training entry points: --output_dir and --resume."""
+    parser.add_argument("--output_dir", default=None, help="run folder (default OUTPUT_DIR/<DATASET>_<CONFIG>)")
+    parser.add_argument("--resume", nargs="?", const="", default=None, metavar="STATE",
+                        help="continue from a training state (default: the run folder's Model/training_state.pth)")
+
+
 def config_from_args(args) -> EasyDict:
     overrides = parse_overrides(args.overrides)
     if args.gpu_id is not None:

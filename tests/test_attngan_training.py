@@ -152,5 +152,12 @@ def test_main_trains_then_draws_examples(attn_cfg, tmp_path):
     assert (example_dir / "0_s_0_g1.png").exists() and (example_dir / "0_s_0_a0.png").exists()
     # sampling from the trained generator with B_VALIDATION
     net_g = str(out / "Model" / "netG_epoch_1.pth")
-    assert main_entry(args + ["B_VALIDATION=True", f"TRAIN.NET_G={net_g}", "EVAL.N_SAMPLES=10"]) == 0
-    assert len(os.listdir(out / "Model" / "netG_epoch_1" / "valid" / "single")) == 10
+    assert main_entry(args + ["B_VALIDATION=True", f"TRAIN.NET_G={net_g}", "EVAL.N_SAMPLES=10",
+                              "EVAL.PROTOCOLS=[rprec20]"]) == 0
+    valid = out / "Model" / "netG_epoch_1" / "valid"
+    assert len(os.listdir(valid / "single")) == 20  # the protocol's N, above EVAL.N_SAMPLES
+    result = json.loads((valid / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["protocol"] == "rprec20" and result["n"] == 20 and 0.0 <= result["value"] <= 100.0
+    assert result["checkpoint"] == net_g and "DAMSM" in result["feature_extractor"]
+    report = (valid / "report.md").read_text()
+    assert "rprec20" in report and (valid / "samples.png").exists()

@@ -106,3 +106,16 @@ def test_load_classifier_refuses_other_files(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match="not a classifier written by eval.train_classifier"):
         load_classifier(str(path))
+
+
+def test_cub_metadata_uses_the_test_classes(shared_dir):
+    """CUB's AttnGAN splits are class-disjoint (150 train / 50 test classes): fit and evaluate within test."""
+    from eval.train_classifier import choose_fit_split
+
+    cub = shared_dir / "assets" / "cub_meta"
+    train, test = load_split(str(cub), "train"), load_split(str(cub), "test")
+    assert len(train[0]) == 8855 and len(test[0]) == 2933
+    fit, held, fit_name, held_name = choose_fit_split(train, test, seed=0)
+    assert fit_name == "test (80%)" and len(fit[0]) + len(held[0]) == 2933
+    assert set(fit[0]).isdisjoint(held[0]) and set(held[1]) <= set(test[1])
+    assert all(int(k.split(".")[0]) == c for k, c in zip(fit[0], fit[1]))  # ids follow the filename prefix

@@ -12,10 +12,13 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from eval.classifier import CELL_PREFIX, DatasetClassifier, predict_logits, save_classifier, score_attributes
+from eval.classifier import (CELL_PREFIX, DatasetClassifier, classifier_extractor, predict_logits, save_classifier,
+                             score_attributes)
+from eval.images import to_uint8
 from eval.inception import FeatureExtractor
 from eval.metrics import fid_from_features, inception_score, kernel_inception_distance
-from eval.protocols import PROTOCOLS, EvalContext, SampleBatch, parse_protocol, parse_protocols, run_protocols
+from eval.protocols import (PROTOCOLS, EvalContext, SampleBatch, build_eval_context, parse_protocol, parse_protocols,
+                            run_protocols)
 from eval.report import read_jsonl, save_caption_grid, write_report
 from eval.rprecision import r_precision, r_precision_from_pool
 
@@ -93,13 +96,16 @@ def classifier_path(tmp_path):
 def test_protocol_names():
     assert parse_protocol("fid30k").n == 30000 and parse_protocol("fid30k").metric == "fid"
     assert parse_protocol("fid500").n == 500
-    assert parse_protocol("isc_cls30k").metric == "isc_cls"
+    isc = parse_protocol("isc_cls30k")
+    assert (isc.metric, isc.n, isc.extractor) == ("is", 30000, "classifier")
+    assert parse_protocol("fid1k").extractor == "inception" and parse_protocol("rprec1k").extractor is None
+    assert (parse_protocol("kid500_cls").metric, parse_protocol("kid500_cls").extractor) == ("kid", "classifier")
     assert parse_protocol(" KID1K ").name == "kid1k"
     assert parse_protocol("cliprprec2k").n == 2000
     for name in ("fid30k", "kid30k", "is30k", "isc_cls30k", "rprec30k", "clip30k", "attracc1k", "fid1k", "is1k"):
         assert name in PROTOCOLS
-    assert [p.name for p in parse_protocols("fid1k, is1k,fid1k")] == ["fid1k", "is1k"]
-    for bad in ("fid", "fidk", "foo1k", "fid-1k", "fid1m", "1kfid"):
+    assert [p.name for p in parse_protocols("fid1k, is1k,fid1k,is1k_cls,isc_cls1k")] == ["fid1k", "is1k", "is1k_cls"]
+    for bad in ("fid", "fidk", "foo1k", "fid-1k", "fid1m", "1kfid", "rprec1k_cls", "isc_cls1k_cls", "fid_cls1k"):
         with pytest.raises(ValueError, match="unknown protocol"):
             parse_protocol(bad)
     with pytest.raises(ValueError, match="is needs at least 10 samples"):
@@ -116,7 +122,7 @@ def test_run_protocols_values_and_provenance(tmp_path, real_folder, classifier_p
     ctx = EvalContext(extractor=ex, real=real_folder, real_split="test", cache_dir=str(tmp_path / "cache"),
                       classifier=classifier_path, batch_size=10, checkpoint="netG_epoch_5.pth",
                       config="cfg/shapes.yml", jsonl=str(jsonl), grid_png=str(grid), grid_n=6, device="cpu")
-    names = [f"fid{N}", f"kid{N}", f"is{N}", f"rprec{N}", f"isc_cls{N}", f"attracc{N}", "fid12"]
+    names = [f"fid{N}", f"kid{N}", f"is{N}", f"rprec{N}", f"isc_cls{N}", f"attracc{N}", "fid12", f"fid{N}_cls"]
     results = run_protocols(names, source, ctx)
     by = {r["protocol"]: r for r in results}
 
@@ -136,8 +142,14 @@ def test_run_protocols_values_and_provenance(tmp_path, real_folder, classifier_p
     from eval.classifier import load_classifier
 
     model = load_classifier(classifier_path)
-    logits = predict_logits(model, source.images, batch_size=10)  # the batches run_protocols used
+    images_u8 = to_uint8(source.images)  # every metric sees the images as saved PNGs would hold them
+    logits = predict_logits(model, images_u8, batch_size=10)  # the batches run_protocols used
     assert (by[f"isc_cls{N}"]["value"], by[f"isc_cls{N}"]["std"]) == inception_score(logits=logits["class"])
+    cls_ex = classifier_extractor(model, "cpu", batch_size=10)
+    assert by[f"fid{N}_cls"]["value"] == pytest.approx(fid_from_features(
+        cls_ex.extract(images_u8)["pooled"], cls_ex.extract(real_folder)["pooled"]), rel=1e-9)
+    assert by[f"fid{N}_cls"]["feature_extractor"] == "dataset-classifier"
+    assert by[f"fid{N}_cls"]["real_statistics"] != by[f"fid{N}"]["real_statistics"]
     expected = score_attributes(model, logits, captions)
     assert by[f"attracc{N}"]["value"] == expected["value"]
     assert by[f"attracc{N}"]["details"]["n"] == N
@@ -231,6 +243,12 @@ def test_fid_against_foreign_stats_file(tmp_path, real_folder):
     gen = ex.extract(make_source().images[:20])["2048"]
     assert result["value"] == pytest.approx(fid_from_features(gen, ex.extract(real_folder)["2048"]), rel=1e-5)
     assert result["real_statistics"] == os.path.abspath(npz)
+    from eval.fid_stats import save_statistics
+
+    other = tmp_path / "other.npz"  # ours, written with another extractor
+    save_statistics(str(other), real.mean(0), np.cov(real, rowvar=False), {"feature_extractor_sha256": "cd" * 32})
+    with pytest.raises(ValueError, match="FID across different extractors is meaningless"):
+        run_protocols(["fid20"], make_source(), EvalContext(extractor=ex, real=str(other), device="cpu"))
 
 
 def test_caption_grid(tmp_path):
@@ -240,3 +258,33 @@ def test_caption_grid(tmp_path):
     assert img.size[0] == 3 * (64 + 4) + 4 and img.size[1] > 2 * 64
     with pytest.raises(ValueError, match="2 captions for 5 images"):
         save_caption_grid(fake_images(5, 0), ["a", "b"], str(path))
+
+
+def test_build_eval_context_reads_eval_keys():
+    from miscc.config import load_config
+
+    cfg = load_config(None, {"EVAL.INCEPTION_WEIGHTS": "/w/inception.pth", "EVAL.BATCH_SIZE": 8, "EVAL.SEED": 3,
+                             "EVAL.FID_STATS": "/s/bird_val.npz", "DATASET_NAME": "shapes"})
+    ctx = build_eval_context(cfg, jsonl="r.jsonl")
+    assert (ctx.inception_weights, ctx.batch_size, ctx.seed, ctx.real, ctx.dataset, ctx.jsonl) == (
+        "/w/inception.pth", 8, 3, "/s/bird_val.npz", "shapes", "r.jsonl")
+    assert ctx.classifier is None and ctx.clip_path is None
+    with pytest.raises(TypeError, match="no field 'nope'"):
+        build_eval_context(cfg, nope=1)
+
+
+def test_folder_source_with_captions(tmp_path, real_folder):
+    from eval.protocols import folder_source
+
+    caps = {f"r{i:02d}": f"caption {i}" for i in range(30)}
+    (tmp_path / "caps.json").write_text(json.dumps(caps))
+    batches = list(folder_source(real_folder, str(tmp_path / "caps.json"))(12, 5))
+    assert [b.images.shape[0] for b in batches] == [5, 5, 2] and batches[0].images.dtype == torch.uint8
+    assert batches[2].captions == ["caption 10", "caption 11"] and batches[2].keys == ["r10", "r11"]
+    del caps["r07"]
+    with pytest.raises(KeyError, match="r07.png"):
+        folder_source(real_folder, caps)
+    with pytest.raises(ValueError, match="3 captions for 30 images"):
+        folder_source(real_folder, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="40 samples requested, the folder has 30"):
+        list(folder_source(real_folder)(40, 8))

@@ -195,3 +195,18 @@ def test_ddp_two_processes_equal_single_process_on_combined_batch(tmp_path):
         (sum(losses) / 2).backward()
         opt.step()
     assert torch.allclose(ddp_params, _params(net), atol=1e-6)
+
+
+def test_ema_decay_warms_up_with_the_step():
+    net = nn.Linear(2, 1)
+    ema = EMA(net, decay=0.999)
+    before = _params(ema.shadow).clone()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    ema.update(net, step=0)  # decay min(0.999, 1/10) = 0.1
+    assert torch.allclose(_params(ema.shadow), 0.1 * before + 0.9 * _params(net))
+    late = EMA(net, decay=0.999)
+    other = nn.Linear(2, 1)
+    late.update(other, step=10**6)  # past the warm-up the configured decay rules
+    assert torch.allclose(_params(late.shadow), 0.999 * _params(net) + 0.001 * _params(other))

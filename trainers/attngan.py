@@ -115,7 +115,7 @@ class AttnGANTrainer(BaseTrainer):
         for d in self.netsD:
             d.requires_grad_(True)
         if self.ema is not None:
-            self.ema.update(self.netG)
+            self.ema.update(self.netG, self.step)
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
 

@@ -57,14 +57,14 @@ def damsm_r_precision(image_encoder, text_encoder, dataset, device, n_samples: i
         img_codes.append(image_encoder(imgs)[1].float().cpu())
         caps = torch.stack([it["caption"] for it in items])
         lens = torch.tensor([it["cap_len"] for it in items])
-        true_codes.append(_encode(text_encoder, caps, lens, device))
+        true_codes.append(sentence_codes(text_encoder, caps, lens, device))
         for it in items:
             mcaps, mlens = dataset.mismatched_captions(it["class_id"], n=99, rng=rng)
-            mis_codes.append(_encode(text_encoder, mcaps, mlens, device))
+            mis_codes.append(sentence_codes(text_encoder, mcaps, mlens, device))
     return r_precision(torch.cat(img_codes), torch.cat(true_codes), torch.stack(mis_codes), folds=folds, seed=seed)
 
 
-def _encode(text_encoder, captions, cap_lens, device) -> torch.Tensor:
+def sentence_codes(text_encoder, captions, cap_lens, device) -> torch.Tensor:
     """Sentence codes of unsorted captions (packing needs descending lengths: sort, encode, unsort)."""
     order = torch.argsort(cap_lens, descending=True)
     t = int(cap_lens.max())

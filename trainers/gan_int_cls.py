@@ -326,7 +326,7 @@ class GANINTCLSTrainer(BaseTrainer):
         self.scaler.step(self.optG)
         self.netD.requires_grad_(True)
         if self.ema is not None:
-            self.ema.update(self.netG)
+            self.ema.update(self.netG, self.step)
         self.gen_iteration += 1
         losses = {"errG": loss.detach(), "G_adv": out.adv}
         if o.interp:

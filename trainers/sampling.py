@@ -17,6 +17,8 @@ import json
 import os
 import warnings
 
+import numpy as np
+
 import torch
 
 from datasets import build_dataloader, prepare_data, swap_pad_id
@@ -157,22 +159,56 @@ def read_example_file(data_dir: str, entry: str) -> list[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def gen_example(generate_stages, text_encoder, dataset, out_root: str, *, z_dim: int, device,
-                seed: int = 100) -> list[str]:
-    """Every entry of `<DATA_DIR>/example_filenames.txt` → `<out_root>/<basename>/0_s_<j>_g<k>.png` (+ maps)."""
-    listing = os.path.join(dataset.data_dir, "example_filenames.txt")
+def example_entries(data_dir: str) -> list[tuple[str, list[str], str]]:
+    """(entry, sentences, file) for every line of `<data_dir>/example_filenames.txt` (AttnGAN's list of example
+    sentence files, relative to DATA_DIR, without .txt); entries without sentences are skipped with a warning."""
+    listing = os.path.join(data_dir, "example_filenames.txt")
     if not os.path.isfile(listing):
         raise FileNotFoundError(f"{listing} not found: it lists the example sentence files (one per line, relative "
                                 "to DATA_DIR, without .txt)")
     with open(listing, encoding="utf-8") as f:
         entries = [line.strip() for line in f if line.strip()]
-    written = []
+    out = []
     for entry in entries:
-        sentences = read_example_file(dataset.data_dir, entry)
-        if not sentences:
+        sentences = read_example_file(data_dir, entry)
+        if sentences:
+            out.append((entry, sentences, os.path.join(data_dir, entry + ".txt")))
+        else:
             warnings.warn(f"{entry}.txt has no sentences; skipped")
-            continue
+    return out
+
+
+def gen_example(generate_stages, text_encoder, dataset, out_root: str, *, z_dim: int, device,
+                seed: int = 100) -> list[str]:
+    """Every entry of `<DATA_DIR>/example_filenames.txt` → `<out_root>/<basename>/0_s_<j>_g<k>.png` (+ maps)."""
+    written = []
+    for entry, sentences, source in example_entries(dataset.data_dir):
         out_dir = os.path.join(out_root, os.path.basename(entry))
         written += generate_sentences(generate_stages, text_encoder, dataset, sentences, out_dir, z_dim=z_dim,
-                                      device=device, seed=seed, source=os.path.join(dataset.data_dir, entry + ".txt"))
+                                      device=device, seed=seed, source=source)
     return written
+
+
+def records_source(captions_json: str):
+    """The evaluation-protocol sample source (`eval.protocols`) over images written by `sample_test_set`, in the
+    order of its `captions.json`, with each image's caption, key and class id (R-precision draws its mismatched
+    captions from other classes, as DM-GAN)."""
+    from eval.images import load_image_uint8
+    from eval.protocols import SampleBatch
+
+    with open(captions_json, encoding="utf-8") as f:
+        records = json.load(f)
+    folder = os.path.join(os.path.dirname(captions_json), "single")
+
+    def sample(n: int, batch_size: int):
+        if n > len(records):
+            raise ValueError(f"{captions_json}: {n} samples requested, {len(records)} were generated "
+                             "(raise EVAL.N_SAMPLES)")
+        for start in range(0, n, batch_size):
+            chunk = records[start:min(n, start + batch_size)]
+            images = torch.stack([load_image_uint8(os.path.join(folder, r["file"])) for r in chunk])
+            yield SampleBatch(images, [r["caption"] for r in chunk], [r["key"] for r in chunk],
+                              {"class_ids": np.array([r["class_id"] for r in chunk])})
+
+    sample.source = os.path.abspath(folder)
+    return sample

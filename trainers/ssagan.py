@@ -242,7 +242,7 @@ class SSAGANTrainer(BaseTrainer):
             err_g = adv.float() + damsm
             self._step(err_g, self.optG)
         if self.ema is not None:
-            self.ema.update(self.netG)
+            self.ema.update(self.netG, self.step)
         return {"errG": err_g.detach(), "errG_adv": adv.detach(), "DAMSM_G": damsm.detach(),
                 "w_loss": w_loss.detach(), "s_loss": s_loss.detach()}
 
@@ -352,22 +352,13 @@ def write_example_masks(net, text_encoder, dataset, sentences: list[str], out_di
 def gen_example_masks(net, text_encoder, dataset, out_root: str, *, z_dim: int, device, seed: int = 100) -> list[str]:
     """`write_example_masks` for every entry of `<DATA_DIR>/example_filenames.txt`, into the folders
     `trainers.sampling.gen_example` writes (`<out_root>/<entry basename>/`)."""
-    from trainers.sampling import read_example_file
+    from trainers.sampling import example_entries
 
-    listing = os.path.join(dataset.data_dir, "example_filenames.txt")
-    if not os.path.isfile(listing):
-        raise FileNotFoundError(f"{listing} not found: it lists the example sentence files (one per line, relative "
-                                "to DATA_DIR, without .txt)")
-    with open(listing, encoding="utf-8") as f:
-        entries = [line.strip() for line in f if line.strip()]
     written = []
-    for entry in entries:
-        sentences = read_example_file(dataset.data_dir, entry)
-        if sentences:
-            written += write_example_masks(net, text_encoder, dataset, sentences,
-                                           os.path.join(out_root, os.path.basename(entry)), z_dim=z_dim,
-                                           device=device, seed=seed,
-                                           source=os.path.join(dataset.data_dir, entry + ".txt"))
+    for entry, sentences, source in example_entries(dataset.data_dir):
+        written += write_example_masks(net, text_encoder, dataset, sentences,
+                                       os.path.join(out_root, os.path.basename(entry)), z_dim=z_dim,
+                                       device=device, seed=seed, source=source)
     return written
 
 

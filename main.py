@@ -77,7 +77,8 @@ def evaluate_samples(cfg, rt, result: dict, net_g_path: str, test_set) -> list[d
 
     out_dir = os.path.dirname(result["folder"])
     ctx = build_eval_context(
-        cfg, real=cfg.EVAL.FID_STATS or test_set.image_paths, real_split="test", real_resize=test_set.imsize,
+        cfg, real=resolve_path(cfg.EVAL.FID_STATS) or test_set.image_paths, real_split="test",
+        real_resize=test_set.imsize,
         cache_dir=os.path.join(cfg.OUTPUT_DIR, "fid_cache"), image_encoder=encode_images, text_encoder=encode_texts,
         encoders_name=f"DAMSM {resolve_path(cfg.TRAIN.NET_E or cfg.TEXT.DAMSM_NAME)}", checkpoint=net_g_path,
         config=cfg.get("CONFIG_FILE"), jsonl=os.path.join(out_dir, "metrics.jsonl"),

@@ -41,7 +41,8 @@ def bench_case(name, device, amp, steps):
 
 
 def main(argv=None):
-    run_cases(argv, __doc__.splitlines()[0], CASES, bench_case, "DAMSM training throughput (one encoder step; synthetic batches)", default_steps=5)
+    run_cases(argv, __doc__.splitlines()[0], CASES, bench_case,
+              "DAMSM training throughput (one encoder step; synthetic batches)", default_steps=5)
 
 
 if __name__ == "__main__":

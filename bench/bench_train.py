@@ -39,7 +39,8 @@ def bench_case(name, device, amp, steps):
 
 
 def main(argv=None):
-    run_cases(argv, __doc__.splitlines()[0], CASES, bench_case, "Generator training throughput (one D+G iteration; synthetic batches)", default_steps=3)
+    run_cases(argv, __doc__.splitlines()[0], CASES, bench_case,
+              "Generator training throughput (one D+G iteration; synthetic batches)", default_steps=3)
 
 
 if __name__ == "__main__":

@@ -7,8 +7,6 @@ CPU and on CUDA when present.
 from __future__ import annotations
 
 
-import torch
-
 from bench.common import SyntheticText, run_cases, save_random_encoders, synthetic_batch, time_steps
 from miscc.config import load_config
 from models.damsm import build_image_encoder, build_text_encoder

@@ -102,7 +102,7 @@ def write_report(jsonl_path: str, out_md: str, samples_grid_png: str | None = No
     for r in records:
         latest[(r.get("protocol"), r.get("checkpoint"))] = r
     rows = sorted(latest.values(), key=lambda r: r.get("time", ""), reverse=True)
-    lines = [f"# Evaluation report", "", f"Source: `{os.path.abspath(jsonl_path)}` ({len(records)} records; the "
+    lines = ["# Evaluation report", "", f"Source: `{os.path.abspath(jsonl_path)}` ({len(records)} records; the "
              "latest per protocol and checkpoint below).", ""]
     if rows:
         lines += ["| protocol | value | std | N | real set | extractor (sha256) | dtype | seed | checkpoint | time |",
@@ -124,7 +124,7 @@ def write_report(jsonl_path: str, out_md: str, samples_grid_png: str | None = No
             lines.append(f"- **{r.get('protocol')}**: " + ", ".join(f"{k}=`{v}`" for k, v in sorted(keep.items())
                                                                       if v is not None))
             if r.get("details"):
-                lines.append(f"  - details: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r["details"].items()))
+                lines.append("  - details: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r["details"].items()))
     else:
         lines.append("No results yet.")
     grid = samples_grid_png or next((r.get("samples_grid") for r in rows if r.get("samples_grid")), None)

@@ -21,7 +21,7 @@ import os
 import time
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from miscc.checkpoint import atomic_save, load_checkpoint
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap

@@ -134,7 +134,7 @@ class SSAGANTrainer(BaseTrainer):
                          max_epoch=cfg.TRAIN.MAX_EPOCH, snapshot_interval=cfg.TRAIN.SNAPSHOT_INTERVAL,
                          max_steps=cfg.TRAIN.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED,
                          log_interval=cfg.TRAIN.LOG_INTERVAL, image_interval=cfg.TRAIN.IMAGE_INTERVAL)
-        self.fixed = self._fixed_batch(train_set, 8)
+        self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
         if cfg.TRAIN.NET_G:
             self.load_release_weights(cfg.TRAIN.NET_G)
 
@@ -273,6 +273,8 @@ class SSAGANTrainer(BaseTrainer):
     def log_images(self, step, tag=None):
         """Samples of the (EMA) generator in eval mode for a fixed batch and noise, with captions
         (`Image/G_<tag>.png`), and the same samples with the mask of every stage (`Image/G_<tag>_masks.png`)."""
+        if self.fixed is None:
+            self.fixed = self._fixed_batch(self.train_set, 8)
         batch, noise = self.fixed
         netG = self.sampling_generator()
         text_encoder = unwrap(self.text_encoder)

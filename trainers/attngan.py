@@ -22,7 +22,7 @@ from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_stric
 from miscc.vis import build_super_images, image_grid
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
-from trainers.base import EMA, BaseTrainer
+from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
 
@@ -42,10 +42,7 @@ class AttnGANTrainer(BaseTrainer):
                       for d in self.netsD]
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.z_dim = cfg.GAN.Z_DIM
-        super().__init__(cfg, rt, output_dir, train_set, batch_size=cfg.TRAIN.BATCH_SIZE,
-                         max_epoch=cfg.TRAIN.MAX_EPOCH, snapshot_interval=cfg.TRAIN.SNAPSHOT_INTERVAL,
-                         max_steps=cfg.TRAIN.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED,
-                         log_interval=cfg.TRAIN.LOG_INTERVAL, image_interval=cfg.TRAIN.IMAGE_INTERVAL)
+        super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
         self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
         if cfg.TRAIN.NET_G:
             self.load_release_weights(cfg.TRAIN.NET_G)

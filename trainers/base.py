@@ -106,6 +106,15 @@ class RunLogger:
             self.text.close()
 
 
+def loop_settings(cfg) -> dict:
+    """The loop's keyword arguments from the config: TRAIN.BATCH_SIZE, MAX_EPOCH, SNAPSHOT_INTERVAL, MAX_STEPS,
+    LOG_INTERVAL, IMAGE_INTERVAL, WORKERS and SEED."""
+    t = cfg.TRAIN
+    return dict(batch_size=t.BATCH_SIZE, max_epoch=t.MAX_EPOCH, snapshot_interval=t.SNAPSHOT_INTERVAL,
+                max_steps=t.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED, log_interval=t.LOG_INTERVAL,
+                image_interval=t.IMAGE_INTERVAL)
+
+
 class BaseTrainer:
     """One training loop with clear phases; subclasses define the models and one step.
 

@@ -23,7 +23,7 @@ from miscc.checkpoint import atomic_save
 from miscc.losses import sent_loss, words_loss
 from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
-from trainers.base import BaseTrainer
+from trainers.base import BaseTrainer, loop_settings
 from trainers.runtime import unwrap, wrap_ddp
 
 
@@ -89,10 +89,7 @@ class DAMSMTrainer(BaseTrainer):
         self.gammas = (cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2, cfg.TRAIN.SMOOTH.GAMMA3)
         self.ixtoword = train_set.ixtoword
         self.last_attn = None
-        super().__init__(cfg, rt, output_dir, train_set, batch_size=cfg.TRAIN.BATCH_SIZE,
-                         max_epoch=cfg.TRAIN.MAX_EPOCH, snapshot_interval=cfg.TRAIN.SNAPSHOT_INTERVAL,
-                         max_steps=cfg.TRAIN.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED,
-                         log_interval=cfg.TRAIN.LOG_INTERVAL, image_interval=cfg.TRAIN.IMAGE_INTERVAL)
+        super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
 
     def modules(self):
         return {"text_encoder": self.text_encoder, "image_encoder": self.image_encoder}

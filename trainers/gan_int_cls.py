@@ -65,7 +65,7 @@ from models.gan_int_cls import (MODEL_TYPES, build_gan_int_cls, build_loss_optio
                                 d_loss, g_loss, generate_with_interpolation, generator, gradient_penalty,
                                 load_gan_int_cls)
 from models.srcnn import SRCNN, load_srcnn, upscale
-from trainers.base import EMA, BaseTrainer
+from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, epoch_from_name, load_damsm
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
 
@@ -210,10 +210,7 @@ class GANINTCLSTrainer(BaseTrainer):
         self._critic_done = 0  # D iterations since the last G step
         self._batches_left = None  # batches left in the current epoch (set by epoch_loader)
         self._last_g: dict = {}
-        super().__init__(cfg, rt, output_dir, loader_set, batch_size=cfg.TRAIN.BATCH_SIZE,
-                         max_epoch=cfg.TRAIN.MAX_EPOCH, snapshot_interval=cfg.TRAIN.SNAPSHOT_INTERVAL,
-                         max_steps=cfg.TRAIN.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED,
-                         log_interval=cfg.TRAIN.LOG_INTERVAL, image_interval=cfg.TRAIN.IMAGE_INTERVAL)
+        super().__init__(cfg, rt, output_dir, loader_set, **loop_settings(cfg))
         self.epoch = start_epoch
         self.fixed = self._fixed_batch()
 

@@ -53,7 +53,7 @@ from miscc.vis import image_grid
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
                            magp_loss)
-from trainers.base import EMA, BaseTrainer
+from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm, \
     text_encoder_path
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
@@ -130,10 +130,7 @@ class SSAGANTrainer(BaseTrainer):
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.z_dim = cfg.GAN.Z_DIM
         self.magp_mode = ssa.MAGP_MODE
-        super().__init__(cfg, rt, output_dir, train_set, batch_size=cfg.TRAIN.BATCH_SIZE,
-                         max_epoch=cfg.TRAIN.MAX_EPOCH, snapshot_interval=cfg.TRAIN.SNAPSHOT_INTERVAL,
-                         max_steps=cfg.TRAIN.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED,
-                         log_interval=cfg.TRAIN.LOG_INTERVAL, image_interval=cfg.TRAIN.IMAGE_INTERVAL)
+        super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
         self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
         if cfg.TRAIN.NET_G:
             self.load_release_weights(cfg.TRAIN.NET_G)

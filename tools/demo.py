@@ -48,6 +48,16 @@ def latest(folder: str, prefix: str) -> str | None:
     return os.path.join(folder, max(found, key=lambda f: int("".join(ch for ch in f[len(prefix):] if ch.isdigit()))))
 
 
+def latest_generator_or_none(model_dir: str) -> str | None:
+    """The newest `netG_epoch_%d.pth` (AttnGAN, GAN-INT-CLS) or `netG_%03d.pth` (SSA-GAN), if any."""
+    from main import latest_generator
+
+    try:
+        return latest_generator(model_dir) if os.path.isdir(model_dir) else None
+    except FileNotFoundError:
+        return None
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["attngan", "ssagan", "gan_int_cls"], default="attngan")
@@ -79,10 +89,10 @@ def main(argv=None) -> int:
     gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}")
     cfg = CONFIGS[(args.model, args.text_encoder)]
     overrides = [f"TRAIN.NET_E={text_encoder}", *bert, *args.set]
-    net_g = latest(os.path.join(gan_dir, "Model"), "netG_epoch_")
+    net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
     if net_g is None:
         run([py, "main.py", "--cfg", cfg, *common, "--output_dir", gan_dir, "--set", *overrides])
-        net_g = latest(os.path.join(gan_dir, "Model"), "netG_epoch_")
+        net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
 
     classifier = os.path.join(args.out, "shapes_classifier.pth")
     if not os.path.isfile(classifier):

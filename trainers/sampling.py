@@ -27,16 +27,13 @@ from miscc.vis import build_super_images, save_png
 
 
 def noise_for(batch_size: int, z_dim: int, device, generator: torch.Generator, truncation: float | None = None):
-    """Standard normal noise, or truncated to [-2, 2]·rate (DF-GAN's `truncated_noise`) when `truncation` is set."""
-    z = torch.randn(batch_size, z_dim, generator=generator)
+    """Standard normal noise, or DF-GAN's truncated noise (`models.ssagan.truncated_noise`: [-2, 2]·rate) when
+    `truncation` is set; drawn on the CPU from `generator`, then moved to `device`."""
     if truncation is not None:
-        while True:
-            bad = z.abs() > 2.0
-            if not bad.any():
-                break
-            z[bad] = torch.randn(int(bad.sum()), generator=generator)
-        z = z * truncation
-    return z.to(device)
+        from models.ssagan import truncated_noise
+
+        return truncated_noise(batch_size, z_dim, truncation, generator=generator).to(device)
+    return torch.randn(batch_size, z_dim, generator=generator).to(device)
 
 
 def _safe_key(key: str) -> str:

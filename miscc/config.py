@@ -68,7 +68,10 @@ _DEFAULTS = {
         # ours: optimisation and infrastructure
         "BETA1": 0.5,
         "BETA2": 0.999,
-        "ENCODER_LR_DECAY": 0.98,  # DAMSM: lr *= decay per epoch while lr > ENCODER_LR / 10
+        "ENCODER_LR_DECAY": 0.98,  # DAMSM: lr *= decay every ENCODER_LR_DECAY_EPOCHS while lr > ENCODER_LR / 10
+        "ENCODER_LR_DECAY_EPOCHS": 1,
+        "LR_DECAY": 1.0,  # GAN optimisers: lr = initial × LR_DECAY^(epoch // LR_DECAY_EPOCHS); 1.0 is constant
+        "LR_DECAY_EPOCHS": 10,
         "EMA": True,  # keep an EMA of G (AttnGAN stores it as netG_epoch_%d.pth)
         "EMA_DECAY": 0.999,
         "AMP": "none",  # none | bf16 | fp16

@@ -104,6 +104,18 @@ def test_max_steps_stops_and_snapshots(tmp_path):
     assert (tmp_path / "Log" / "train.log").exists()
 
 
+def test_step_lr_decay_and_resume(tmp_path):
+    """LR_DECAY every LR_DECAY_EPOCHS epochs (BERT-AttnGAN's 0.98 per 10), continued exactly after a resume."""
+    kw = dict(batch_size=4, snapshot_interval=1, lr=0.1, lr_decay=0.5, lr_decay_epochs=2)
+    t = ToyTrainer(CPU, tmp_path, NoisyData(), max_epoch=3, **kw)
+    t.fit()
+    assert t.opt.param_groups[0]["lr"] == pytest.approx(0.05)  # epochs 0,1 at 0.1; epoch 2 at 0.05
+    resumed = ToyTrainer(CPU, tmp_path, NoisyData(), max_epoch=5, **kw)
+    resumed.resume()
+    resumed.fit()
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(0.025)  # epoch 4
+
+
 def test_non_finite_loss_stops_and_keeps_last_snapshot(tmp_path):
     t = ToyTrainer(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=5, snapshot_interval=1, nan_at=9)
     with pytest.raises(NonFiniteLossError, match=r"loss 'loss' is nan at step 8 \(epoch 1\)") as e:

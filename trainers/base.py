@@ -108,11 +108,11 @@ class RunLogger:
 
 def loop_settings(cfg) -> dict:
     """The loop's keyword arguments from the config: TRAIN.BATCH_SIZE, MAX_EPOCH, SNAPSHOT_INTERVAL, MAX_STEPS,
-    LOG_INTERVAL, IMAGE_INTERVAL, WORKERS and SEED."""
+    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, WORKERS and SEED."""
     t = cfg.TRAIN
     return dict(batch_size=t.BATCH_SIZE, max_epoch=t.MAX_EPOCH, snapshot_interval=t.SNAPSHOT_INTERVAL,
                 max_steps=t.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED, log_interval=t.LOG_INTERVAL,
-                image_interval=t.IMAGE_INTERVAL)
+                image_interval=t.IMAGE_INTERVAL, lr_decay=t.LR_DECAY, lr_decay_epochs=t.LR_DECAY_EPOCHS)
 
 
 class BaseTrainer:
@@ -125,7 +125,8 @@ class BaseTrainer:
 
     def __init__(self, cfg, rt: Runtime, output_dir: str, train_set, *, batch_size: int, max_epoch: int,
                  snapshot_interval: int, max_steps: int = 0, workers: int = 0, seed: int = 100,
-                 log_interval: int = 100, image_interval: int = 1000, collate_fn=None, drop_last: bool = True):
+                 log_interval: int = 100, image_interval: int = 1000, lr_decay: float = 1.0, lr_decay_epochs: int = 1,
+                 collate_fn=None, drop_last: bool = True):
         self.cfg = cfg
         self.rt = rt
         self.output_dir = output_dir
@@ -140,6 +141,8 @@ class BaseTrainer:
         self.seed = seed
         self.log_interval = max(1, log_interval)
         self.image_interval = max(1, image_interval)
+        self.lr_decay = lr_decay
+        self.lr_decay_epochs = max(1, lr_decay_epochs)
         self.collate_fn = collate_fn
         self.drop_last = drop_last
         self.epoch = 0  # the next epoch to run
@@ -171,6 +174,15 @@ class BaseTrainer:
 
     def make_batch(self, raw):
         return raw
+
+    def set_learning_rates(self, epoch: int) -> None:
+        """Step decay of every optimiser: lr = initial lr × LR_DECAY^(epoch // LR_DECAY_EPOCHS) (BERT-AttnGAN:
+        0.98 every 10 epochs; 1.0, no decay, is AttnGAN's and SSA-GAN's constant rate). The initial rate is kept
+        in each parameter group, so it travels with the optimiser's state through a resume."""
+        scale = self.lr_decay ** (epoch // self.lr_decay_epochs)
+        for optimizer in self.optimizers().values():
+            for group in optimizer.param_groups:
+                group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
 
     def extra_state(self) -> dict:
         return {}
@@ -246,6 +258,7 @@ class BaseTrainer:
         done = False
         while self.epoch < self.max_epoch and not done:
             epoch = self.epoch
+            self.set_learning_rates(epoch)
             for m in self.modules().values():
                 if any(p.requires_grad for p in m.parameters()):
                     m.train()

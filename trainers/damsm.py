@@ -1,8 +1,8 @@
 """DAMSM pre-training (A/code/pretrain_DAMSM.py): the text and image encoders every generator is trained against.
 
 Recipe as AttnGAN: Adam(ENCODER_LR, betas (0.5, 0.999)) over the text encoder and the image encoder's trainable
-layers, lr ×ENCODER_LR_DECAY per epoch while above ENCODER_LR/10, gradient-norm clip RNN_GRAD_CLIP on the text
-encoder, loss = words_loss (both directions) + sent_loss (both directions). Deviation: the original re-created
+layers, lr ×ENCODER_LR_DECAY every ENCODER_LR_DECAY_EPOCHS epochs (AttnGAN: 1) while above ENCODER_LR/10,
+gradient-norm clip RNN_GRAD_CLIP on the text encoder, loss = words_loss (both directions) + sent_loss (both directions). Deviation: the original re-created
 Adam every epoch (resetting its moments); here one Adam runs through, and only its learning rate changes, so a
 resumed run is identical to an uninterrupted one.
 
@@ -98,19 +98,22 @@ class DAMSMTrainer(BaseTrainer):
         return {"encoders": self.optimizer}
 
     def lr_for_epoch(self, epoch: int) -> float:
-        """ENCODER_LR × decay^epoch, but never below ENCODER_LR/10 (the original stops decaying there)."""
+        """ENCODER_LR × ENCODER_LR_DECAY once every ENCODER_LR_DECAY_EPOCHS epochs (AttnGAN: every epoch;
+        BERT-AttnGAN: every 10), but never below ENCODER_LR/10 (AttnGAN stops decaying there)."""
         lr = self.base_lr
-        for _ in range(epoch):
+        for _ in range(epoch // max(1, self.cfg.TRAIN.ENCODER_LR_DECAY_EPOCHS)):
             if lr > self.base_lr / 10.0:
                 lr *= self.cfg.TRAIN.ENCODER_LR_DECAY
         return lr
+
+    def set_learning_rates(self, epoch: int) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_for_epoch(epoch)
 
     def make_batch(self, raw):
         return prepare_data(raw, self.rt.device)
 
     def train_step(self, batch):
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_for_epoch(self.epoch)
         loss, parts, attn = damsm_losses(self.image_encoder, self.text_encoder, batch, self.gammas, self.rt)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

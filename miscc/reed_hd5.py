@@ -99,10 +99,10 @@ class ReedHd5Dataset(Dataset):
 
     Examples are in `f[split].keys()` order (h5py's name order), as in the port. Keys and class names are read once
     here; the file itself is opened lazily, once per process (so DataLoader workers each get their own handle).
-    Wrong and interpolation partners are drawn from a per-worker numpy Generator seeded from `seed` (or from
-    `torch.initial_seed()`, which DataLoader sets per worker and epoch, when `seed` is None). A fixed `seed` gives
-    each worker the same stream every time it starts, so non-persistent workers repeat their pairs each epoch:
-    leave it None for training.
+    Wrong and interpolation partners: with `seed` None (training), each item draws them from a numpy Generator
+    seeded by torch's global generator, which DataLoader seeds per worker and epoch and the trainer saves and
+    restores, so a resumed run draws the same pairs as an uninterrupted one. With a fixed `seed`, one stream per
+    worker that starts afresh whenever the worker does (repeatable partners for evaluation and tests).
     """
 
     def __init__(self, path: str, split="train", image_size: int = 64, resize_filter=Image.BICUBIC,
@@ -154,11 +154,11 @@ class ReedHd5Dataset(Dataset):
         return self._file[self.split]
 
     def _generator(self) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng(int(torch.randint(0, 2 ** 62, (1,))))
         if self._rng is None or self._rng_pid != os.getpid():  # forked workers must not share the parent's stream
             info = torch.utils.data.get_worker_info()
-            worker = 0 if info is None else info.id
-            seed = torch.initial_seed() if self.seed is None else self.seed
-            self._rng = np.random.default_rng([seed % 2 ** 63, worker])
+            self._rng = np.random.default_rng([self.seed, 0 if info is None else info.id])
             self._rng_pid = os.getpid()
         return self._rng
 

@@ -258,16 +258,22 @@ def test_hd5_embedding_size_mismatch(shapes, tmp_path, tiny_hd5, small_nets):
 
 # ---- resumption and port checkpoints ---------------------------------------------------------------------------
 
-def test_resume_continues_exactly(shapes, tmp_path, small_nets):
-    over = dict(TRAIN__BATCH_SIZE=12, TRAIN__SNAPSHOT_INTERVAL=1)  # 2 batches per epoch
-    full = trainer_for(make_cfg(shapes, TRAIN__MAX_EPOCH=2, **over), tmp_path / "full")
+@pytest.mark.parametrize("source", ["encoder", "hd5"])
+def test_resume_continues_exactly(shapes, tmp_path, small_nets, source, tiny_hd5):
+    """Also from an hd5 file, whose wrong/interpolation partners are drawn from torch's restored generator."""
+    over = dict(TRAIN__BATCH_SIZE=12 if source == "encoder" else 6, TRAIN__SNAPSHOT_INTERVAL=1)  # 2 batches/epoch
+    if source == "hd5":
+        over.update(INTCLS__TEXT_SOURCE="hd5", INTCLS__HD5_PATH=str(tiny_hd5), INTCLS__EMBED_DIM=24, TRAIN__NET_E="",
+                    DATA_DIR="")
+    data = "build" if source == "encoder" else None
+    full = trainer_for(make_cfg(shapes, TRAIN__MAX_EPOCH=2, **over), tmp_path / "full", data)
     torch.manual_seed(123)
     full.fit()
-    part = trainer_for(make_cfg(shapes, TRAIN__MAX_EPOCH=1, **over), tmp_path / "part")
+    part = trainer_for(make_cfg(shapes, TRAIN__MAX_EPOCH=1, **over), tmp_path / "part", data)
     torch.manual_seed(123)
     part.fit()
     torch.manual_seed(999)
-    resumed = trainer_for(make_cfg(shapes, TRAIN__MAX_EPOCH=2, **over), tmp_path / "part")
+    resumed = trainer_for(make_cfg(shapes, TRAIN__MAX_EPOCH=2, **over), tmp_path / "part", data)
     resumed.resume()
     assert (resumed.epoch, resumed.step, resumed.gen_iteration) == (1, 2, 2)
     resumed.fit()

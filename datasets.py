@@ -34,7 +34,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from miscc.safe_pickle import safe_load_pickle
-from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
+from miscc.text import build_vocabulary, encode_tokens, read_caption_file, swap_pad_id, tokenize_caption
 
 LAYOUTS = ("cub", "coco", "custom")
 SPLITS = ("train", "test")
@@ -254,23 +254,6 @@ def ordered_subset(n: int, k: int, rng=None) -> np.ndarray:
     else:
         picked = torch.randperm(n, generator=rng)[:k].numpy()
     return np.sort(picked)
-
-
-def swap_pad_id(ids, pad_token_id: int | None):
-    """Exchange ids 0 and `pad_token_id` (an involution: the same call converts both ways).
-
-    Our captions pad with 0. For a tokenizer whose pad id is p != 0, id 0 is an ordinary token, so the dataset
-    stores it as p (which never occurs in text tokenised without special tokens) and padding as 0; an encoder that
-    feeds ids back to such a tokenizer's model calls this again. BERT-family tokenizers (pad id 0) are unaffected.
-    """
-    if not pad_token_id:
-        return ids
-    if isinstance(ids, torch.Tensor):
-        out = ids.clone()
-        out[ids == 0] = pad_token_id
-        out[ids == pad_token_id] = 0
-        return out
-    return [pad_token_id if i == 0 else 0 if i == pad_token_id else i for i in ids]
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -56,3 +56,20 @@ def build_vocabulary(token_lists) -> tuple[dict[int, str], dict[str, int]]:
 def encode_tokens(tokens: list[str], wordtoix: dict[str, int]) -> list[int]:
     """Word ids of the in-vocabulary tokens (AttnGAN drops unknown words)."""
     return [wordtoix[w] for w in tokens if w in wordtoix]
+
+
+def swap_pad_id(ids, pad_token_id: int | None):
+    """Exchange ids 0 and `pad_token_id` (an involution: the same call converts both ways).
+
+    Our captions pad with 0. For a tokenizer whose pad id is p != 0, id 0 is an ordinary token, so the dataset
+    stores it as p (which never occurs in text tokenised without special tokens) and padding as 0; an encoder that
+    feeds ids back to such a tokenizer's model calls this again. BERT-family tokenizers (pad id 0) are unaffected.
+    """
+    if not pad_token_id:
+        return ids
+    if hasattr(ids, "clone"):  # a torch.Tensor
+        out = ids.clone()
+        out[ids == 0] = pad_token_id
+        out[ids == pad_token_id] = 0
+        return out
+    return [pad_token_id if i == 0 else 0 if i == pad_token_id else i for i in ids]

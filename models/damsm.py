@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict, strip_module_prefix
+from miscc.text import swap_pad_id
 
 # Released AttnGAN vocabularies (len(ixtoword) of the official captions.pickle files).
 RELEASED_VOCAB_SIZES = {"birds": 5450, "coco": 27297}
@@ -201,7 +202,8 @@ class BERT_ENCODER(nn.Module):
     def build_inputs(self, captions: torch.Tensor, cap_lens) -> tuple[torch.Tensor, torch.Tensor]:
         """`input_ids` [B, T+2] = [CLS] ids [SEP] [PAD]... and `attention_mask` [B, T+2] (1 on [CLS], ids, [SEP]).
 
-        Input padding (0 by contract) is replaced by the tokenizer's pad id, which need not be 0.
+        Input padding (0 by contract) is replaced by the tokenizer's pad id, which need not be 0; with a pad id p != 0
+        the captions store text id 0 as p (`swap_pad_id`), which is undone here.
         """
         lens = _check_lengths(captions, cap_lens, "BERT_ENCODER", min_len=0).to(captions.device)
         batch, steps = captions.shape
@@ -213,7 +215,8 @@ class BERT_ENCODER(nn.Module):
         is_word = positions[:steps].unsqueeze(0) < lens.unsqueeze(1)
         input_ids = torch.full((batch, steps + 2), self.pad_id, dtype=torch.long, device=captions.device)
         input_ids[:, 0] = self.cls_id
-        input_ids[:, 1:steps + 1] = torch.where(is_word, captions.long(), torch.full_like(captions.long(), self.pad_id))
+        words = swap_pad_id(captions.long(), self.pad_id)
+        input_ids[:, 1:steps + 1] = torch.where(is_word, words, torch.full_like(words, self.pad_id))
         input_ids[torch.arange(batch, device=captions.device), lens + 1] = self.sep_id
         return input_ids, attention_mask
 
@@ -253,9 +256,10 @@ class BERT_ENCODER(nn.Module):
         for i, ids in enumerate(encoded):
             if not ids:
                 raise ValueError(f"BERT_ENCODER.encode_text: caption {i} ({texts[i]!r}) has no tokens")
-            if 0 in ids:
+            if 0 in ids and not self.pad_id:
                 raise ValueError(f"BERT_ENCODER.encode_text: caption {i} ({texts[i]!r}) contains token id 0, which "
                                  "the zero-padded caption contract reserves for padding")
+        encoded = [swap_pad_id(ids, self.pad_id) for ids in encoded]
         if max_len is not None:
             encoded = [ids[:max_len] for ids in encoded]
         lens = torch.tensor([len(ids) for ids in encoded], dtype=torch.long)

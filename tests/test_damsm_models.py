@@ -312,6 +312,11 @@ def test_bert_pad_id_other_than_zero_is_mapped(bert_proj, monkeypatch):
         assert attention[i].tolist() == [1] * (n + 2) + [0] * (17 - n)
     w7, s7 = bert_proj(ids, lens)  # masked padding: its id does not matter
     assert torch.allclose(w7, words, atol=1e-5) and torch.allclose(s7, sent, atol=1e-5)
+    # with pad id 7 the datasets store text id 0 as 7 (datasets.swap_pad_id): the model gets the 0 back
+    stored = ids.clone()
+    stored[0, 1] = 7
+    input_ids, _ = bert_proj.build_inputs(stored, lens)
+    assert input_ids[0, 2] == 0 and input_ids[0, lens[0] + 2] == 7
 
 
 def test_bert_frozen_unless_finetune(bert_proj):

@@ -50,8 +50,8 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def mask_alignment(pairs, threshold: float = 48.0) -> dict:
-    """Summary over (image uint8 [H, W, 3], mask float [h, w]) pairs: mean/std AUC, the mean mask value on object
-    and on background pixels, the number of images scored and skipped."""
+    """Summary over (image uint8 [H, W, 3], mask float [h, w]) pairs: mean/std/median AUC, the mean mask value on
+    object and on background pixels, the number of images scored and skipped."""
     aucs, inside, outside, skipped = [], [], [], 0
     for image, mask in pairs:
         objects = object_pixels(image, threshold)
@@ -65,7 +65,8 @@ def mask_alignment(pairs, threshold: float = 48.0) -> dict:
         outside.append(float(mask[~objects].mean()))
     if not aucs:
         raise ValueError("no image had both object and background pixels: nothing to score")
-    return {"mask_auc": float(np.mean(aucs)), "mask_auc_std": float(np.std(aucs)), "n": len(aucs),
+    return {"mask_auc": float(np.mean(aucs)), "mask_auc_std": float(np.std(aucs)),
+            "mask_auc_median": float(np.median(aucs)), "n": len(aucs),
             "skipped": skipped, "mask_on_objects": float(np.mean(inside)),
             "mask_on_background": float(np.mean(outside)), "threshold": threshold}
 

@@ -2,9 +2,9 @@
 
 Recipe as AttnGAN: Adam(ENCODER_LR, betas (0.5, 0.999)) over the text encoder and the image encoder's trainable
 layers, lr ×ENCODER_LR_DECAY every ENCODER_LR_DECAY_EPOCHS epochs (AttnGAN: 1) while above ENCODER_LR/10,
-gradient-norm clip RNN_GRAD_CLIP on the text encoder, loss = words_loss (both directions) + sent_loss (both directions). Deviation: the original re-created
-Adam every epoch (resetting its moments); here one Adam runs through, and only its learning rate changes, so a
-resumed run is identical to an uninterrupted one.
+gradient-norm clip RNN_GRAD_CLIP on the text encoder, loss = words_loss (both directions) + sent_loss (both
+directions). Deviation: the original re-created Adam every epoch (resetting its moments); here one Adam runs
+through, and only its learning rate changes, so a resumed run is identical to an uninterrupted one.
 
 Every epoch: validation losses on up to DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true
 caption against 99 captions of other classes) of real test images. Snapshots every SNAPSHOT_INTERVAL epochs:

@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -18,10 +17,10 @@ import sys
 import torch
 
 from datasets import build_dataset
-from miscc.config import add_config_arguments, add_run_arguments, config_from_args, resolve_path
+from miscc.config import parse_training_args, resolve_path
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
-from trainers.runtime import seed_everything, setup_runtime, shutdown_runtime
+from trainers.runtime import shutdown_runtime, start_runtime
 from trainers.sampling import gen_example, sample_test_set
 
 
@@ -134,14 +133,9 @@ def latest_generator(model_dir: str) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_arguments(parser)
-    add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
+    args, cfg = parse_training_args(__doc__.splitlines()[0], argv)
     spec = get_model_spec(cfg.MODEL)
-    rt = setup_runtime(cfg.GPU_ID, cfg.TRAIN.AMP)
-    seed_everything(cfg.SEED, rt.rank)
+    rt = start_runtime(cfg)
     if cfg.TRAIN.FLAG and not cfg.B_VALIDATION:
         output_dir = args.output_dir or default_output_dir(cfg)
         train_set = build_dataset(cfg, "train") if spec.uses_text_dataset(cfg) else None

@@ -6,14 +6,13 @@ training state for `--resume`, attention-map pictures under `Image/`, and Tensor
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from datasets import build_dataset
-from miscc.config import add_config_arguments, add_run_arguments, config_from_args
+from miscc.config import parse_training_args
 from trainers.damsm import DAMSMTrainer
-from trainers.runtime import seed_everything, setup_runtime, shutdown_runtime
+from trainers.runtime import shutdown_runtime, start_runtime
 
 
 def default_output_dir(cfg) -> str:
@@ -21,13 +20,8 @@ def default_output_dir(cfg) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_config_arguments(parser)
-    add_run_arguments(parser)
-    args = parser.parse_args(argv)
-    cfg = config_from_args(args)
-    rt = setup_runtime(cfg.GPU_ID, cfg.TRAIN.AMP)
-    seed_everything(cfg.SEED, rt.rank)
+    args, cfg = parse_training_args(__doc__.splitlines()[0], argv)
+    rt = start_runtime(cfg)
     output_dir = args.output_dir or default_output_dir(cfg)
     train_set = build_dataset(cfg, "train")
     valid_set = build_dataset(cfg, "test")

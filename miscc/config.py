@@ -10,6 +10,7 @@ Nothing in `models/` or `datasets.py` reads this tree: entry points pass the val
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 import os
@@ -285,11 +286,16 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--manualSeed", type=int, default=None, help="overrides SEED")
 
 
-def add_run_arguments(parser) -> None:
-    """The flags of the training entry points: --output_dir and --resume."""
+def parse_training_args(description: str, argv=None):
+    """(args, cfg) of a training entry point (main.py, pretrain_DAMSM.py): the shared flags plus --output_dir and
+    --resume."""
+    parser = argparse.ArgumentParser(description=description)
+    add_config_arguments(parser)
     parser.add_argument("--output_dir", default=None, help="run folder (default OUTPUT_DIR/<DATASET>_<CONFIG>)")
     parser.add_argument("--resume", nargs="?", const="", default=None, metavar="STATE",
                         help="continue from a training state (default: the run folder's Model/training_state.pth)")
+    args = parser.parse_args(argv)
+    return args, config_from_args(args)
 
 
 def config_from_args(args) -> EasyDict:

@@ -80,6 +80,13 @@ def seed_everything(seed: int, rank: int = 0) -> None:
     torch.manual_seed(s)
 
 
+def start_runtime(cfg) -> Runtime:
+    """`setup_runtime` for the config's GPU_ID and TRAIN.AMP, then `seed_everything` with its SEED (per rank)."""
+    rt = setup_runtime(cfg.GPU_ID, cfg.TRAIN.AMP)
+    seed_everything(cfg.SEED, rt.rank)
+    return rt
+
+
 def wrap_ddp(module: torch.nn.Module, rt: Runtime, sync_bn: bool = False) -> torch.nn.Module:
     """DistributedDataParallel around `module` when distributed (SyncBatchNorm optional, CUDA only)."""
     if not rt.distributed or not any(p.requires_grad for p in module.parameters()):

@@ -7,6 +7,7 @@ import torch
 
 from miscc.config import image_encoder_path, resolve_path
 from miscc.losses import sent_loss, words_loss
+from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 
 
@@ -54,8 +55,6 @@ def epoch_from_name(path: str) -> int:
 
 def decode_ids(dataset, ids) -> str:
     """Caption ids back to text: the WordPiece tokenizer's decode for BERT datasets, else AttnGAN's ixtoword."""
-    from datasets import swap_pad_id
-
     ids = [int(i) for i in ids if int(i) != 0]
     tokenizer = getattr(dataset, "bert_tokenizer", None)
     if tokenizer is not None:

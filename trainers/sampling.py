@@ -21,8 +21,8 @@ import numpy as np
 
 import torch
 
-from datasets import build_dataloader, prepare_data, swap_pad_id
-from miscc.text import tokenize_caption
+from datasets import build_dataloader, prepare_data
+from miscc.text import swap_pad_id, tokenize_caption
 from miscc.vis import build_super_images, save_png
 
 

@@ -633,16 +633,16 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None) -> DataLoader:
+def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None, generator=None) -> DataLoader:
     """A DataLoader with default collation (the dict items of `TextDataset`), seeded workers, and persistent
     workers so that each keeps its image cache between epochs. With a `sampler` (e.g. DistributedSampler), the
-    sampler does the shuffling."""
+    sampler does the shuffling; a `generator` (torch.Generator) fixes the shuffling and the workers' seeds."""
     if drop_last and len(dataset) < batch_size and sampler is None:
         raise ValueError(f"drop_last with batch_size {batch_size} > {len(dataset)} items gives no batch at all")
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=bool(shuffle) and sampler is None, sampler=sampler,
         drop_last=drop_last, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+        persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator,
     )
 
 

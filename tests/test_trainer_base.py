@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from miscc.checkpoint import atomic_save, load_checkpoint
-from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError
+from miscc.config import load_config
+from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError, ResumeRefusedError
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap, wrap_ddp
 
 
@@ -39,13 +40,13 @@ class ToyNet(nn.Module):
 
 
 class ToyTrainer(BaseTrainer):
-    def __init__(self, rt, out, data, dropout=0.2, lr=1e-2, nan_at=None, **kw):
+    def __init__(self, rt, out, data, dropout=0.2, lr=1e-2, nan_at=None, cfg=None, **kw):
         torch.manual_seed(1)
         self.net = wrap_ddp(ToyNet(dropout).to(rt.device), rt)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.ema = EMA(self.net, 0.9)
         self.nan_at = nan_at
-        super().__init__(None, rt, str(out), data, **kw)
+        super().__init__(cfg, rt, str(out), data, **kw)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}
@@ -293,3 +294,38 @@ def test_resume_applies_current_learning_rate(tmp_path):
     assert len(resumed.opt.state) > 0  # Adam moments restored
     resumed.fit()
     assert resumed.opt.param_groups[0]["lr"] == pytest.approx(0.0005)  # epoch 1: ×0.5
+
+
+def test_resume_refuses_or_logs_config_changes(tmp_path, capsys):
+    """The state records its config: optimisation changes are logged, model/data changes refused (all keys in one
+    error), TRAIN.BATCH_SIZE only at an epoch boundary; a state without a config still resumes, with a note."""
+    kw = dict(batch_size=4, max_epoch=1, snapshot_interval=1)
+    ToyTrainer(CPU, tmp_path, NoisyData(), cfg=load_config(), **kw).fit()
+    state_path = tmp_path / "Model" / STATE_FILE
+    assert load_checkpoint(str(state_path))["config"]["GAN"]["GF_DIM"] == 128  # plain data, weights-only
+
+    def resume(overrides, data=None):
+        t = ToyTrainer(CPU, tmp_path, data or NoisyData(), cfg=load_config(None, overrides), **kw)
+        t.resume()
+        return t
+
+    with pytest.raises(ResumeRefusedError, match=r"GAN\.GF_DIM 128 -> 16; TEXT\.EMBEDDING_DIM 256 -> 32\. Set") as e:
+        resume({"GAN.GF_DIM": 16, "TEXT.EMBEDDING_DIM": 32, "TRAIN.GENERATOR_LR": 1e-5, "WORKERS": 0})
+    assert str(state_path) in str(e.value) and "GENERATOR_LR" not in str(e.value)
+    with pytest.raises(ResumeRefusedError, match=r"DATA_DIR '' \(24 items\) -> '' \(20 items\)"):
+        resume({}, data=NoisyData(20))
+    capsys.readouterr()
+    resume({"TRAIN.GENERATOR_LR": 1e-5, "TRAIN.BATCH_SIZE": 8, "TRAIN.LOG_INTERVAL": 7})
+    out = capsys.readouterr().out
+    assert "resume: TRAIN.GENERATOR_LR 0.0002 -> 1e-05" in out and "resume: TRAIN.BATCH_SIZE 64 -> 8" in out
+    assert "LOG_INTERVAL" not in out
+
+    state = load_checkpoint(str(state_path))
+    state["epoch_batch"] = 3  # as a rolling state written mid-epoch
+    torch.save(state, state_path)
+    with pytest.raises(ResumeRefusedError, match=r"TRAIN\.BATCH_SIZE 64 -> 8 \(the state was written mid-epoch"):
+        resume({"TRAIN.BATCH_SIZE": 8})
+    del state["config"]
+    torch.save(state, state_path)
+    resume({"GAN.GF_DIM": 16})
+    assert "records no config" in capsys.readouterr().out

@@ -307,22 +307,20 @@ class BaseTrainer:
                           "cannot be checked, the current config's optimiser settings apply")
             return
         changes = resume_changes(old, plain_config(self.cfg))
-        refused = list(changes["refused"])
-        if mid_epoch:
-            refused += [(k, a, b) for k, a, b in changes["epoch_boundary"]]
-        else:
+        refused = changes["refused"] + (changes["epoch_boundary"] if mid_epoch else [])
+        if not mid_epoch:
             changes["honoured"] += changes["epoch_boundary"]
+        refused = [f"{k} {a!r} -> {b!r}" for k, a, b in refused]
+        if mid_epoch and changes["epoch_boundary"]:
+            refused[-1] += " (the state was written mid-epoch: its loader position counts batches of the old order)"
         data_old, data_new = state.get("data"), data_fingerprint(self.train_set)
         if data_old is not None and data_old != data_new:
-            refused.append(("DATA_DIR", f"{flat_get(old, 'DATA_DIR')} ({_describe_data(data_old)})",
-                            f"{self.cfg.get('DATA_DIR')} ({_describe_data(data_new)})"))
+            refused.append(f"DATA_DIR {flat_get(old, 'DATA_DIR')!r} ({_describe_data(data_old)}) -> "
+                           f"{self.cfg.get('DATA_DIR')!r} ({_describe_data(data_new)})")
         if refused:
-            where = " (the state was written mid-epoch: its loader position counts batches of the old order)" \
-                if mid_epoch and changes["epoch_boundary"] else ""
             raise ResumeRefusedError(
                 f"{path}: cannot resume with a changed config, the training state was built with other values: "
-                + "; ".join(f"{k} {a!r} -> {b!r}" for k, a, b in refused) + where
-                + ". Set them back to resume, or start a new run (another --output_dir).")
+                + "; ".join(refused) + ". Set them back to resume, or start a new run (another --output_dir).")
         for key, a, b in changes["honoured"]:
             self.note(f"resume: {key} {a!r} -> {b!r}")
 

@@ -315,7 +315,7 @@ class BaseTrainer:
             refused[-1] += " (the state was written mid-epoch: its loader position counts batches of the old order)"
         data_old, data_new = state.get("data"), data_fingerprint(self.train_set)
         if data_old is not None and data_old != data_new:
-            refused.append(f"DATA_DIR {flat_get(old, 'DATA_DIR')!r} ({_describe_data(data_old)}) -> "
+            refused.append(f"DATA_DIR {_flat_get(old, 'DATA_DIR')!r} ({_describe_data(data_old)}) -> "
                            f"{self.cfg.get('DATA_DIR')!r} ({_describe_data(data_new)})")
         if refused:
             raise ResumeRefusedError(
@@ -409,7 +409,8 @@ class BaseTrainer:
             self.logger.line(f"snapshot at epoch {self.epoch}, step {self.step}: {self.model_dir}")
 
 
-def flat_get(tree: dict, dotted: str):
+def _flat_get(tree: dict, dotted: str):
+    """The value at a dotted key of a nested config (None where absent)."""
     for part in dotted.split("."):
         tree = tree.get(part) if isinstance(tree, dict) else None
     return tree

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
 from miscc.safe_pickle import safe_load_pickle
@@ -144,6 +144,26 @@ def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
     r = int(max(w, h) * 0.75)
     cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
     return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
+
+
+def open_rgb(path: str, exif_orientation: bool = True) -> Image.Image:
+    """An image file as 8-bit RGB, whatever its kind: CMYK and palette images converted, 16-bit greyscale scaled to
+    8 bits (PIL's plain conversion clips it to white), transparency composited on white, and (with
+    `exif_orientation`) the EXIF orientation tag applied, as a photo viewer shows the picture. Errors are PIL's."""
+    with Image.open(path) as im:
+        im.load()
+        if exif_orientation:
+            im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            scale = 1 / 256 if im.mode != "I" or np.asarray(im).max() > 255 else 1
+            im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float64) * scale, 0, 255).astype(np.uint8))
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return im.convert("RGB")
 
 
 def read_caption_lines(path: str, captions_per_image: int, warn: bool = True) -> list[str]:
@@ -527,9 +547,8 @@ class TextDataset(Dataset):
         if cached is not None:
             return cached
         path = self.image_paths[index]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
+        try:  # CUB boxes are in stored-pixel coordinates, as AttnGAN read them: no EXIF rotation there
+            img = open_rgb(path, exif_orientation=self.bboxes is None)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise CorruptImageError(f"{path}: cannot read image ({type(e).__name__}: {e}); "
                                     "DATA.SKIP_CORRUPT: True skips unreadable images") from e
@@ -686,16 +705,16 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None) -> DataLoader:
+def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None, generator=None) -> DataLoader:
     """A DataLoader with default collation (the dict items of `TextDataset`), seeded workers, and persistent
     workers so that each keeps its image cache between epochs. With a `sampler` (e.g. DistributedSampler), the
-    sampler does the shuffling."""
+    sampler does the shuffling; a `generator` (torch.Generator) fixes the shuffling and the workers' seeds."""
     if drop_last and len(dataset) < batch_size and sampler is None:
         raise ValueError(f"drop_last with batch_size {batch_size} > {len(dataset)} items gives no batch at all")
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=bool(shuffle) and sampler is None, sampler=sampler,
         drop_last=drop_last, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+        persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator,
     )
 
 

@@ -87,6 +87,9 @@ _DEFAULTS = {
         "DIFFAUGMENT_CUTOUT": 0.25,  # cutout square side, share of the image size
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
+        # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
+        "CHECKPOINT_MINUTES": 10.0,
+        "CHECKPOINT_STEPS": 0,
         "LOG_INTERVAL": 100,
         "IMAGE_INTERVAL": 1000,
         "FINETUNE_TEXT_ENCODER": False,  # SSA-GAN main_finetune.py behaviour
@@ -285,6 +288,79 @@ def parse_overrides(items: list[str] | None) -> dict:
         except yaml.YAMLError:
             value = raw
         out[key.strip()] = "" if value is None else value
+    return out
+
+
+# ---- what a resumed run may change -----------------------------------------------------------------------------
+# Every key of the defaults tree is in exactly one of these groups (a test checks it); an entry ending in '.' is a
+# whole section. HONOURED: a resumed run uses the new value (optimisation, loss weights, length of the run).
+# EPOCH_BOUNDARY: honoured from a state written at the end of an epoch; refused mid-epoch, where the loader's position
+# counts batches of the old order. REFUSED: the snapshot's models or data were built with the old value. IGNORED: no
+# effect on the training trajectory (logging, workers, output and evaluation settings, initialisation-only files).
+RESUME_HONOURED = (
+    "TRAIN.MAX_EPOCH", "TRAIN.SNAPSHOT_INTERVAL", "TRAIN.MAX_STEPS", "TRAIN.DISCRIMINATOR_LR", "TRAIN.GENERATOR_LR",
+    "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.BETA1", "TRAIN.BETA2",
+    "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
+    "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
+    "TRAIN.DIFFAUGMENT_CUTOUT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
+    "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
+    "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",
+)
+RESUME_EPOCH_BOUNDARY = ("TRAIN.BATCH_SIZE", "SEED")
+RESUME_REFUSED = (
+    "DATASET_NAME", "MODEL", "RNN_TYPE", "USE_SN", "loss", "DATA.LAYOUT", "TREE.", "GAN.", "TEXT.", "TRAIN.NF",
+    "TRAIN.NET_E", "TRAIN.EMA", "TRAIN.FINETUNE_TEXT_ENCODER", "DAMSM.IMAGE_ENCODER", "DAMSM.IMAGE_SIZE",
+    "INTCLS.TYPE", "INTCLS.NOISE_FIRST", "INTCLS.MINIBATCH_DISC", "INTCLS.TEXT_SOURCE", "INTCLS.HD5_PATH",
+    "INTCLS.EMBED_DIM", "INTCLS.PROJECTED_DIM", "INTCLS.NGF", "INTCLS.NDF",
+)
+RESUME_IGNORED = (
+    "CONFIG_NAME", "CONFIG_FILE", "DATA_DIR", "GPU_ID", "CUDA", "WORKERS", "B_VALIDATION", "RESTORE", "OUTPUT_DIR",
+    "DATA.SKIP_CORRUPT", "DATA.CACHE_IMAGES", "TRAIN.FLAG", "TRAIN.NET_G", "TRAIN.B_NET_D", "TRAIN.WARMUP_EPOCHS",
+    "TRAIN.GSAVE_INTERVAL", "TRAIN.DSAVE_INTERVAL", "TRAIN.LOG_INTERVAL", "TRAIN.IMAGE_INTERVAL",
+    "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "DAMSM.INCEPTION_WEIGHTS", "DAMSM.VALID_BATCHES",
+    "DAMSM.RPREC_SAMPLES", "EVAL.", "INTCLS.SRCNN_WEIGHTS", "INTCLS.SRCNN_SCALE",
+)
+_RESUME_GROUPS = {"honoured": RESUME_HONOURED, "epoch_boundary": RESUME_EPOCH_BOUNDARY, "refused": RESUME_REFUSED,
+                  "ignored": RESUME_IGNORED}
+
+
+def resume_rule(dotted: str) -> str:
+    """'honoured', 'epoch_boundary', 'refused' or 'ignored' for a dotted config key (the longest entry wins)."""
+    best, rule = -1, None
+    for name, entries in _RESUME_GROUPS.items():
+        for e in entries:
+            if (dotted == e or (e.endswith(".") and dotted.startswith(e))) and len(e) > best:
+                best, rule = len(e), name
+    if rule is None:
+        raise KeyError(f"config key '{dotted}' has no resume rule (add it to a RESUME_* group in miscc/config.py)")
+    return rule
+
+
+def plain_config(cfg) -> dict:
+    """The config as plain nested dicts of str/int/float/bool/list (what `torch.load(weights_only=True)` reads)."""
+    return {k: plain_config(v) if isinstance(v, dict) else (list(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in cfg.items()}
+
+
+def flat_config(tree: dict, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of a nested config."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_changes(old: dict, new: dict) -> dict:
+    """The leaf keys whose value differs between a recorded config and the current one, grouped by `resume_rule`:
+    {rule: [(key, old, new), ...]}. Keys one side lacks (another version of the project) are not compared."""
+    old_flat, new_flat = flat_config(old), flat_config(new)
+    out: dict = {name: [] for name in _RESUME_GROUPS}
+    for key in sorted(old_flat.keys() & new_flat.keys()):
+        if old_flat[key] != new_flat[key]:
+            out[resume_rule(key)].append((key, old_flat[key], new_flat[key]))
     return out
 
 

@@ -28,9 +28,8 @@ import warnings
 from collections import Counter
 
 import numpy as np
-from PIL import Image
 
-from datasets import TextDataset, build_captions, read_caption_lines, write_captions_pickle
+from datasets import TextDataset, build_captions, open_rgb, read_caption_lines, write_captions_pickle
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -76,9 +75,9 @@ def scan_folder(src: str) -> list[tuple[str, str, str, str | None]]:
 
 
 def _check_image(path: str) -> None:
+    """Decode the whole image (a truncated JPEG passes PIL's `verify`, which reads only the headers)."""
     try:
-        with Image.open(path) as im:
-            im.verify()
+        open_rgb(path)
     except Exception as e:
         raise FolderImportError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
@@ -113,8 +112,7 @@ def import_folder(src: str, out: str, test_fraction: float = 0.2, seed: int = 0,
         if os.path.splitext(image)[1].lower() in ((".jpg", ".jpeg") if out_ext == ".jpg" else (out_ext,)):
             shutil.copyfile(image, dst)
         else:
-            with Image.open(image) as im:
-                im.convert("RGB").save(dst)
+            open_rgb(image).save(dst)
         txt = os.path.join(out, "text", key + ".txt")
         os.makedirs(os.path.dirname(txt), exist_ok=True)
         shutil.copyfile(text, txt)

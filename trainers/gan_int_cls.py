@@ -225,10 +225,11 @@ class GANINTCLSTrainer(BaseTrainer):
         return {"optG": self.optG, "optD": self.optD}
 
     def extra_state(self):
-        return {"gen_iteration": self.gen_iteration}
+        return {"gen_iteration": self.gen_iteration, "critic_done": self._critic_done}
 
     def load_extra_state(self, state):
         self.gen_iteration = int(state.get("gen_iteration", 0))
+        self._critic_done = int(state.get("critic_done", 0))
 
     def _load_release_weights(self, cfg, net_g) -> int:
         """TRAIN.NET_G (`gen_<e>.pth` of the port, or ours), with B_NET_D also `disc_<e>.pth` beside it; returns the
@@ -243,8 +244,9 @@ class GANINTCLSTrainer(BaseTrainer):
     # ---- data ---------------------------------------------------------------------------------------------------
     def epoch_loader(self, epoch):
         loader = super().epoch_loader(epoch)
-        self._batches_left = len(loader)
-        self._critic_done = 0  # the port's critic count restarts with the epoch
+        self._batches_left = len(loader) - self.epoch_batch  # a mid-epoch resume continues the epoch's counts
+        if self.epoch_batch == 0:
+            self._critic_done = 0  # the port's critic count restarts with the epoch
         return loader
 
     def make_batch(self, raw) -> IntClsBatch:

@@ -22,6 +22,7 @@ from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import shutdown_runtime, start_runtime
 from trainers.sampling import gen_example, sample_test_set
+from miscc.errors import MissingFileError
 
 
 def default_output_dir(cfg) -> str:
@@ -128,7 +129,7 @@ def latest_generator(model_dir: str) -> str:
         if m:
             found[int(m.group(1))] = name
     if not found:
-        raise FileNotFoundError(f"no netG_epoch_<N>.pth or netG_<NNN>.pth in {model_dir}")
+        raise MissingFileError(f"no netG_epoch_<N>.pth or netG_<NNN>.pth in {model_dir}")
     return os.path.join(model_dir, found[max(found)])
 
 

@@ -17,6 +17,7 @@ import os
 import sys
 
 from eval.protocols import EvalContext, folder_source, parse_protocols, run_protocols
+from miscc.errors import InputError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             return []
         protocols = parse_protocols(args.protocols)
         if any(p.metric == "rprec" for p in protocols):
-            raise ValueError("rprec needs the DAMSM image/text encoders; run it through the training entry point "
+            raise InputError("rprec needs the DAMSM image/text encoders; run it through the training entry point "
                              "(or use cliprprec with --clip)")
         ctx = EvalContext(inception_weights=args.inception, real=args.real, real_split=args.real_split,
                           real_n=args.real_n, real_resize=args.real_resize, cache_dir=args.cache_dir,

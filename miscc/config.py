@@ -46,6 +46,7 @@ _DEFAULTS = {
         "LAYOUT": "",
         "SKIP_CORRUPT": False,  # skip unreadable images with a warning instead of failing
         "CACHE_IMAGES": -1,  # decoded-image cache: -1 auto (small datasets), 0 off, 1 on
+        "STRICT_TEXT": False,  # invalid UTF-8 in a caption file: an error (True) or a warning and U+FFFD (False)
     },
     "TREE": {"BRANCH_NUM": 3, "BASE_SIZE": 64},
     "TRAIN": {

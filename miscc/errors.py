@@ -41,6 +41,10 @@ class MissingKeyError(UserError, KeyError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnreadableFileError(UserError, OSError):
+    """A file that exists but cannot be decoded (an image, a text file)."""
+
+
 class OutputPathError(UserError, OSError):
     """An output path that cannot be used (e.g. an existing regular file where a folder is needed)."""
 

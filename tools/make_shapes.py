@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
+from miscc.errors import InputError
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = {
@@ -314,7 +315,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("image_size", image_size,
                                                                             MIN_IMAGE_SIZE)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"generate_shapes: {name} must be an integer >= {low}, got {value!r}")
+            raise InputError(f"generate_shapes: {name} must be an integer >= {low}, got {value!r}")
     out_dir = os.fspath(out_dir)
     image_size = int(image_size)
     rng = np.random.default_rng(seed)

@@ -16,6 +16,7 @@ import sys
 from PIL import Image
 
 from models.srcnn import load_srcnn, upscale
+from miscc.errors import MissingFileError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -25,7 +26,7 @@ def find_inputs(path: str, scale: int) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"input not found: {path}")
+        raise MissingFileError(f"input not found: {path}")
     suffix = f"_x{scale}"
     return [os.path.join(path, f) for f in sorted(os.listdir(path))
             if f.lower().endswith(EXTENSIONS) and not os.path.splitext(f)[0].endswith(suffix)

@@ -25,11 +25,12 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from miscc.checkpoint import atomic_save, load_checkpoint
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
+from miscc.errors import MissingKeyError, UserError
 
 STATE_FILE = "training_state.pth"
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A loss became NaN or infinite; training stops and the last snapshot is kept."""
 
 
@@ -230,7 +231,7 @@ class BaseTrainer:
         state = load_checkpoint(path, "training state", map_location=self.rt.device)
         for k, m in self.modules().items():
             if k not in state["models"]:
-                raise KeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
+                raise MissingKeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
             unwrap(m).load_state_dict(state["models"][k])
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])

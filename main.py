@@ -22,7 +22,7 @@ from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import shutdown_runtime, start_runtime
 from trainers.sampling import gen_example, sample_test_set
-from miscc.errors import MissingFileError
+from miscc.errors import InputError, MissingFileError, run_cli
 
 
 def default_output_dir(cfg) -> str:
@@ -159,7 +159,7 @@ def main(argv=None) -> int:
                 if cfg.EVAL.PROTOCOLS:
                     run_sampling(cfg, spec, rt, net_g)
     elif not cfg.TRAIN.NET_G:
-        raise SystemExit("sampling needs TRAIN.NET_G: the generator file (e.g. netG_epoch_600.pth)")
+        raise InputError("sampling needs TRAIN.NET_G: the generator file (e.g. netG_epoch_600.pth)")
     elif not spec.uses_text_dataset(cfg):
         run_hd5_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
     elif cfg.B_VALIDATION:
@@ -171,4 +171,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

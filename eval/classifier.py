@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eval.images import to_float
-from miscc.checkpoint import atomic_save, load_checkpoint
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.errors import InputError
 
 FORMAT = "t2i-eval-classifier/1"
@@ -151,7 +151,7 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> DatasetCla
         raise InputError(f"{path}: not a classifier written by eval.train_classifier (expected format {FORMAT!r}, "
                          f"got {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
     model = DatasetClassifier(ckpt["heads"], ckpt["image_size"], ckpt["width"], ckpt["depth"])
-    model.load_state_dict(ckpt["state_dict"])
+    load_state_dict_strict(model, ckpt["state_dict"], path)
     model.info = {k: v for k, v in ckpt.items() if k not in ("state_dict", "heads")}
     model.info["path"] = path
     return model.to(device).eval()

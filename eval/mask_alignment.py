@@ -19,7 +19,7 @@ import sys
 import numpy as np
 from PIL import Image
 from scipy.stats import rankdata
-from miscc.errors import InputError, MissingFileError
+from miscc.errors import InputError, MissingFileError, add_debug_argument, run_cli
 
 MASK_SUFFIX = "_mask.png"
 
@@ -91,10 +91,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a sampling folder with <stem>.png and <stem>_mask.png files")
     parser.add_argument("--threshold", type=float, default=48.0, help="object/background colour distance")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     print(json.dumps(mask_alignment(folder_pairs(args.folder), args.threshold), indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

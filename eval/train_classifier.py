@@ -27,7 +27,7 @@ from eval.classifier import CELL_PREFIX, CLASS_HEAD, EMPTY, DatasetClassifier, a
 from eval.images import load_image_uint8
 from miscc.safe_pickle import safe_load_pickle
 from miscc.text import read_text_lines
-from miscc.errors import InputError, MissingFileError, MissingKeyError
+from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -201,15 +201,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_images", type=int, default=None, help="use at most this many images per part")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (on a CPU shared with other jobs, 1 can be several times faster)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        summary = train_classifier(args.data_dir, args.out, args.size, args.epochs, args.batch_size, args.lr,
-                                   args.width, args.seed, args.device, args.max_images)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    summary = train_classifier(args.data_dir, args.out, args.size, args.epochs, args.batch_size, args.lr,
+                               args.width, args.seed, args.device, args.max_images)
     print(f"saved {summary['out']} ({summary['train_seconds']}s; fit on {summary['fit_split']} "
           f"[{summary['n_fit']}], evaluated on {summary['eval_split']} [{summary['n_eval']}])")
     print(f"  class accuracy: {summary['accuracy'][CLASS_HEAD]:.4f}")
@@ -225,4 +222,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -19,6 +19,8 @@ import re
 import yaml
 from easydict import EasyDict
 
+from miscc.errors import add_debug_argument
+
 # The originals ran from `code/` with data one level up (`../data/birds`); see `resolve_path`.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -285,6 +287,7 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--gpu", dest="gpu_id", type=int, default=None, help="GPU index; -1 runs on the CPU")
     parser.add_argument("--data_dir", default=None, help="overrides DATA_DIR")
     parser.add_argument("--manualSeed", type=int, default=None, help="overrides SEED")
+    add_debug_argument(parser)
 
 
 def parse_training_args(description: str, argv=None):

@@ -39,7 +39,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from models.gan_int_cls import wrong_indices
-from miscc.errors import InputError, MissingFileError, MissingKeyError
+from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_FIELDS = ("img", "embeddings", "class", "txt")
@@ -347,16 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inspect", help="summarise the splits of an hd5 file")
     p.add_argument("path")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        summary = describe_hd5(args.path)
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    summary = describe_hd5(args.path)
     for split, info in summary.items():
         print(split, " ".join(f"{k}={v}" for k, v in info.items()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -26,7 +26,7 @@ from miscc.config import add_config_arguments, config_from_args
 from miscc.reed_hd5 import convert_to_reed_hd5
 from trainers.common import load_damsm
 from trainers.sampling import encode_sentences
-from miscc.errors import InputError
+from miscc.errors import InputError, run_cli
 
 
 def class_name(class_id: int) -> str:
@@ -106,12 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--valid_fraction", type=float, default=0.0,
                         help="fraction of the train classes moved to the 'valid' split (default 0)")
     args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        result = convert(cfg, args.out, args.captions_per_image, args.valid_fraction)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = config_from_args(args)
+    result = convert(cfg, args.out, args.captions_per_image, args.valid_fraction)
     counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items())
     print(f"wrote {args.out}: {counts} examples, {result['embed_dim']}-d embeddings. Train with "
           f"INTCLS.TEXT_SOURCE=hd5 INTCLS.HD5_PATH={args.out} INTCLS.EMBED_DIM={result['embed_dim']}")
@@ -119,4 +115,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

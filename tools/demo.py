@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+from miscc.errors import UserError, add_debug_argument, run_cli
+
 CONFIGS = {
     ("attngan", "rnn"): "cfg/shapes_attn.yml",
     ("attngan", "bert"): "cfg/shapes_bert_attn.yml",
@@ -35,7 +37,9 @@ def minilm_dir() -> str:
 def run(cmd: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True)
+    status = subprocess.run(cmd).returncode
+    if status:
+        raise UserError(f"{' '.join(cmd[:3])} ... exited with status {status} (its message is above)")
     print(f"  ({time.time() - start:.0f} s)", flush=True)
 
 
@@ -69,6 +73,7 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", type=int, default=-1, help="GPU index (-1: CPU, the default for the demo)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for the generator run (e.g. TRAIN.MAX_EPOCH=1)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     py = sys.executable
     start = time.time()
@@ -113,4 +118,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

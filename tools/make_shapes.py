@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
-from miscc.errors import InputError
+from miscc.errors import InputError, add_debug_argument, run_cli
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = {
@@ -378,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n_test", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_size", type=int, default=256)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -400,4 +401,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

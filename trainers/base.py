@@ -23,9 +23,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from miscc.checkpoint import atomic_save, load_checkpoint
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
-from miscc.errors import MissingKeyError, UserError
+from miscc.errors import MissingFileError, MissingKeyError, UserError, ensure_output_dir
 
 STATE_FILE = "training_state.pth"
 
@@ -150,6 +150,7 @@ class BaseTrainer:
         self.step = 0  # optimiser steps done
         self.scaler = rt.grad_scaler()
         if rt.is_main:
+            ensure_output_dir(output_dir, "run folder (--output_dir)")
             os.makedirs(self.model_dir, exist_ok=True)
             os.makedirs(self.image_dir, exist_ok=True)
         self.logger = RunLogger(os.path.join(output_dir, "Log"), enabled=rt.is_main)
@@ -228,11 +229,14 @@ class BaseTrainer:
     def resume(self, path: str | None = None) -> None:
         """Load a training state (default: this run's `Model/training_state.pth`) and continue after it."""
         path = path or self.state_path
+        if not os.path.isfile(path):
+            raise MissingFileError(f"--resume: no training state at {path} (a run writes it with its first snapshot; "
+                                   "start without --resume, or name the state file: --resume PATH)")
         state = load_checkpoint(path, "training state", map_location=self.rt.device)
         for k, m in self.modules().items():
             if k not in state["models"]:
                 raise MissingKeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
-            unwrap(m).load_state_dict(state["models"][k])
+            load_state_dict_strict(unwrap(m), state["models"][k], f"{path} (model '{k}')")
         for k, o in self.optimizers().items():
             o.load_state_dict(state["optimizers"][k])
         self.scaler.load_state_dict(state["scaler"])

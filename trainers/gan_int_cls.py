@@ -68,7 +68,7 @@ from models.srcnn import SRCNN, load_srcnn, upscale
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, epoch_from_name, load_damsm
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
-from miscc.errors import InputError, MissingFileError
+from miscc.errors import InputError, MissingFileError, run_cli
 
 TEXT_SOURCES = ("encoder", "hd5")
 IMAGE_SIZE = 64  # the port's (and Reed's) resolution; `build_gan_int_cls` builds 64-px nets
@@ -538,20 +538,16 @@ def main(argv=None) -> int:
     net_g = args.net_g or cfg.TRAIN.NET_G
     if not net_g:
         parser.error("give --net_g or set TRAIN.NET_G")
-    try:
-        rt = setup_runtime(cfg.GPU_ID)
-        dataset = open_hd5(cfg, args.split)
-        path = resolve_path(net_g)
-        net = load_sampling_generator(build_sampling_generator(cfg), path).to(rt.device).eval()
-        out = args.out or os.path.join(os.path.splitext(path)[0], f"{args.split}_hd5")
-        result = sample_hd5(net, dataset, out, z_dim=cfg.GAN.Z_DIM, device=rt.device, batch_size=cfg.EVAL.BATCH_SIZE,
-                            seed=cfg.EVAL.SEED, limit=args.n, workers=cfg.WORKERS)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rt = setup_runtime(cfg.GPU_ID)
+    dataset = open_hd5(cfg, args.split)
+    path = resolve_path(net_g)
+    net = load_sampling_generator(build_sampling_generator(cfg), path).to(rt.device).eval()
+    out = args.out or os.path.join(os.path.splitext(path)[0], f"{args.split}_hd5")
+    result = sample_hd5(net, dataset, out, z_dim=cfg.GAN.Z_DIM, device=rt.device, batch_size=cfg.EVAL.BATCH_SIZE,
+                        seed=cfg.EVAL.SEED, limit=args.n, workers=cfg.WORKERS)
     print(f"wrote {result['n']} images to {result['folder']} (captions: {result['captions']})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -33,10 +33,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from miscc.safe_pickle import safe_load_pickle
-from miscc.text import build_vocabulary, encode_tokens, read_caption_file, read_text_lines, swap_pad_id,
-                         tokenize_caption
 from miscc.errors import InputError, MissingFileError, UnreadableFileError
+from miscc.safe_pickle import safe_load_pickle
+from miscc.text import (build_vocabulary, encode_tokens, read_caption_file, read_text_lines, swap_pad_id,
+                        tokenize_caption)
 
 LAYOUTS = ("cub", "coco", "custom")
 SPLITS = ("train", "test")

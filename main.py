@@ -18,11 +18,11 @@ import torch
 
 from datasets import build_dataset
 from miscc.config import parse_training_args, resolve_path
+from miscc.errors import InputError, MissingFileError, run_cli
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import shutdown_runtime, start_runtime
 from trainers.sampling import gen_example, sample_test_set
-from miscc.errors import InputError, MissingFileError, run_cli
 
 
 def default_output_dir(cfg) -> str:

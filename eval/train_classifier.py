@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from eval.classifier import CELL_PREFIX, CLASS_HEAD, EMPTY, DatasetClassifier, attribute_accuracy, \
     predict_logits, save_classifier
 from eval.images import load_image_uint8
+from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 from miscc.safe_pickle import safe_load_pickle
 from miscc.text import read_text_lines
-from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 

@@ -38,8 +38,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from models.gan_int_cls import wrong_indices
 from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
+from models.gan_int_cls import wrong_indices
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_FIELDS = ("img", "embeddings", "class", "txt")

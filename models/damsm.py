@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict, strip_module_prefix
-from miscc.text import swap_pad_id
 from miscc.errors import CheckpointError, InputError, MissingFileError
+from miscc.text import swap_pad_id
 
 # Released AttnGAN vocabularies (len(ixtoword) of the official captions.pickle files).
 RELEASED_VOCAB_SIZES = {"birds": 5450, "coco": 27297}

@@ -23,10 +23,10 @@ import torch
 
 from datasets import build_dataset
 from miscc.config import add_config_arguments, config_from_args
+from miscc.errors import InputError, run_cli
 from miscc.reed_hd5 import convert_to_reed_hd5
 from trainers.common import load_damsm
 from trainers.sampling import encode_sentences
-from miscc.errors import InputError, run_cli
 
 
 def class_name(class_id: int) -> str:

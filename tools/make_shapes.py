@@ -26,8 +26,8 @@ import time
 import numpy as np
 from PIL import Image
 
-from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
 from miscc.errors import InputError, add_debug_argument, run_cli
+from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
 
 SHAPES = ("circle", "square", "triangle")
 COLORS = {

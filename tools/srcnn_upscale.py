@@ -15,8 +15,8 @@ import sys
 
 from PIL import Image
 
-from models.srcnn import load_srcnn, upscale
 from miscc.errors import MissingFileError, UnreadableFileError, add_debug_argument, ensure_output_dir, run_cli
+from models.srcnn import load_srcnn, upscale
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 

@@ -24,8 +24,8 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
-from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 from miscc.errors import MissingFileError, MissingKeyError, UserError, ensure_output_dir
+from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 
 STATE_FILE = "training_state.pth"
 

@@ -6,10 +6,10 @@ import os
 import torch
 
 from miscc.config import image_encoder_path, resolve_path
+from miscc.errors import InputError, MissingFileError
 from miscc.losses import sent_loss, words_loss
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
-from miscc.errors import InputError, MissingFileError
 
 
 def text_encoder_path(cfg) -> str:

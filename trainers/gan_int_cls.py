@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from datasets import CorruptImageError, prepare_data
 from miscc.checkpoint import atomic_save
 from miscc.config import resolve_path
+from miscc.errors import InputError, MissingFileError, run_cli
 from miscc.reed_hd5 import ReedHd5Dataset
 from miscc.vis import image_grid, save_png
 from models.gan_int_cls import (MODEL_TYPES, build_gan_int_cls, build_loss_options, clip_weights, critic_iterations,
@@ -68,7 +69,6 @@ from models.srcnn import SRCNN, load_srcnn, upscale
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, epoch_from_name, load_damsm
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
-from miscc.errors import InputError, MissingFileError, run_cli
 
 TEXT_SOURCES = ("encoder", "hd5")
 IMAGE_SIZE = 64  # the port's (and Reed's) resolution; `build_gan_int_cls` builds 64-px nets

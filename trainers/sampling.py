@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from datasets import build_dataloader, prepare_data
+from miscc.errors import InputError, MissingFileError
 from miscc.text import read_text_lines, swap_pad_id, tokenize_caption
 from miscc.vis import build_super_images, save_png
-from miscc.errors import InputError, MissingFileError
 
 
 def noise_for(batch_size: int, z_dim: int, device, generator: torch.Generator, truncation: float | None = None):

@@ -49,6 +49,7 @@ from PIL import Image
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
+from miscc.errors import InputError, MissingFileError
 from miscc.vis import image_grid
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
@@ -57,7 +58,6 @@ from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm, \
     text_encoder_path
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
-from miscc.errors import InputError, MissingFileError
 
 MAGP_MODES = ("separate", "joint")
 

@@ -19,7 +19,7 @@ import re
 import yaml
 from easydict import EasyDict
 
-from miscc.errors import add_debug_argument
+from miscc.errors import InputError, add_debug_argument
 
 # The originals ran from `code/` with data one level up (`../data/birds`); see `resolve_path`.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -166,7 +166,7 @@ _DEFAULTS = {
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that does not fit the defaults tree."""
 
 

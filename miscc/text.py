@@ -7,21 +7,22 @@ released birds `captions.pickle` exactly.
 from __future__ import annotations
 
 import os
-import re
 import warnings
 
-from nltk.tokenize import RegexpTokenizer
+import regex
 
 from miscc.errors import InputError
 
-_TOKENIZER = RegexpTokenizer(r"\w+")
+# nltk's `RegexpTokenizer(r"\w+").tokenize` is this findall of the `regex` module (whose \w, unlike re's, keeps
+# combining marks inside a word) with nltk's default flags; importing nltk itself takes seconds.
+_WORDS = regex.compile(r"\w+", regex.UNICODE | regex.MULTILINE | regex.DOTALL)
 END_TOKEN = "<end>"  # index 0: padding and end of caption
 
 
 def tokenize_caption(line: str) -> list[str]:
     """Tokens of one caption line, by AttnGAN's rules."""
     line = line.replace("\ufffd\ufffd", " ")
-    tokens = (t.encode("ascii", "ignore").decode("ascii") for t in _TOKENIZER.tokenize(line.lower()))
+    tokens = (t.encode("ascii", "ignore").decode("ascii") for t in _WORDS.findall(line.lower()))
     return [t for t in tokens if t]
 
 
@@ -68,7 +69,7 @@ def cut_sentence(sentence: str, words_num: int, source: str = "sentence") -> str
     For sentences a user types (`tools.generate`, the web page) and caption files being imported; training captions
     keep AttnGAN's random ordered subset of TEXT.WORDS_NUM words instead (`TextDataset`).
     """
-    ends = [m.end() for m in re.finditer(r"\w+", sentence) if m.group().encode("ascii", "ignore")]
+    ends = [m.end() for m in _WORDS.finditer(sentence) if m.group().encode("ascii", "ignore")]
     if words_num < 1 or len(ends) <= words_num:
         return sentence
     warnings.warn(f"{source}: {len(ends)} words, more than TEXT.WORDS_NUM={words_num}; cut to the first {words_num} "

@@ -78,11 +78,14 @@ def expected_layout(layout: str) -> str:
 
 
 def _layout_error(data_dir: str, layout: str, missing: list[str], what: str = "not found") -> DatasetLayoutError:
-    shown = "\n".join(f"  {p}" for p in missing[:5])
-    more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+    """The first line names the first missing path (entry points print it as the `error:` line), the next ones the
+    other missing paths and the tree `layout` expects."""
+    others = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    shown = "".join(f"  {p}\n" for p in missing[1:5])
+    more = f"  ... and {len(missing) - 5} more\n" if len(missing) > 5 else ""
     return DatasetLayoutError(
-        f"{what}:\n{shown}{more}\nDATA_DIR {data_dir} does not match layout '{layout}', which expects:\n"
-        f"{expected_layout(layout)}"
+        f"{what}: {missing[0]}{others}\n{shown}{more}DATA_DIR {data_dir} does not match layout '{layout}', which "
+        f"expects:\n{expected_layout(layout)}"
     )
 
 

@@ -229,10 +229,10 @@ def describe_mismatch(module: torch.nn.Module, state_dict: dict, source: str, sh
     lines = [headline]
     for k in mismatched[:shown]:
         lines.append(f"  size mismatch for {k}: file {_fmt_shape(state_dict[k])}, model {_fmt_shape(own[k])}")
+    if len(mismatched) > shown:
+        lines.append(f"  ... and {len(mismatched) - shown} more tensors of different size")
     for what, keys in (("missing from the file", missing), ("unexpected in the file", unexpected)):
         if keys:
             more = f" ... and {len(keys) - shown} more" if len(keys) > shown else ""
             lines.append(f"  {what}: {', '.join(keys[:shown])}{more}")
-    if len(mismatched) > shown:
-        lines.append(f"  ... and {len(mismatched) - shown} more tensors of different size")
     return "\n".join(lines)

@@ -41,10 +41,10 @@ def read_text_lines(path: str, strict: bool = False) -> list[str]:
     try:
         return data.decode("utf-8").split("\n")
     except UnicodeDecodeError as e:
-        first = data[:e.start].count(b"\n") + 1
-    lines = data.split(b"\n")
-    bad = sum(1 for line in lines if _invalid_utf8(line))
-    what = f"{path}, line {first}: invalid UTF-8 (byte 0x{data[e.start]:02x}; {bad} line{'s' * (bad != 1)} affected)"
+        start = e.start
+    first = data[:start].count(b"\n") + 1
+    bad = sum(1 for line in data.split(b"\n") if _invalid_utf8(line))
+    what = f"{path}, line {first}: invalid UTF-8 (byte 0x{data[start]:02x}; {bad} line{'s' * (bad != 1)} affected)"
     if strict:
         raise InputError(f"{what}; save the file as UTF-8, or allow replacement characters (DATA.STRICT_TEXT False)")
     key = os.path.abspath(path)

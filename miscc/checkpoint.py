@@ -42,15 +42,23 @@ def load_checkpoint(path: str, what: str = "checkpoint", map_location="cpu"):
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        text = str(e)
-        refused = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|\n|$)", text)
-        if refused:  # PyTorch's advice (load with weights_only=False) and its URL are not ours to give
+        reason = _load_failure_reason(e)
+        if "GLOBAL" in reason:
             raise CheckpointError(f"{path}: refusing to load the {what}: it holds code or objects other than tensors "
-                                  f"({refused.group(1).rstrip('. ')}); checkpoints are loaded as data only "
-                                  "(torch.load weights_only=True)") from e
-        first = text.strip().split("\n")[0] if text.strip() else type(e).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint for the {what} "
-                              f"({type(e).__name__}: {first})") from e
+                                  f"({reason}); checkpoints are loaded as data only (torch.load weights_only=True)"
+                                  ) from e
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint for the {what} ({reason})") from e
+
+
+def _load_failure_reason(e: Exception) -> str:
+    """The reason in a `torch.load` error, without PyTorch's advice to load with weights_only=False and its URL."""
+    text = str(e).strip()
+    if "Weights only load failed" not in text:
+        return f"{type(e).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")
+    lines = [line.strip() for line in text.split("\n")[1:] if line.strip()]
+    lines = [line.split("WeightsUnpickler error:", 1)[-1].strip() for line in lines
+             if not line.startswith("Check the documentation")]
+    return " ".join(line for line in lines if line).rstrip(".") or "weights-only unpickler refused it"
 
 
 def strip_module_prefix(state_dict: dict) -> OrderedDict:

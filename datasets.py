@@ -239,6 +239,9 @@ def _check_captions_pickle(path: str, data, split: str, n_images: int, captions_
 # Sampling helpers (torch generator, numpy generator, or torch's global generator)
 # ----------------------------------------------------------------------------------------------------------------
 
+FLIP_MODES = ("random", "none", "text")
+
+
 def _randint(high: int, rng=None) -> int:
     if isinstance(rng, np.random.Generator):
         return int(rng.integers(high))
@@ -279,6 +282,12 @@ class TextDataset(Dataset):
     branch but the last is a Resize of that crop. DAMSM uses branch_num=1, base_size=299. The Resize output is cached
     as uint8 after the first decode when `cache_images` is 1, or -1 (auto) and the split fits in AUTO_CACHE_BYTES; the
     cache lives in each process (DataLoader workers keep theirs with `persistent_workers`, see `build_dataloader`).
+    Without a random crop the per-branch images themselves are cached (uint8 tensors), so a step does no PIL work.
+
+    Augmentation is configurable because AttnGAN's breaks captions that describe positions (a flipped "circle on the
+    left" is on the right; a 76/64 crop moves objects by up to 16 %): `random_crop` (AttnGAN: True) and `flip`:
+    "random" (AttnGAN), "none", or "text" (flip, and swap the words of `flip_word_pairs` in the caption's ids, so
+    "a circle on the left" flipped becomes "a circle on the right").
 
     With `bert_tokenizer` (a transformers tokenizer) the captions are the raw caption lines tokenised without special
     tokens (WordPiece ids, padded with 0, see `swap_pad_id`); `captions.pickle` is then not used and `n_words` is the
@@ -292,7 +301,8 @@ class TextDataset(Dataset):
 
     def __init__(self, data_dir, split="train", *, layout="cub", base_size=64, branch_num=3, words_num=18,
                  captions_per_image=10, augment=True, every_caption=False, bert_tokenizer=None,
-                 skip_corrupt=False, cache_images=-1, image_ext=None, strict_text=False):
+                 skip_corrupt=False, cache_images=-1, image_ext=None, flip="random", random_crop=True,
+                 flip_word_pairs=(("left", "right"),), strict_text=False):
         if layout not in LAYOUTS:
             raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if split not in SPLITS:
@@ -301,6 +311,8 @@ class TextDataset(Dataset):
                             ("captions_per_image", captions_per_image)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if flip not in FLIP_MODES:
+            raise InputError(f"flip (DATA.FLIP) must be one of {FLIP_MODES}, got {flip!r}")
         if cache_images not in (-1, 0, 1):
             raise InputError(f"cache_images must be -1 (auto), 0 (off) or 1 (on), got {cache_images!r}")
         self.data_dir = os.fspath(data_dir)
@@ -309,6 +321,8 @@ class TextDataset(Dataset):
         self.words_num, self.captions_per_image = int(words_num), int(captions_per_image)
         self.augment, self.every_caption, self.skip_corrupt = augment, every_caption, skip_corrupt
         self.strict_text = strict_text
+        self.flip = flip if augment else "none"
+        self.random_crop = bool(random_crop and augment)
         self.imsizes = [self.base_size * 2 ** i for i in range(self.branch_num)]
         self.imsize = self.imsizes[-1]
         self.load_size = int(self.imsize * 76 / 64)
@@ -330,7 +344,9 @@ class TextDataset(Dataset):
         n_bytes = len(self.filenames) * self.load_size * self.load_size * 3
         self.cache_images = bool(cache_images == 1 or (cache_images == -1 and n_bytes < AUTO_CACHE_BYTES))
         self._cache: dict[int, np.ndarray] = {}
+        self._branch_cache: dict[int, list[torch.Tensor]] = {}
         self._text_cache: dict[int, list[str]] = {}
+        self._flip_ids = self._flip_id_map(flip_word_pairs) if self.flip == "text" else None
 
     # --- construction ---------------------------------------------------------------------------------------------
 
@@ -538,24 +554,58 @@ class TextDataset(Dataset):
             self._cache[index] = arr
         return arr
 
-    def get_imgs(self, index: int, rng=None) -> list[torch.Tensor]:
-        """Image `index` at every branch size, FloatTensor[3, s, s] in [-1, 1] (crop and flip as configured)."""
+    def get_imgs(self, index: int, rng=None, flip: bool | None = None) -> list[torch.Tensor]:
+        """Image `index` at every branch size, FloatTensor[3, s, s] in [-1, 1]: cropped (random or centre) as
+        configured, flipped when `flip` is True (None: drawn at random unless DATA.FLIP is 'none')."""
+        branches = self._branch_cache.get(index)
+        if branches is None:
+            branches = self._branch_images(index, rng)
+            if self.cache_images and not self.random_crop:
+                self._branch_cache[index] = branches
+        if flip is None:
+            flip = self.flip != "none" and _rand(rng) < 0.5
+        return [(t.flip(-1) if flip else t).float().div_(127.5).sub_(1.0) for t in branches]
+
+    def _branch_images(self, index: int, rng=None) -> list[torch.Tensor]:
+        """uint8 [3, s, s] per branch from one (random or centre) crop of the decoded image."""
         arr = self._decode(index)
         h, w = arr.shape[:2]
         s = self.imsize
-        if self.augment:
+        if self.random_crop:
             top, left = _randint(h - s + 1, rng), _randint(w - s + 1, rng)
         else:
             top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-        crop = arr[top: top + s, left: left + s]
-        if self.augment and _rand(rng) < 0.5:
-            crop = crop[:, ::-1]
-        crop = Image.fromarray(np.ascontiguousarray(crop))
+        crop = Image.fromarray(np.ascontiguousarray(arr[top: top + s, left: left + s]))
         out = []
         for size in self.imsizes:
             im = crop if size == s else crop.resize((size, size), Image.BILINEAR)
-            t = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).float()
-            out.append(t.div_(127.5).sub_(1.0))
+            out.append(torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).contiguous())
+        return out
+
+    def _flip_id_map(self, pairs) -> dict[int, int]:
+        """{word id: id of its mirror word} for DATA.FLIP 'text' (both directions of every pair in the vocabulary)."""
+        mapping = {}
+        for pair in pairs:
+            if len(pair) != 2:
+                raise InputError(f"DATA.FLIP_WORD_PAIRS entries must be two words, got {pair!r}")
+            a, b = (self._word_id(w) for w in pair)
+            if a is None or b is None:
+                raise InputError(f"DATA.FLIP 'text': the word pair {list(pair)} is not in the vocabulary of "
+                                 f"{self.data_dir} (a flip could not swap it in the captions)")
+            mapping[a], mapping[b] = b, a
+        return mapping
+
+    def _word_id(self, word: str) -> int | None:
+        if self.bert_tokenizer is not None:
+            ids = self.bert_tokenizer(word, add_special_tokens=False)["input_ids"]
+            return swap_pad_id(list(ids), self.pad_token_id)[0] if len(ids) == 1 else None
+        return self.wordtoix.get(word)
+
+    def mirror_caption(self, caption: torch.Tensor) -> torch.Tensor:
+        """Caption ids with every DATA.FLIP_WORD_PAIRS word replaced by its mirror word."""
+        out = caption.clone()
+        for a, b in self._flip_ids.items():
+            out[caption == a] = b
         return out
 
     # --- items ----------------------------------------------------------------------------------------------------
@@ -570,9 +620,12 @@ class TextDataset(Dataset):
             index, j = i, _randint(self.captions_per_image)
         if index in self._bad:
             raise CorruptImageError(self.image_paths[index])
-        imgs = self.get_imgs(index)
+        flip = self.flip != "none" and _rand() < 0.5
+        imgs = self.get_imgs(index, flip=flip)
         caption_index = index * self.captions_per_image + j
         caption, cap_len = self.get_caption(caption_index)
+        if flip and self._flip_ids:
+            caption = self.mirror_caption(caption)
         return dict(imgs=imgs, caption=caption, cap_len=cap_len, class_id=int(self.class_ids[index]),
                     key=self.filenames[index], index=index, caption_index=caption_index)
 
@@ -683,7 +736,9 @@ def build_dataset(cfg, split, **kwargs) -> TextDataset:
     args = dict(
         layout=data_layout(cfg), base_size=cfg.TREE.BASE_SIZE, branch_num=cfg.TREE.BRANCH_NUM,
         words_num=cfg.TEXT.WORDS_NUM, captions_per_image=cfg.TEXT.CAPTIONS_PER_IMAGE,
-        skip_corrupt=cfg.DATA.SKIP_CORRUPT, cache_images=cfg.DATA.CACHE_IMAGES, strict_text=cfg.DATA.STRICT_TEXT,
+        skip_corrupt=cfg.DATA.SKIP_CORRUPT, cache_images=cfg.DATA.CACHE_IMAGES, flip=cfg.DATA.FLIP,
+        random_crop=cfg.DATA.RANDOM_CROP, flip_word_pairs=[p.split(":") for p in cfg.DATA.FLIP_WORD_PAIRS],
+        strict_text=cfg.DATA.STRICT_TEXT,
     )
     if cfg.TEXT.ENCODER == "bert" and "bert_tokenizer" not in kwargs:
         args["bert_tokenizer"] = load_bert_tokenizer(resolve_path(cfg.TEXT.BERT_PATH))

@@ -201,6 +201,10 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     with a named position only) when an object of the caption's colour (its shape, if no colour is named) is
     predicted in that cell; `object` when an object with the caption's colour and shape is predicted in the named
     cell (anywhere, with none named).
+    The per-object measures of the project's `shapes` bar (objects anywhere in the image, not in the named cell):
+    `color_any` = some object of the caption object's colour is predicted; `color_shape_any` = some object of its
+    colour and shape; `color_at_position` (objects with a named position) = the named cell holds an object of its
+    colour; `all_three` (likewise) = the named cell holds an object of its colour and shape.
     `value` (the headline) is the share of images whose every caption object is right; `count` the share whose
     predicted number of objects equals the caption's. Captions naming no shape are skipped (`n_unparsed`).
     """
@@ -212,7 +216,8 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     n_images = next(iter(logits.values())).shape[0]
     if n_images != len(captions):
         raise InputError(f"attribute_accuracy: {n_images} images but {len(captions)} captions")
-    hits = {k: [] for k in ("color", "shape", "position", "object")}
+    hits = {k: [] for k in ("color", "shape", "position", "object", "color_any", "color_shape_any",
+                            "color_at_position", "all_three")}
     image_ok, count_ok, unparsed = [], [], 0
     for i, caption in enumerate(captions):
         wanted = [o for o in parse_caption(caption) if o.get("shape")]
@@ -231,6 +236,14 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
                             for p in pool)
             if o.get("color") is not None:
                 hits["color"].append(color_ok)
+                hits["color_any"].append(any(p["color"] == o["color"] for p in predicted))
+                hits["color_shape_any"].append(any(p["color"] == o["color"] and p["shape"] == o["shape"]
+                                                   for p in predicted))
+                if pos:
+                    cell = at.get(pos)
+                    hits["color_at_position"].append(cell is not None and cell["color"] == o["color"])
+                    hits["all_three"].append(cell is not None and cell["color"] == o["color"]
+                                             and cell["shape"] == o["shape"])
             hits["shape"].append(shape_ok)
             hits["object"].append(object_ok)
             if pos:

@@ -49,6 +49,11 @@ _DEFAULTS = {
         "SKIP_CORRUPT": False,  # skip unreadable images with a warning instead of failing
         "CACHE_IMAGES": -1,  # decoded-image cache: -1 auto (small datasets), 0 off, 1 on
         "STRICT_TEXT": False,  # invalid UTF-8 in a caption file: an error (True) or a warning and U+FFFD (False)
+        # training augmentation (AttnGAN: both on). Off, or FLIP 'text', where captions describe positions:
+        # 'text' flips and swaps the words of FLIP_WORD_PAIRS ("left:right") in the caption.
+        "RANDOM_CROP": True,
+        "FLIP": "random",  # random | none | text
+        "FLIP_WORD_PAIRS": ["left:right"],
     },
     "TREE": {"BRANCH_NUM": 3, "BASE_SIZE": 64},
     "TRAIN": {
@@ -79,6 +84,10 @@ _DEFAULTS = {
         "EMA": True,  # keep an EMA of G (AttnGAN stores it as netG_epoch_%d.pth)
         "EMA_DECAY": 0.999,
         "AMP": "none",  # none | bf16 | fp16
+        # DiffAugment of D's inputs (miscc/diffaugment.py): '' off, or e.g. 'translation,cutout' / 'color'
+        "DIFFAUGMENT": "",
+        "DIFFAUGMENT_TRANSLATION": 0.0625,  # max shift, share of the image size
+        "DIFFAUGMENT_CUTOUT": 0.25,  # cutout square side, share of the image size
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         "LOG_INTERVAL": 100,
@@ -96,6 +105,9 @@ _DEFAULTS = {
         # BERT-AttnGAN options
         "B_INIT_ATTENTION": False,  # spatial word attention at the end of stage 1
         "UPSAMPLE": "nearest",  # nearest (AttnGAN) | bilinear (BERT-AttnGAN, align_corners=True)
+        # ours
+        "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
+        "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
     },
     "TEXT": {
         "CAPTIONS_PER_IMAGE": 10,

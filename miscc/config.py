@@ -19,6 +19,8 @@ import re
 import yaml
 from easydict import EasyDict
 
+from miscc.errors import InputError, add_debug_argument
+
 # The originals ran from `code/` with data one level up (`../data/birds`); see `resolve_path`.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,6 +48,7 @@ _DEFAULTS = {
         "LAYOUT": "",
         "SKIP_CORRUPT": False,  # skip unreadable images with a warning instead of failing
         "CACHE_IMAGES": -1,  # decoded-image cache: -1 auto (small datasets), 0 off, 1 on
+        "STRICT_TEXT": False,  # invalid UTF-8 in a caption file: an error (True) or a warning and U+FFFD (False)
         # training augmentation (AttnGAN: both on). Off, or FLIP 'text', where captions describe positions:
         # 'text' flips and swaps the words of FLIP_WORD_PAIRS ("left:right") in the caption.
         "RANDOM_CROP": True,
@@ -178,7 +181,7 @@ _DEFAULTS = {
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that does not fit the defaults tree."""
 
 
@@ -372,6 +375,7 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--gpu", dest="gpu_id", type=int, default=None, help="GPU index; -1 runs on the CPU")
     parser.add_argument("--data_dir", default=None, help="overrides DATA_DIR")
     parser.add_argument("--manualSeed", type=int, default=None, help="overrides SEED")
+    add_debug_argument(parser)
 
 
 def parse_training_args(description: str, argv=None):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from miscc.errors import InputError
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -24,7 +26,7 @@ def parse_policy(policy: str) -> tuple[str, ...]:
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     bad = [p for p in names if p not in POLICIES]
     if bad:
-        raise ValueError(f"TRAIN.DIFFAUGMENT: unknown policy {bad} in {policy!r}; valid: {', '.join(POLICIES)}")
+        raise InputError(f"TRAIN.DIFFAUGMENT: unknown policy {bad} in {policy!r}; valid: {', '.join(POLICIES)}")
     return names
 
 

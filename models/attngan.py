@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from miscc.errors import InputError
+
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
@@ -44,7 +46,7 @@ def conv3x3(in_planes: int, out_planes: int) -> nn.Conv2d:
 
 def _check_upsample_mode(mode: str) -> None:
     if mode not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+        raise InputError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
 
 
 def upBlock(in_planes: int, out_planes: int, mode: str = "nearest") -> nn.Sequential:
@@ -194,9 +196,9 @@ class INIT_STAGE_G(nn.Module):
                  init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
         super().__init__()
         if base_size not in (32, 64):
-            raise ValueError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
+            raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
         if ngf % 16:
-            raise ValueError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
+            raise InputError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
         if init_attention and nef is None:
             raise ValueError("INIT_STAGE_G with init_attention needs nef (the word feature size)")
         self.gf_dim, self.in_dim = ngf, ncf + z_dim
@@ -268,9 +270,9 @@ class _AttnGANGenerator(nn.Module):
                  init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64):
         super().__init__()
         if branch_num < 1:
-            raise ValueError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
+            raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
         if r_num < 0:
-            raise ValueError(f"GAN.R_NUM must be >= 0, got {r_num}")
+            raise InputError(f"GAN.R_NUM must be >= 0, got {r_num}")
         _check_upsample_mode(upsample_mode)
         self.gf_dim, self.ef_dim, self.z_dim, self.branch_num = gf_dim, ef_dim, z_dim, branch_num
         self.ca_net = CA_NET(ef_dim, condition_dim)
@@ -389,7 +391,7 @@ class D_NET(nn.Module):
         super().__init__()
         n = int(round(math.log2(img_size / 64))) if img_size >= 32 else -2
         if n < -1 or 64 * 2 ** n != img_size:
-            raise ValueError(f"discriminator image size must be 32 or 64·2^n, got {img_size}")
+            raise InputError(f"discriminator image size must be 32 or 64·2^n, got {img_size}")
         self.df_dim, self.ef_dim, self.img_size = ndf, nef, img_size
         self.img_code_s16 = encode_image_by_16times(ndf, last_stride=1 if n < 0 else 2)
         self._trunk = ["img_code_s16"]
@@ -451,7 +453,7 @@ def weights_init(m: nn.Module) -> None:
 
 def _check_base_size(cfg) -> None:
     if cfg.TREE.BASE_SIZE not in (32, 64):
-        raise ValueError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN) or 32 "
+        raise InputError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN) or 32 "
                          f"(small CPU configurations), got TREE.BASE_SIZE={cfg.TREE.BASE_SIZE}")
 
 
@@ -473,7 +475,7 @@ def build_discriminators(cfg, device: torch.device | str | None = None) -> list[
     _check_base_size(cfg)
     ndf, nef, branches = cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.TREE.BRANCH_NUM
     if branches < 1:
-        raise ValueError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
+        raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
     classes = {64: D_NET64, 128: D_NET128, 256: D_NET256}
     sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(branches)]
     if cfg.GAN.B_DCGAN:
@@ -534,10 +536,10 @@ def discriminator_loss(netD: D_NET, real_imgs: torch.Tensor, fake_imgs: torch.Te
     """
     batch_size = real_imgs.size(0)
     if batch_size < 2:
-        raise ValueError("discriminator_loss needs a batch of at least 2: the mismatched pair shifts the sentences "
+        raise InputError("discriminator_loss needs a batch of at least 2: the mismatched pair shifts the sentences "
                          "by one within the batch")
     if adv_loss not in ADV_LOSSES:
-        raise ValueError(f"GAN.ADV_LOSS must be one of {ADV_LOSSES}, got {adv_loss!r}")
+        raise InputError(f"GAN.ADV_LOSS must be one of {ADV_LOSSES}, got {adv_loss!r}")
     fake_imgs = fake_imgs.detach()
     if augment is not None:
         real_imgs, fake_imgs = augment(real_imgs), augment(fake_imgs)

@@ -7,6 +7,7 @@ import torch
 from eval.classifier import (CELL_PREFIX, EMPTY, DatasetClassifier, load_classifier, predict_logits,
                              score_attributes)
 from eval.train_classifier import load_images, load_split, main, train_classifier
+from miscc.errors import run_cli
 
 make_shapes = pytest.importorskip("tools.make_shapes")
 
@@ -55,8 +56,7 @@ def test_missing_class_info_is_refused(shapes_dir, tmp_path, capsys):
     os.remove(copy / "test" / "class_info.pickle")
     with pytest.raises(FileNotFoundError, match=r"test/class_info.pickle.*no class labels"):
         load_split(str(copy), "test")
-    with pytest.raises(SystemExit):
-        main(["--data_dir", str(copy), "--out", str(tmp_path / "x.pth")])
+    assert run_cli(main, ["--data_dir", str(copy), "--out", str(tmp_path / "x.pth")]) == 2
     assert "class_info.pickle" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
 

@@ -19,6 +19,7 @@ import models.gan_int_cls as gic
 from datasets import build_dataset
 from miscc.checkpoint import load_checkpoint
 from miscc.config import load_config
+from miscc.errors import run_cli
 from miscc.reed_hd5 import ReedHd5Dataset, write_reed_hd5
 from models.damsm import build_text_encoder
 from models.srcnn import SRCNN
@@ -405,5 +406,5 @@ def test_convert_hd5_round_trip(shapes, tmp_path, capsys):
             with torch.no_grad():
                 expected = encoder(ids, lens)[1][0].numpy()
             np.testing.assert_allclose(ex["embeddings"][()], expected, rtol=1e-5, atol=1e-6)
-    assert convert_hd5.main(args[:-1] + ["TEXT.EMBEDDING_DIM=32"]) == 1  # the encoder file has 16-d vectors
+    assert run_cli(convert_hd5.main, args[:-1] + ["TEXT.EMBEDDING_DIM=32"]) == 2  # the encoder file has 16-d vectors
     assert "text_encoder1.pth" in capsys.readouterr().err

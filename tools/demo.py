@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from miscc.errors import UserError, add_debug_argument, run_cli
+
 CONFIGS = {
     ("attngan", "rnn"): "cfg/shapes_attn.yml",
     ("attngan", "bert"): "cfg/shapes_bert_attn.yml",
@@ -72,7 +74,9 @@ def minilm_dir() -> str:
 def run(cmd: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True)
+    status = subprocess.run(cmd).returncode
+    if status:
+        raise UserError(f"{' '.join(cmd[:3])} ... exited with status {status} (its message is above)")
     print(f"  ({time.time() - start:.0f} s)", flush=True)
 
 
@@ -152,6 +156,7 @@ def main(argv=None) -> int:
                         help="extra config overrides for the generator run (e.g. TRAIN.MAX_EPOCH=1)")
     parser.add_argument("--train_classifier", action="store_true",
                         help="train the shapes classifier (about a minute) instead of using the shipped one")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     py = sys.executable
     start = time.time()
@@ -201,4 +206,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

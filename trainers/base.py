@@ -29,8 +29,9 @@ import time
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from miscc.checkpoint import atomic_save, load_checkpoint, remove_stale_temporaries
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict, remove_stale_temporaries
 from miscc.config import ConfigError, plain_config, resume_changes
+from miscc.errors import MissingFileError, MissingKeyError, UserError, ensure_output_dir
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 
 STATE_FILE = "training_state.pth"
@@ -40,7 +41,7 @@ class ResumeRefusedError(ConfigError):
     """The config changed in a way a training state cannot honour (model sizes, data, text encoder)."""
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """A loss became NaN or infinite; training stops and the last snapshot is kept."""
 
 
@@ -176,6 +177,7 @@ class BaseTrainer:
         self._resume_rng = None  # RNG states to restore once a mid-epoch loader has been replayed
         self._last_checkpoint = time.monotonic()
         if rt.is_main:
+            ensure_output_dir(output_dir, "run folder (--output_dir)")
             os.makedirs(self.model_dir, exist_ok=True)
             os.makedirs(self.image_dir, exist_ok=True)
         self.logger = RunLogger(os.path.join(output_dir, "Log"), enabled=rt.is_main)
@@ -270,13 +272,16 @@ class BaseTrainer:
         honour raises `ResumeRefusedError` naming every such key with its old and new value, before anything loads.
         """
         path = path or self.state_path
+        if not os.path.isfile(path):
+            raise MissingFileError(f"--resume: no training state at {path} (a run writes it with its first snapshot; "
+                                   "start without --resume, or name the state file: --resume PATH)")
         state = load_checkpoint(path, "training state", map_location=self.rt.device)
         epoch_batch = int(state.get("epoch_batch", 0))
         self.check_resume_config(path, state, mid_epoch=epoch_batch > 0)
         for k, m in self.modules().items():
             if k not in state["models"]:
-                raise KeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
-            unwrap(m).load_state_dict(state["models"][k])
+                raise MissingKeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
+            load_state_dict_strict(unwrap(m), state["models"][k], f"{path} (model '{k}')")
         for k, o in self.optimizers().items():
             # the restored optimiser keeps its moments; its hyperparameters (lr, betas, ...) are the current
             # config's, which the freshly built optimiser holds: the decay schedule restarts from them (initial_lr)

@@ -132,13 +132,18 @@ class EncodedSentences:
 def sample_sentences(generate, text_encoder, dataset, sentences: list[str], *, z_dim: int, device, seed: int = 100,
                      truncation: float | None = None, source: str = "<command line>"):
     """(`generate(noise, sent_emb, words_emb, mask)`'s output, EncodedSentences) for free sentences; sentence j gets
-    row j of the noise drawn from `seed` (`noise_for`), so one sentence repeated N times gives N variants."""
+    row j of the noise drawn from `seed` (`noise_for`), so one sentence repeated N times gives N variants. The
+    generator's own randomness (AttnGAN's conditioning augmentation) is seeded too, in a forked RNG state, so a
+    seed always gives the same images."""
     ids, lens, words = encode_sentences(sentences, dataset, source)
     ids = ids.to(device)
     words_emb, sent_emb = text_encoder(ids, lens.to(device))  # the encoders take unsorted lengths
     text = EncodedSentences(words_emb.float(), sent_emb.float(), ids == 0, words)
     noise = noise_for(len(sentences), z_dim, device, torch.Generator().manual_seed(seed), truncation)
-    return generate(noise, text.sent_emb, text.words_emb, text.mask), text
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return generate(noise, text.sent_emb, text.words_emb, text.mask), text
 
 
 def generate_sentences(generate_stages, text_encoder, dataset, sentences: list[str], out_dir: str, *, z_dim: int,

@@ -97,6 +97,9 @@ async function generate() {
     if (!r.ok) {
       showMessage(data.error || `the server answered ${r.status}`);
       $("status").textContent = "";
+      answer = null;
+      render();
+      $("download").hidden = true;
       return;
     }
     answer = data;

@@ -42,7 +42,8 @@ def small_config(path: str, data_dir: str, **overrides):
 # Tiny overrides shared by every family: 32-d text features, the small 32-px DAMSM image encoder, narrow nets.
 TINY_RUN = {"TEXT.EMBEDDING_DIM": 32, "DAMSM.IMAGE_SIZE": 32, "GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TRAIN.NF": 4,
             "INTCLS.NGF": 8, "INTCLS.NDF": 8, "GPU_ID": -1}
-RUN_CONFIGS = {"attngan": "cfg/shapes_attn.yml", "ssagan": "cfg/shapes_ssa.yml", "gan_int_cls": "cfg/shapes_gan_int_cls.yml"}
+RUN_CONFIGS = {"attngan": "cfg/shapes_attn.yml", "ssagan": "cfg/shapes_ssa.yml",
+               "gan_int_cls": "cfg/shapes_gan_int_cls.yml"}
 
 
 def tiny_run(root, family: str, data_dir: str, net_e: str, **overrides) -> str:

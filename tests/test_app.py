@@ -103,7 +103,7 @@ def test_unknown_words_dropped_with_suggestions(app):
     answer = _ok(app, model=0, sentence="a red zebra circel", variants=1, seed=0)
     assert answer["words"] == ["a", "red"]
     assert answer["dropped"][0]["word"] == "zebra"
-    assert answer["dropped"][1] == {"word": "circel", "suggestions": ["circle"] + answer["dropped"][1]["suggestions"][1:]}
+    assert answer["dropped"][1]["word"] == "circel" and answer["dropped"][1]["suggestions"][0] == "circle"
     status, answer = app.handle({"model": 0, "sentence": "zebra giraffe", "variants": 2})
     assert status == 400 and "None of the words is in this model's vocabulary" in answer["error"]
     assert [d["word"] for d in answer["dropped"]] == ["zebra", "giraffe"]

@@ -156,10 +156,9 @@ class AppModel:
         first_att = len(stages) - len(att_maps)  # attention map k is drawn on the image of stage first_att + k
         out = []
         for i in range(variants):
-            item = {"index": i, "score": scores[i],
-                    "stages": [{"label": f"stage {k + 1} · {s.size(-1)}×{s.size(-1)}", "png": png_data_url(_pil(s[i]))}
-                               for k, s in enumerate(stages)],
-                    "attention": [], "masks": []}
+            item = {"index": i, "score": scores[i], "attention": [], "masks": [],
+                    "stages": [{"label": f"stage {k + 1} · {s.size(-1)}×{s.size(-1)}",
+                                "png": png_data_url(_pil(s[i]))} for k, s in enumerate(stages)]}
             for k, att in enumerate(att_maps):
                 stage = first_att + k
                 base = _pil(stages[stage][i], min_size=64)

@@ -228,3 +228,33 @@ def test_main_writes_the_run_config_that_the_app_reads(runs, tmp_path):
     assert saved.TRAIN.MAX_STEPS == 1 and saved.GAN.GF_DIM == 4 and net_g.endswith("netG_epoch_1.pth")
     model = AppModel("run", saved, net_g, torch.device("cpu"))
     assert len(model.generate("a red circle", 2, 0, None)["variants"]) == 2
+
+
+def test_demo_sized_model_answers_8_variants_within_2_seconds(tmp_path):
+    """cfg/shapes_attn.yml's own sizes (the demo model's compute; untrained weights), through HTTP on one thread:
+    8 variants with their maps, scores and grid in under 2 s (best of three, on a shared CPU)."""
+    data = tiny_shapes(tmp_path / "data")
+    cfg = small_config(RUN_CONFIGS["attngan"], data, GPU_ID=-1)
+    shipped = {f"{section}.{key}": cfg[section][key] for section, key in
+               (("TEXT", "EMBEDDING_DIM"), ("DAMSM", "IMAGE_SIZE"), ("GAN", "GF_DIM"), ("GAN", "DF_DIM"))}
+    run = tiny_run(tmp_path, "attngan", data, tiny_encoders(cfg, tmp_path / "damsm"), **shipped)
+    saved, net_g = run_config(run, None, {})
+    assert (saved.GAN.GF_DIM, saved.TEXT.EMBEDDING_DIM, saved.TREE.BRANCH_NUM) == (8, 128, 2)
+    server = make_server(App([AppModel("demo", saved, net_g, torch.device("cpu"))]), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    body = json.dumps({"model": 0, "sentence": "a red circle in the top left corner on a white background",
+                       "variants": 8, "seed": 0}).encode()
+    times = []
+    try:
+        for _ in range(3):
+            req = urllib.request.Request(f"http://127.0.0.1:{server.server_address[1]}/api/generate", data=body,
+                                         headers={"Content-Type": "application/json"})
+            start = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=60) as r:
+                answer = json.loads(r.read())
+            times.append(time.perf_counter() - start)
+            assert len(answer["variants"]) == 8 and len(answer["variants"][0]["attention"][0]["maps"]) == 12
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert min(times) < 2.0, times

@@ -390,7 +390,7 @@ def headless_chromium(width: int = 1280, height: int = 900):
     return webdriver.Chrome(service=Service(executable_path=found[1]), options=options)
 
 
-def screenshot(app: App, path: str, sentence: str | None = None, variants: int = 4) -> str:
+def screenshot(app: App, path: str, sentence: str | None = None, variants: int = 3) -> str:
     """Serve `app` on a free port, generate `sentence` (default: the first example) in headless Chromium, and save
     the page as a PNG at `path` (the README's picture)."""
     from selenium.webdriver.common.by import By
@@ -402,21 +402,25 @@ def screenshot(app: App, path: str, sentence: str | None = None, variants: int =
     driver = headless_chromium(1100, 900)
     try:
         driver.get(f"http://127.0.0.1:{server.server_address[1]}/")
-        box = WebDriverWait(driver, 30).until(lambda d: d.find_element(By.ID, "sentence"))
+        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.ready === '1'"))
+        box = driver.find_element(By.ID, "sentence")
         box.clear()
         box.send_keys(sentence)
         driver.find_element(By.ID, "variants").clear()
         driver.find_element(By.ID, "variants").send_keys(str(variants))
         driver.find_element(By.ID, "generate").click()
-        WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".variant"))
-        height = driver.execute_script("return document.documentElement.scrollHeight")
-        driver.set_window_size(1100, min(int(height) + 20, 2400))
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        driver.save_screenshot(path)
+        WebDriverWait(driver, 120).until(lambda d: d.find_elements(By.CSS_SELECTOR, ".variant") and d.execute_script(
+            "return [...document.images].every(i => i.complete)"))
+        height, chrome = driver.execute_script("return [document.documentElement.scrollHeight, "
+                                               "window.outerHeight - window.innerHeight]")
+        driver.set_window_size(1100, min(int(height) + int(chrome) + 4, 3000))
+        png = driver.get_screenshot_as_png()
     finally:
         driver.quit()
         server.shutdown()
         server.server_close()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    Image.open(io.BytesIO(png)).convert("RGB").quantize(256).save(path, optimize=True)  # a small file for git
     return path
 
 

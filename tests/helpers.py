@@ -46,13 +46,13 @@ RUN_CONFIGS = {"attngan": "cfg/shapes_attn.yml", "ssagan": "cfg/shapes_ssa.yml",
                "gan_int_cls": "cfg/shapes_gan_int_cls.yml"}
 
 
-def tiny_run(root, family: str, data_dir: str, net_e: str, **overrides) -> str:
+def tiny_run(root, family: str, data_dir: str, net_e: str, config: str | None = None, **overrides) -> str:
     """A run folder as main.py leaves it (config.yml, Model/<generator>) holding an untrained tiny generator of
-    `family`, built from the shipped shapes config; returns the folder."""
+    `family`, built from `config` (default: the family's shipped shapes config); returns the folder."""
     from miscc.config import save_config
     from trainers.registry import get_model_spec
 
-    cfg = small_config(RUN_CONFIGS[family], data_dir, **{**TINY_RUN, "TRAIN.NET_E": net_e, **overrides})
+    cfg = small_config(config or RUN_CONFIGS[family], data_dir, **{**TINY_RUN, "TRAIN.NET_E": net_e, **overrides})
     folder = os.path.join(str(root), f"{family}_run")
     os.makedirs(os.path.join(folder, "Model"), exist_ok=True)
     torch.manual_seed(0)

@@ -111,6 +111,24 @@ def test_unknown_words_dropped_with_suggestions(app):
     assert status == 400 and "no words" in answer["error"]
 
 
+def test_bert_attngan_word_pieces_cut_and_attention_of_every_stage(runs, minilm_dir, tmp_path):
+    """BERT-AttnGAN (cfg/shapes_bert_attn.yml): WordPiece tokens, no unknown words, the cut to TEXT.WORDS_NUM, and
+    the word attention of stage 1 (B_INIT_ATTENTION) as well as stage 2."""
+    config = "cfg/shapes_bert_attn.yml"
+    overrides = {**TINY_RUN, "TEXT.BERT_PATH": str(minilm_dir), "TEXT.WORDS_NUM": 6}
+    data = load_config(f"{runs['attngan']}/{RUN_CONFIG}").DATA_DIR
+    net_e = tiny_encoders(small_config(config, data, **overrides), tmp_path / "damsm")
+    run = tiny_run(tmp_path, "attngan", data, net_e, config=config, **overrides)
+    model = AppModel("bert", *run_config(run, None, {}), torch.device("cpu"))
+    answer = App([model]).handle({"sentence": "a zebra circle on the left of a big square", "variants": 2})[1]
+    assert answer["dropped"] == [] and len(answer["words"]) == 6 and "cut after" in answer["warnings"][0]
+    assert answer["words"][:2] == ["a", "zebra"]  # WordPiece knows every word
+    groups = answer["variants"][0]["attention"]
+    assert ["stage 1" in groups[0]["label"], "stage 2" in groups[1]["label"]] == [True, True]
+    assert [len(g["maps"]) for g in groups] == [6, 6]
+    assert _png(groups[0]["maps"][0]["png"]).size == (64, 64)  # 32-px stage shown at 64 px
+
+
 def test_long_sentence_cut_to_words_num(app):
     words_num = app.models[0].words_num
     sentence = " ".join(["red"] * (words_num + 5))

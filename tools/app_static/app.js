@@ -20,6 +20,14 @@ function figure(cls, png, caption) {
   return f;
 }
 
+function strip(label, cls, pictures) {
+  // one labelled row of captioned pictures: [[png, caption], ...]
+  const row = el("div", "strip");
+  row.append(el("span", "label", label));
+  for (const [png, caption] of pictures) row.append(figure(cls, png, caption));
+  return row;
+}
+
 function showMessage(text) {
   $("message").textContent = text;
   $("message").hidden = !text;
@@ -62,22 +70,11 @@ function render() {
     const title = el("h3", "", `#${v.index + 1} · DAMSM match `);
     title.append(el("span", "score", v.score.toFixed(3)));
     card.append(title);
-    const stages = el("div", "strip");
-    stages.append(el("span", "label", "stages"));
-    for (const s of v.stages) stages.append(figure("stage", s.png, s.label));
-    card.append(stages);
+    card.append(strip("stages", "stage", v.stages.map((s) => [s.png, s.label])));
     for (const group of v.attention) {
-      const row = el("div", "strip attention");
-      row.append(el("span", "label", group.label));
-      for (const m of group.maps) row.append(figure("attn", m.png, m.word));
-      card.append(row);
+      card.append(strip(group.label, "attn", group.maps.map((m) => [m.png, m.word])));
     }
-    if (v.masks.length) {
-      const row = el("div", "strip masks");
-      row.append(el("span", "label", "predicted masks"));
-      for (const m of v.masks) row.append(figure("mask", m.png, m.label));
-      card.append(row);
-    }
+    if (v.masks.length) card.append(strip("predicted masks", "mask", v.masks.map((m) => [m.png, m.label])));
     results.append(card);
   }
 }

@@ -86,7 +86,7 @@ def _pil(image: torch.Tensor, min_size: int = 0) -> Image.Image:
 class AppModel:
     """One generator with its text and image encoders, vocabulary and example sentences, loaded once."""
     name: str
-    cfg: dict
+    cfg: dict  # the EasyDict of miscc.config
     net_g: str
     device: torch.device
     spec: object = field(init=False)
@@ -124,9 +124,11 @@ class AppModel:
         tokens = tokenizer.tokenize(sentence) if tokenizer is not None else tokenize_caption(sentence)
         if not tokens:
             raise RequestError("Type a sentence: this one has no words.", dropped=[], warnings=[])
-        dropped = [{"word": w, "suggestions": difflib.get_close_matches(w, self.vocabulary, n=3, cutoff=0.6)}
-                   for w in tokens if tokenizer is None and w not in self.dataset.wordtoix]
-        known = [w for w in tokens if tokenizer is not None or w in self.dataset.wordtoix]
+        known, dropped = tokens, []  # WordPiece has no unknown words
+        if tokenizer is None:
+            known = [w for w in tokens if w in self.dataset.wordtoix]
+            dropped = [{"word": w, "suggestions": difflib.get_close_matches(w, self.vocabulary, n=3, cutoff=0.6)}
+                       for w in tokens if w not in self.dataset.wordtoix]
         if not known:
             raise RequestError(f"None of the words is in this model's vocabulary ({len(self.vocabulary)} words from "
                                "its training captions), so there is nothing to draw. Try the suggestions or an "

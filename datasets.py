@@ -30,11 +30,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from miscc.errors import InputError, MissingFileError, UnreadableFileError
 from miscc.safe_pickle import safe_load_pickle
-from miscc.text import build_vocabulary, encode_tokens, read_caption_file, swap_pad_id, tokenize_caption
+from miscc.text import (build_vocabulary, encode_tokens, read_caption_file, read_text_lines, swap_pad_id,
+                        tokenize_caption)
 
 LAYOUTS = ("cub", "coco", "custom")
 SPLITS = ("train", "test")
@@ -62,11 +64,11 @@ _LAYOUT_TREES = {
 }
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(MissingFileError):
     """DATA_DIR or a file the chosen layout needs is missing; the message shows the expected tree."""
 
 
-class CorruptImageError(OSError):
+class CorruptImageError(UnreadableFileError):
     """An image file that cannot be decoded."""
 
 
@@ -76,11 +78,14 @@ def expected_layout(layout: str) -> str:
 
 
 def _layout_error(data_dir: str, layout: str, missing: list[str], what: str = "not found") -> DatasetLayoutError:
-    shown = "\n".join(f"  {p}" for p in missing[:5])
-    more = f"\n  ... and {len(missing) - 5} more" if len(missing) > 5 else ""
+    """The first line names the first missing path (entry points print it as the `error:` line), the next ones the
+    other missing paths and the tree `layout` expects."""
+    others = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+    shown = "".join(f"  {p}\n" for p in missing[1:5])
+    more = f"  ... and {len(missing) - 5} more\n" if len(missing) > 5 else ""
     return DatasetLayoutError(
-        f"{what}:\n{shown}{more}\nDATA_DIR {data_dir} does not match layout '{layout}', which expects:\n"
-        f"{expected_layout(layout)}"
+        f"{what}: {missing[0]}{others}\n{shown}{more}DATA_DIR {data_dir} does not match layout '{layout}', which "
+        f"expects:\n{expected_layout(layout)}"
     )
 
 
@@ -93,9 +98,9 @@ def load_filenames(data_dir: str, split: str) -> list[str]:
     path = os.path.join(data_dir, split, "filenames.pickle")
     keys = safe_load_pickle(path)
     if not isinstance(keys, (list, tuple)) or not all(isinstance(k, (str, bytes)) for k in keys):
-        raise ValueError(f"{path}: expected a list of image keys (str), got {type(keys).__name__}")
+        raise InputError(f"{path}: expected a list of image keys (str), got {type(keys).__name__}")
     if not keys:
-        raise ValueError(f"{path}: the '{split}' split lists no images")
+        raise InputError(f"{path}: the '{split}' split lists no images")
     return [k.decode("utf-8") if isinstance(k, bytes) else k for k in keys]
 
 
@@ -106,7 +111,7 @@ def load_class_ids(data_dir: str, split: str, n_images: int) -> np.ndarray:
         return np.arange(n_images, dtype=np.int64)
     ids = np.asarray(safe_load_pickle(path))
     if ids.ndim != 1 or len(ids) != n_images or not np.issubdtype(ids.dtype, np.integer):
-        raise ValueError(f"{path}: expected {n_images} integer class ids (one per key in filenames.pickle), "
+        raise InputError(f"{path}: expected {n_images} integer class ids (one per key in filenames.pickle), "
                          f"got an array of shape {ids.shape} and dtype {ids.dtype}")
     return ids.astype(np.int64)
 
@@ -121,19 +126,19 @@ def load_bboxes(data_dir: str) -> dict[str, tuple[float, float, float, float]]:
     with open(boxes_txt, encoding="utf-8") as f:
         boxes = [line.split() for line in f if line.strip()]
     if len(images) != len(boxes):
-        raise ValueError(f"{images_txt} has {len(images)} rows but {boxes_txt} has {len(boxes)}; they pair by row")
+        raise InputError(f"{images_txt} has {len(images)} rows but {boxes_txt} has {len(boxes)}; they pair by row")
     out = {}
     for row, (im, box) in enumerate(zip(images, boxes), 1):
         if len(im) != 2 or len(box) != 5:
             bad = images_txt if len(im) != 2 else boxes_txt
-            raise ValueError(f"{bad}, row {row}: expected '<id> <path>' / '<id> <x> <y> <w> <h>', got {im or box}")
+            raise InputError(f"{bad}, row {row}: expected '<id> <path>' / '<id> <x> <y> <w> <h>', got {im or box}")
         if im[0] != box[0]:
-            raise ValueError(f"row {row}: image id {im[0]} in {images_txt} but {box[0]} in {boxes_txt}")
+            raise InputError(f"row {row}: image id {im[0]} in {images_txt} but {box[0]} in {boxes_txt}")
         key = os.path.splitext(im[1])[0]
         try:
             out[key] = tuple(float(v) for v in box[1:])
         except ValueError as e:
-            raise ValueError(f"{boxes_txt}, row {row}: bounding box is not numeric: {box[1:]}") from e
+            raise InputError(f"{boxes_txt}, row {row}: bounding box is not numeric: {box[1:]}") from e
     return out
 
 
@@ -146,16 +151,34 @@ def bbox_crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
     return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
 
 
-def read_caption_lines(path: str, captions_per_image: int, warn: bool = True) -> list[str]:
+def open_rgb(path: str, exif_orientation: bool = True) -> Image.Image:
+    """An image file as 8-bit RGB, whatever its kind: CMYK and palette images converted, 16-bit greyscale scaled to
+    8 bits (PIL's plain conversion clips it to white), transparency composited on white, and (with
+    `exif_orientation`) the EXIF orientation tag applied, as a photo viewer shows the picture. Errors are PIL's."""
+    with Image.open(path) as im:
+        im.load()
+        if exif_orientation:
+            im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            scale = 1 / 256 if im.mode != "I" or np.asarray(im).max() > 255 else 1
+            im = Image.fromarray(np.clip(np.asarray(im, dtype=np.float64) * scale, 0, 255).astype(np.uint8))
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        if im.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return im.convert("RGB")
+
+
+def read_caption_lines(path: str, captions_per_image: int, warn: bool = True, strict: bool = False) -> list[str]:
     """The raw text (stripped) of the first `captions_per_image` lines that AttnGAN's tokeniser does not leave empty.
 
     The selection rule is the one of `miscc.text.read_caption_file`, so caption j of an image is the same sentence for
     the RNN (word ids) and BERT (raw text) paths.
     """
-    with open(path, encoding="utf-8", errors="replace") as f:
-        lines = f.read().split("\n")
     out = []
-    for line in lines:
+    for line in read_text_lines(path, strict):
         if tokenize_caption(line):
             out.append(line.strip())
             if len(out) == captions_per_image:
@@ -173,11 +196,12 @@ def _fill_captions(captions: list, captions_per_image: int, path: str) -> list:
     error.
     """
     if not captions:
-        raise ValueError(f"{path}: no non-empty caption (each image needs at least one caption line)")
+        raise InputError(f"{path}: no non-empty caption (each image needs at least one caption line)")
     return [captions[j % len(captions)] for j in range(captions_per_image)]
 
 
-def build_captions(data_dir: str, train_keys: list[str], test_keys: list[str], captions_per_image: int):
+def build_captions(data_dir: str, train_keys: list[str], test_keys: list[str], captions_per_image: int,
+                   strict_text: bool = False):
     """`[train_captions, test_captions, ixtoword, wordtoix]` from `text/<key>.txt`, as AttnGAN's `load_text_data`
     builds `captions.pickle`: vocabulary over train then test words (0 = '<end>'), filename-major id lists."""
     missing = [os.path.join(data_dir, "text", k + ".txt") for k in list(train_keys) + list(test_keys)
@@ -190,7 +214,8 @@ def build_captions(data_dir: str, train_keys: list[str], test_keys: list[str], c
         split_tokens = []
         for k in keys:
             path = os.path.join(data_dir, "text", k + ".txt")
-            split_tokens += _fill_captions(read_caption_file(path, captions_per_image), captions_per_image, path)
+            split_tokens += _fill_captions(read_caption_file(path, captions_per_image, strict=strict_text),
+                                          captions_per_image, path)
         token_lists.append(split_tokens)
     ixtoword, wordtoix = build_vocabulary(token_lists[0] + token_lists[1])
     train_caps, test_caps = ([encode_tokens(t, wordtoix) for t in split] for split in token_lists)
@@ -214,10 +239,10 @@ def write_captions_pickle(path: str, captions) -> None:
 def _check_captions_pickle(path: str, data, split: str, n_images: int, captions_per_image: int):
     if not (isinstance(data, (list, tuple)) and len(data) == 4 and isinstance(data[2], dict)
             and isinstance(data[3], dict)):
-        raise ValueError(f"{path}: expected [train_captions, test_captions, ixtoword, wordtoix]")
+        raise InputError(f"{path}: expected [train_captions, test_captions, ixtoword, wordtoix]")
     caps = data[0] if split == "train" else data[1]
     if len(caps) != n_images * captions_per_image:
-        raise ValueError(
+        raise InputError(
             f"{path}: holds {len(caps)} {split} captions for {n_images} images in {split}/filenames.pickle "
             f"({len(caps) / n_images:.2f} per image), but CAPTIONS_PER_IMAGE={captions_per_image} needs "
             f"{n_images * captions_per_image}. Set TEXT.CAPTIONS_PER_IMAGE to the value the pickle was built with "
@@ -226,13 +251,16 @@ def _check_captions_pickle(path: str, data, split: str, n_images: int, captions_
     n_words = len(data[2])
     for i, c in enumerate(caps):
         if len(c) == 0 or min(c) <= 0 or max(c) >= n_words:
-            raise ValueError(f"{path}: {split} caption {i} is empty or has a word id outside 1..{n_words - 1}: {c}")
+            raise InputError(f"{path}: {split} caption {i} is empty or has a word id outside 1..{n_words - 1}: {c}")
     return [list(c) for c in caps], data[2], data[3]
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Sampling helpers (torch generator, numpy generator, or torch's global generator)
 # ----------------------------------------------------------------------------------------------------------------
+
+FLIP_MODES = ("random", "none", "text")
+
 
 def _randint(high: int, rng=None) -> int:
     if isinstance(rng, np.random.Generator):
@@ -274,6 +302,12 @@ class TextDataset(Dataset):
     branch but the last is a Resize of that crop. DAMSM uses branch_num=1, base_size=299. The Resize output is cached
     as uint8 after the first decode when `cache_images` is 1, or -1 (auto) and the split fits in AUTO_CACHE_BYTES; the
     cache lives in each process (DataLoader workers keep theirs with `persistent_workers`, see `build_dataloader`).
+    Without a random crop the per-branch images themselves are cached (uint8 tensors), so a step does no PIL work.
+
+    Augmentation is configurable because AttnGAN's breaks captions that describe positions (a flipped "circle on the
+    left" is on the right; a 76/64 crop moves objects by up to 16 %): `random_crop` (AttnGAN: True) and `flip`:
+    "random" (AttnGAN), "none", or "text" (flip, and swap the words of `flip_word_pairs` in the caption's ids, so
+    "a circle on the left" flipped becomes "a circle on the right").
 
     With `bert_tokenizer` (a transformers tokenizer) the captions are the raw caption lines tokenised without special
     tokens (WordPiece ids, padded with 0, see `swap_pad_id`); `captions.pickle` is then not used and `n_words` is the
@@ -287,22 +321,28 @@ class TextDataset(Dataset):
 
     def __init__(self, data_dir, split="train", *, layout="cub", base_size=64, branch_num=3, words_num=18,
                  captions_per_image=10, augment=True, every_caption=False, bert_tokenizer=None,
-                 skip_corrupt=False, cache_images=-1, image_ext=None):
+                 skip_corrupt=False, cache_images=-1, image_ext=None, flip="random", random_crop=True,
+                 flip_word_pairs=(("left", "right"),), strict_text=False):
         if layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+            raise InputError(f"layout must be one of {LAYOUTS}, got {layout!r}")
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         for name, value in (("base_size", base_size), ("branch_num", branch_num), ("words_num", words_num),
                             ("captions_per_image", captions_per_image)):
             if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if flip not in FLIP_MODES:
+            raise InputError(f"flip (DATA.FLIP) must be one of {FLIP_MODES}, got {flip!r}")
         if cache_images not in (-1, 0, 1):
-            raise ValueError(f"cache_images must be -1 (auto), 0 (off) or 1 (on), got {cache_images!r}")
+            raise InputError(f"cache_images must be -1 (auto), 0 (off) or 1 (on), got {cache_images!r}")
         self.data_dir = os.fspath(data_dir)
         self.split, self.layout = split, layout
         self.base_size, self.branch_num = int(base_size), int(branch_num)
         self.words_num, self.captions_per_image = int(words_num), int(captions_per_image)
         self.augment, self.every_caption, self.skip_corrupt = augment, every_caption, skip_corrupt
+        self.strict_text = strict_text
+        self.flip = flip if augment else "none"
+        self.random_crop = bool(random_crop and augment)
         self.imsizes = [self.base_size * 2 ** i for i in range(self.branch_num)]
         self.imsize = self.imsizes[-1]
         self.load_size = int(self.imsize * 76 / 64)
@@ -324,7 +364,9 @@ class TextDataset(Dataset):
         n_bytes = len(self.filenames) * self.load_size * self.load_size * 3
         self.cache_images = bool(cache_images == 1 or (cache_images == -1 and n_bytes < AUTO_CACHE_BYTES))
         self._cache: dict[int, np.ndarray] = {}
+        self._branch_cache: dict[int, list[torch.Tensor]] = {}
         self._text_cache: dict[int, list[str]] = {}
+        self._flip_ids = self._flip_id_map(flip_word_pairs) if self.flip == "text" else None
 
     # --- construction ---------------------------------------------------------------------------------------------
 
@@ -350,7 +392,7 @@ class TextDataset(Dataset):
             table = load_bboxes(d)
             missing = [k for k in keys if k not in table]
             if missing:
-                raise ValueError(f"{os.path.join(d, 'CUB_200_2011', 'images.txt')}: no entry for key '{missing[0]}' "
+                raise InputError(f"{os.path.join(d, 'CUB_200_2011', 'images.txt')}: no entry for key '{missing[0]}' "
                                  f"({len(missing)} keys of {self.split}/filenames.pickle missing)")
             bboxes = [table[k] for k in keys]
         elif self.layout == "coco":
@@ -383,7 +425,8 @@ class TextDataset(Dataset):
                 "encoder.weight): use the released captions.pickle with released checkpoints."
             )
             keys = {self.split: self.filenames, other: load_filenames(self.data_dir, other)}
-            data = build_captions(self.data_dir, keys["train"], keys["test"], self.captions_per_image)
+            data = build_captions(self.data_dir, keys["train"], keys["test"], self.captions_per_image,
+                                  self.strict_text)
             try:
                 write_captions_pickle(path, data)
             except OSError as e:
@@ -401,15 +444,16 @@ class TextDataset(Dataset):
             raise _layout_error(self.data_dir, self.layout, missing, "caption files not found")
         lines = []
         for p in paths:
-            lines += _fill_captions(read_caption_lines(p, self.captions_per_image), self.captions_per_image, p)
+            lines += _fill_captions(read_caption_lines(p, self.captions_per_image, strict=self.strict_text),
+                                    self.captions_per_image, p)
         ids = tokenizer(lines, add_special_tokens=False)["input_ids"]
         pad = tokenizer.pad_token_id
         if pad is None and any(0 in c for c in ids):
-            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has no pad token and uses id 0 for text; our "
+            raise InputError(f"tokenizer {tokenizer.name_or_path!r} has no pad token and uses id 0 for text; our "
                              "captions pad with 0, so give it a pad token")
         for i, c in enumerate(ids):
             if not c:
-                raise ValueError(f"{paths[i // self.captions_per_image]}: caption '{lines[i]}' tokenises to nothing")
+                raise InputError(f"{paths[i // self.captions_per_image]}: caption '{lines[i]}' tokenises to nothing")
         self.pad_token_id = pad
         self.captions = [swap_pad_id(list(c), pad) for c in ids]
         vocab = {i: w for w, i in tokenizer.get_vocab().items()}
@@ -473,7 +517,8 @@ class TextDataset(Dataset):
         index, j = divmod(caption_index, self.captions_per_image)
         if index not in self._text_cache:
             path = os.path.join(self.data_dir, "text", self.filenames[index] + ".txt")
-            self._text_cache[index] = (read_caption_lines(path, self.captions_per_image, warn=False)
+            self._text_cache[index] = (read_caption_lines(path, self.captions_per_image, warn=False,
+                                                          strict=self.strict_text)
                                        if os.path.isfile(path) else [])
         lines = self._text_cache[index]
         if lines:
@@ -486,7 +531,7 @@ class TextDataset(Dataset):
         `random.randint(0, N)`, which could reach one past the last image or caption; ours stay in range."""
         others = np.flatnonzero(self.class_ids != class_id)
         if len(others) == 0:
-            raise ValueError(f"the {self.split} split has no image outside class {class_id}")
+            raise InputError(f"the {self.split} split has no image outside class {class_id}")
         caps = torch.zeros(n, self.words_num, dtype=torch.long)
         lens = torch.zeros(n, dtype=torch.long)
         for r in range(n):
@@ -500,7 +545,7 @@ class TextDataset(Dataset):
         """A random image index whose class differs from image `index`'s (GAN-INT-CLS's mismatched image)."""
         others = np.flatnonzero(self.class_ids != self.class_ids[index])
         if len(others) == 0:
-            raise ValueError(f"the {self.split} split has no image outside class {self.class_ids[index]}")
+            raise InputError(f"the {self.split} split has no image outside class {self.class_ids[index]}")
         return int(others[_randint(len(others), rng)])
 
     # --- images ---------------------------------------------------------------------------------------------------
@@ -511,9 +556,8 @@ class TextDataset(Dataset):
         if cached is not None:
             return cached
         path = self.image_paths[index]
-        try:
-            with Image.open(path) as im:
-                img = im.convert("RGB")
+        try:  # CUB boxes are in stored-pixel coordinates, as AttnGAN read them: no EXIF rotation there
+            img = open_rgb(path, exif_orientation=self.bboxes is None)
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
             raise CorruptImageError(f"{path}: cannot read image ({type(e).__name__}: {e}); "
                                     "DATA.SKIP_CORRUPT: True skips unreadable images") from e
@@ -529,24 +573,58 @@ class TextDataset(Dataset):
             self._cache[index] = arr
         return arr
 
-    def get_imgs(self, index: int, rng=None) -> list[torch.Tensor]:
-        """Image `index` at every branch size, FloatTensor[3, s, s] in [-1, 1] (crop and flip as configured)."""
+    def get_imgs(self, index: int, rng=None, flip: bool | None = None) -> list[torch.Tensor]:
+        """Image `index` at every branch size, FloatTensor[3, s, s] in [-1, 1]: cropped (random or centre) as
+        configured, flipped when `flip` is True (None: drawn at random unless DATA.FLIP is 'none')."""
+        branches = self._branch_cache.get(index)
+        if branches is None:
+            branches = self._branch_images(index, rng)
+            if self.cache_images and not self.random_crop:
+                self._branch_cache[index] = branches
+        if flip is None:
+            flip = self.flip != "none" and _rand(rng) < 0.5
+        return [(t.flip(-1) if flip else t).float().div_(127.5).sub_(1.0) for t in branches]
+
+    def _branch_images(self, index: int, rng=None) -> list[torch.Tensor]:
+        """uint8 [3, s, s] per branch from one (random or centre) crop of the decoded image."""
         arr = self._decode(index)
         h, w = arr.shape[:2]
         s = self.imsize
-        if self.augment:
+        if self.random_crop:
             top, left = _randint(h - s + 1, rng), _randint(w - s + 1, rng)
         else:
             top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
-        crop = arr[top: top + s, left: left + s]
-        if self.augment and _rand(rng) < 0.5:
-            crop = crop[:, ::-1]
-        crop = Image.fromarray(np.ascontiguousarray(crop))
+        crop = Image.fromarray(np.ascontiguousarray(arr[top: top + s, left: left + s]))
         out = []
         for size in self.imsizes:
             im = crop if size == s else crop.resize((size, size), Image.BILINEAR)
-            t = torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).float()
-            out.append(t.div_(127.5).sub_(1.0))
+            out.append(torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).contiguous())
+        return out
+
+    def _flip_id_map(self, pairs) -> dict[int, int]:
+        """{word id: id of its mirror word} for DATA.FLIP 'text' (both directions of every pair in the vocabulary)."""
+        mapping = {}
+        for pair in pairs:
+            if len(pair) != 2:
+                raise InputError(f"DATA.FLIP_WORD_PAIRS entries must be two words, got {pair!r}")
+            a, b = (self._word_id(w) for w in pair)
+            if a is None or b is None:
+                raise InputError(f"DATA.FLIP 'text': the word pair {list(pair)} is not in the vocabulary of "
+                                 f"{self.data_dir} (a flip could not swap it in the captions)")
+            mapping[a], mapping[b] = b, a
+        return mapping
+
+    def _word_id(self, word: str) -> int | None:
+        if self.bert_tokenizer is not None:
+            ids = self.bert_tokenizer(word, add_special_tokens=False)["input_ids"]
+            return swap_pad_id(list(ids), self.pad_token_id)[0] if len(ids) == 1 else None
+        return self.wordtoix.get(word)
+
+    def mirror_caption(self, caption: torch.Tensor) -> torch.Tensor:
+        """Caption ids with every DATA.FLIP_WORD_PAIRS word replaced by its mirror word."""
+        out = caption.clone()
+        for a, b in self._flip_ids.items():
+            out[caption == a] = b
         return out
 
     # --- items ----------------------------------------------------------------------------------------------------
@@ -561,9 +639,12 @@ class TextDataset(Dataset):
             index, j = i, _randint(self.captions_per_image)
         if index in self._bad:
             raise CorruptImageError(self.image_paths[index])
-        imgs = self.get_imgs(index)
+        flip = self.flip != "none" and _rand() < 0.5
+        imgs = self.get_imgs(index, flip=flip)
         caption_index = index * self.captions_per_image + j
         caption, cap_len = self.get_caption(caption_index)
+        if flip and self._flip_ids:
+            caption = self.mirror_caption(caption)
         return dict(imgs=imgs, caption=caption, cap_len=cap_len, class_id=int(self.class_ids[index]),
                     key=self.filenames[index], index=index, caption_index=caption_index)
 
@@ -633,16 +714,16 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None) -> DataLoader:
+def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=None, generator=None) -> DataLoader:
     """A DataLoader with default collation (the dict items of `TextDataset`), seeded workers, and persistent
     workers so that each keeps its image cache between epochs. With a `sampler` (e.g. DistributedSampler), the
-    sampler does the shuffling."""
+    sampler does the shuffling; a `generator` (torch.Generator) fixes the shuffling and the workers' seeds."""
     if drop_last and len(dataset) < batch_size and sampler is None:
-        raise ValueError(f"drop_last with batch_size {batch_size} > {len(dataset)} items gives no batch at all")
+        raise InputError(f"drop_last with batch_size {batch_size} > {len(dataset)} items gives no batch at all")
     return DataLoader(
         dataset, batch_size=batch_size, shuffle=bool(shuffle) and sampler is None, sampler=sampler,
         drop_last=drop_last, num_workers=workers, pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0, worker_init_fn=_seed_worker,
+        persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator,
     )
 
 
@@ -653,16 +734,16 @@ def build_dataloader(dataset, batch_size, shuffle, drop_last, workers, sampler=N
 def load_bert_tokenizer(path: str):
     """A transformers tokenizer from a local folder (`local_files_only=True`: nothing is downloaded)."""
     if not path:
-        raise FileNotFoundError("TEXT.ENCODER is 'bert' but TEXT.BERT_PATH is empty: set it to a local model "
+        raise MissingFileError("TEXT.ENCODER is 'bert' but TEXT.BERT_PATH is empty: set it to a local model "
                                 "folder holding the tokenizer files (tokenizer.json or vocab.txt)")
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"TEXT.BERT_PATH not found: {path} (a local folder with the tokenizer files, "
+        raise MissingFileError(f"TEXT.BERT_PATH not found: {path} (a local folder with the tokenizer files, "
                                 "e.g. tokenizer.json or vocab.txt, is required)")
     from transformers import AutoTokenizer
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True)
     except Exception as e:
-        raise FileNotFoundError(f"cannot load a tokenizer from TEXT.BERT_PATH {path}: {e}") from e
+        raise MissingFileError(f"cannot load a tokenizer from TEXT.BERT_PATH {path}: {e}") from e
 
 
 def build_dataset(cfg, split, **kwargs) -> TextDataset:
@@ -674,7 +755,9 @@ def build_dataset(cfg, split, **kwargs) -> TextDataset:
     args = dict(
         layout=data_layout(cfg), base_size=cfg.TREE.BASE_SIZE, branch_num=cfg.TREE.BRANCH_NUM,
         words_num=cfg.TEXT.WORDS_NUM, captions_per_image=cfg.TEXT.CAPTIONS_PER_IMAGE,
-        skip_corrupt=cfg.DATA.SKIP_CORRUPT, cache_images=cfg.DATA.CACHE_IMAGES,
+        skip_corrupt=cfg.DATA.SKIP_CORRUPT, cache_images=cfg.DATA.CACHE_IMAGES, flip=cfg.DATA.FLIP,
+        random_crop=cfg.DATA.RANDOM_CROP, flip_word_pairs=[p.split(":") for p in cfg.DATA.FLIP_WORD_PAIRS],
+        strict_text=cfg.DATA.STRICT_TEXT,
     )
     if cfg.TEXT.ENCODER == "bert" and "bert_tokenizer" not in kwargs:
         args["bert_tokenizer"] = load_bert_tokenizer(resolve_path(cfg.TEXT.BERT_PATH))

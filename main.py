@@ -18,6 +18,7 @@ import torch
 
 from datasets import build_dataset
 from miscc.config import RUN_CONFIG, parse_training_args, resolve_path, save_config
+from miscc.errors import InputError, MissingFileError, run_cli
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import shutdown_runtime, start_runtime
@@ -128,7 +129,7 @@ def latest_generator(model_dir: str) -> str:
         if m:
             found[int(m.group(1))] = name
     if not found:
-        raise FileNotFoundError(f"no netG_epoch_<N>.pth or netG_<NNN>.pth in {model_dir}")
+        raise MissingFileError(f"no netG_epoch_<N>.pth or netG_<NNN>.pth in {model_dir}")
     return os.path.join(model_dir, found[max(found)])
 
 
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
                 if cfg.EVAL.PROTOCOLS:
                     run_sampling(cfg, spec, rt, net_g)
     elif not cfg.TRAIN.NET_G:
-        raise SystemExit("sampling needs TRAIN.NET_G: the generator file (e.g. netG_epoch_600.pth)")
+        raise InputError("sampling needs TRAIN.NET_G: the generator file (e.g. netG_epoch_600.pth)")
     elif not spec.uses_text_dataset(cfg):
         run_hd5_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
     elif cfg.B_VALIDATION:
@@ -172,4 +173,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

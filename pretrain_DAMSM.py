@@ -11,6 +11,7 @@ import sys
 
 from datasets import build_dataset
 from miscc.config import parse_training_args
+from miscc.errors import run_cli
 from trainers.damsm import DAMSMTrainer
 from trainers.runtime import shutdown_runtime, start_runtime
 
@@ -37,4 +38,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -102,3 +102,26 @@ def run_cases(argv, description: str, cases: dict, bench_case, title: str, defau
                 rows.append([name, device_name(device), amp, bs, f"{ips:.2f}"])
                 print(rows[-1], flush=True)
     print_table(title, ["case", "device", "precision", "batch", "images/s"], rows)
+
+
+def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2) -> float:
+    """Seconds per training iteration of the trainer `cfg` describes (MODEL, or the DAMSM trainer when
+    cfg.CONFIG_NAME is 'DAMSM'), on a synthetic batch with random encoders: what `tools.demo` prints as its plan."""
+    from models.damsm import build_image_encoder, build_text_encoder
+    from trainers.runtime import Runtime
+
+    device = device or torch.device("cpu")
+    rt = Runtime(device=device, amp="none")
+    out = tempfile.mkdtemp(prefix="step_seconds_")
+    if cfg.CONFIG_NAME == "DAMSM":
+        from trainers.damsm import DAMSMTrainer
+        trainer = DAMSMTrainer(cfg, rt, out, SyntheticText(n_words), None)
+        sizes = [cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1)]
+    else:
+        from trainers.registry import get_model_spec
+        cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
+        cfg.TRAIN.NET_G = ""
+        trainer = get_model_spec(cfg.MODEL).trainer_class()(cfg, rt, out, SyntheticText(n_words))
+        sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
+    batch = synthetic_batch(batch_size, sizes, n_words, cfg.TEXT.WORDS_NUM, device)
+    return batch_size / time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)

@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eval.images import to_float
-from miscc.checkpoint import atomic_save, load_checkpoint
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
+from miscc.errors import InputError
 
 FORMAT = "t2i-eval-classifier/1"
 CLASS_HEAD = "class"
@@ -46,9 +47,9 @@ class DatasetClassifier(nn.Module):
     def __init__(self, heads: dict[str, list[str]], image_size: int = 64, width: int = 16, depth: int = 4):
         super().__init__()
         if image_size % 2 ** depth:
-            raise ValueError(f"image_size {image_size} must be divisible by 2**depth = {2 ** depth}")
+            raise InputError(f"image_size {image_size} must be divisible by 2**depth = {2 ** depth}")
         if not heads or any(len(labels) < 2 for labels in heads.values()):
-            raise ValueError(f"every head needs at least 2 labels, got { {k: len(v) for k, v in heads.items()} }")
+            raise InputError(f"every head needs at least 2 labels, got { {k: len(v) for k, v in heads.items()} }")
         self.heads = {name: list(labels) for name, labels in heads.items()}
         self.image_size, self.width, self.depth = image_size, width, depth
         layers = [nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
@@ -116,7 +117,7 @@ def classifier_extractor(classifier: DatasetClassifier, device=None, batch_size:
     from eval.inception import FeatureExtractor
 
     if CLASS_HEAD not in classifier.heads:
-        raise ValueError(f"the classifier has no '{CLASS_HEAD}' head (heads: {sorted(classifier.heads)})")
+        raise InputError(f"the classifier has no '{CLASS_HEAD}' head (heads: {sorted(classifier.heads)})")
     return FeatureExtractor(_FeaturesAndClasses(classifier), ("pooled", CLASS_HEAD), "dataset-classifier",
                             weights_path=getattr(classifier, "info", {}).get("path"),
                             weights_sha256=classifier_sha256(classifier),
@@ -147,10 +148,10 @@ def load_classifier(path: str, device: str | torch.device = "cpu") -> DatasetCla
     """A classifier saved by `save_classifier` (data-only load), in eval mode on `device`; `.info` holds the rest."""
     ckpt = load_checkpoint(path, what="dataset classifier")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a classifier written by eval.train_classifier (expected format {FORMAT!r}, "
+        raise InputError(f"{path}: not a classifier written by eval.train_classifier (expected format {FORMAT!r}, "
                          f"got {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
     model = DatasetClassifier(ckpt["heads"], ckpt["image_size"], ckpt["width"], ckpt["depth"])
-    model.load_state_dict(ckpt["state_dict"])
+    load_state_dict_strict(model, ckpt["state_dict"], path)
     model.info = {k: v for k, v in ckpt.items() if k not in ("state_dict", "heads")}
     model.info["path"] = path
     return model.to(device).eval()
@@ -200,18 +201,23 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     with a named position only) when an object of the caption's colour (its shape, if no colour is named) is
     predicted in that cell; `object` when an object with the caption's colour and shape is predicted in the named
     cell (anywhere, with none named).
+    The per-object measures of the project's `shapes` bar (objects anywhere in the image, not in the named cell):
+    `color_any` = some object of the caption object's colour is predicted; `color_shape_any` = some object of its
+    colour and shape; `color_at_position` (objects with a named position) = the named cell holds an object of its
+    colour; `all_three` (likewise) = the named cell holds an object of its colour and shape.
     `value` (the headline) is the share of images whose every caption object is right; `count` the share whose
     predicted number of objects equals the caption's. Captions naming no shape are skipped (`n_unparsed`).
     """
     if parse_caption is None:
         from tools.make_shapes import parse_caption
     if not model.cell_heads:
-        raise ValueError("attribute_accuracy needs a classifier trained on a shapes dataset (with cell heads); "
+        raise InputError("attribute_accuracy needs a classifier trained on a shapes dataset (with cell heads); "
                          f"this one has heads {sorted(model.heads)}")
     n_images = next(iter(logits.values())).shape[0]
     if n_images != len(captions):
-        raise ValueError(f"attribute_accuracy: {n_images} images but {len(captions)} captions")
-    hits = {k: [] for k in ("color", "shape", "position", "object")}
+        raise InputError(f"attribute_accuracy: {n_images} images but {len(captions)} captions")
+    hits = {k: [] for k in ("color", "shape", "position", "object", "color_any", "color_shape_any",
+                            "color_at_position", "all_three")}
     image_ok, count_ok, unparsed = [], [], 0
     for i, caption in enumerate(captions):
         wanted = [o for o in parse_caption(caption) if o.get("shape")]
@@ -230,6 +236,14 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
                             for p in pool)
             if o.get("color") is not None:
                 hits["color"].append(color_ok)
+                hits["color_any"].append(any(p["color"] == o["color"] for p in predicted))
+                hits["color_shape_any"].append(any(p["color"] == o["color"] and p["shape"] == o["shape"]
+                                                   for p in predicted))
+                if pos:
+                    cell = at.get(pos)
+                    hits["color_at_position"].append(cell is not None and cell["color"] == o["color"])
+                    hits["all_three"].append(cell is not None and cell["color"] == o["color"]
+                                             and cell["shape"] == o["shape"])
             hits["shape"].append(shape_ok)
             hits["object"].append(object_ok)
             if pos:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from eval.images import to_uint8
 from eval.inception import file_sha256
+from miscc.errors import MissingFileError
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -47,7 +48,7 @@ class LocalCLIP:
                  batch_size: int = 64):
         model_dir = os.fspath(model_dir) if model_dir else ""
         if not model_dir or not os.path.isfile(os.path.join(model_dir, "config.json")):
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"CLIP folder not found or incomplete: {model_dir or '(none given)'}. CLIP score needs a local folder "
                 "written by transformers' CLIPModel.save_pretrained and CLIPProcessor.save_pretrained (config.json, "
                 "model.safetensors, tokenizer and preprocessor files); set EVAL.CLIP_PATH or --clip to it")

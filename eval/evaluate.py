@@ -17,6 +17,7 @@ import os
 import sys
 
 from eval.protocols import EvalContext, folder_source, parse_protocols, run_protocols
+from miscc.errors import InputError, add_debug_argument, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", default=None, help="write a Markdown report here")
     p.add_argument("--grid", default=None, help="save a captioned grid of the first 16 images here")
     p.add_argument("--save_stats", default=None, help="write FID statistics (.npz) of --images and exit")
+    add_debug_argument(p)
     return p
 
 
@@ -60,25 +62,21 @@ def save_folder_statistics(folder: str, out: str, inception: str | None, device=
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    try:
-        if args.save_stats:
-            path = save_folder_statistics(args.images, args.save_stats, args.inception, args.device, args.bf16,
-                                          args.real_resize, args.real_split)
-            print(f"wrote {path}")
-            return []
-        protocols = parse_protocols(args.protocols)
-        if any(p.metric == "rprec" for p in protocols):
-            raise ValueError("rprec needs the DAMSM image/text encoders; run it through the training entry point "
-                             "(or use cliprprec with --clip)")
-        ctx = EvalContext(inception_weights=args.inception, real=args.real, real_split=args.real_split,
-                          real_n=args.real_n, real_resize=args.real_resize, cache_dir=args.cache_dir,
-                          classifier=args.classifier, clip_path=args.clip, device=args.device, bf16=args.bf16,
-                          batch_size=args.batch_size, seed=args.seed, checkpoint=args.checkpoint,
-                          config=args.config, jsonl=args.out, grid_png=args.grid)
-        results = run_protocols(protocols, folder_source(args.images, args.captions), ctx)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    if args.save_stats:
+        path = save_folder_statistics(args.images, args.save_stats, args.inception, args.device, args.bf16,
+                                      args.real_resize, args.real_split)
+        print(f"wrote {path}")
+        return []
+    protocols = parse_protocols(args.protocols)
+    if any(p.metric == "rprec" for p in protocols):
+        raise InputError("rprec needs the DAMSM image/text encoders; run it through the training entry point "
+                         "(or use cliprprec with --clip)")
+    ctx = EvalContext(inception_weights=args.inception, real=args.real, real_split=args.real_split,
+                      real_n=args.real_n, real_resize=args.real_resize, cache_dir=args.cache_dir,
+                      classifier=args.classifier, clip_path=args.clip, device=args.device, bf16=args.bf16,
+                      batch_size=args.batch_size, seed=args.seed, checkpoint=args.checkpoint,
+                      config=args.config, jsonl=args.out, grid_png=args.grid)
+    results = run_protocols(protocols, folder_source(args.images, args.captions), ctx)
     for r in results:
         std = f" +- {r['std']:.4f}" if r.get("std") is not None else ""
         print(f"{r['protocol']:>12}: {r['value']:.4f}{std}  (N={r['n']})")
@@ -92,4 +90,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -16,6 +16,7 @@ import torch
 
 from eval.images import list_image_files
 from eval.metrics import feature_statistics
+from miscc.errors import InputError, MissingFileError, MissingKeyError
 
 
 @dataclass
@@ -30,7 +31,7 @@ def save_statistics(path: str, mu, sigma, meta: dict | None = None) -> None:
     """Write `np.savez_compressed(mu=, sigma=[, meta=JSON])` atomically (temporary file, then rename)."""
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"{path}: mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
+        raise InputError(f"{path}: mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     tmp = os.path.join(folder, f".tmp_{os.getpid()}_{os.path.basename(path)}")
@@ -45,19 +46,19 @@ def save_statistics(path: str, mu, sigma, meta: dict | None = None) -> None:
 def load_statistics(path: str) -> FIDStatistics:
     """Read a statistics `.npz` (ours, pytorch-fid's `--save-stats`, DM-GAN's `bird_val.npz`, DF-GAN's npz)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"FID statistics file not found: {path} (expected an .npz with 'mu' and 'sigma')")
+        raise MissingFileError(f"FID statistics file not found: {path} (expected an .npz with 'mu' and 'sigma')")
     try:
         with np.load(path, allow_pickle=False) as f:
             missing = [k for k in ("mu", "sigma") if k not in f.files]
             if missing:
-                raise KeyError(f"{path}: FID statistics need keys 'mu' and 'sigma'; missing {missing} "
+                raise MissingKeyError(f"{path}: FID statistics need keys 'mu' and 'sigma'; missing {missing} "
                                f"(keys present: {sorted(f.files)})")
             mu, sigma = np.asarray(f["mu"], np.float64), np.asarray(f["sigma"], np.float64)
             meta = json.loads(str(f["meta"])) if "meta" in f.files else {}
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npz of FID statistics ({e})") from e
+        raise InputError(f"{path}: not a readable .npz of FID statistics ({e})") from e
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise ValueError(f"{path}: mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
+        raise InputError(f"{path}: mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
     return FIDStatistics(mu, sigma, meta, path)
 
 
@@ -90,10 +91,10 @@ def real_features(source, extractor, split: str = "custom", n: int | None = None
     """
     files = list_image_files(source) if isinstance(source, (str, os.PathLike)) else list(map(os.fspath, source))
     if not files:
-        raise ValueError("real_features: the list of real image files is empty")
+        raise InputError("real_features: the list of real image files is empty")
     if n is not None:
         if n > len(files):
-            raise ValueError(f"{source if isinstance(source, str) else 'real image list'}: asked for {n} real "
+            raise InputError(f"{source if isinstance(source, str) else 'real image list'}: asked for {n} real "
                              f"images, only {len(files)} available")
         files = files[:n]
     if dataset is None:

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import pil_to_tensor
 
+from miscc.errors import MissingFileError, UnreadableFileError
+
 IMAGE_EXTENSIONS = ("png", "jpg", "jpeg")  # torch-fidelity's samples_find_ext
 
 
@@ -49,7 +51,7 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
     """
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
+        raise MissingFileError(f"image folder not found: {folder}")
     files = sorted(
         os.path.realpath(os.path.join(folder, name))
         for name in os.listdir(folder)
@@ -57,7 +59,7 @@ def list_image_files(folder: str | os.PathLike) -> list[str]:
         and os.path.isfile(os.path.join(folder, name))
     )
     if not files:
-        raise FileNotFoundError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
+        raise MissingFileError(f"{folder}: no image files ({', '.join(IMAGE_EXTENSIONS)}) in this folder")
     return files
 
 
@@ -70,7 +72,7 @@ def load_image_uint8(path: str, resize: int | None = None) -> torch.Tensor:
                 img = img.resize((resize, resize), Image.BICUBIC)
             return pil_to_tensor(img)
     except OSError as e:
-        raise OSError(f"{path}: cannot read image ({e})") from e
+        raise UnreadableFileError(f"{path}: cannot read image ({e})") from e
 
 
 def iter_file_batches(files: list[str], batch_size: int = 64, resize: int | None = None) -> Iterator[torch.Tensor]:

@@ -33,6 +33,7 @@ import torch
 
 from miscc.checkpoint import load_checkpoint, strip_module_prefix
 from eval.images import iter_uint8_batches, to_uint8
+from miscc.errors import InputError, MissingFileError
 
 ENV_WEIGHTS = "T2I_INCEPTION_WEIGHTS"
 TORCH_FIDELITY_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -42,7 +43,7 @@ RESIZE_METHOD = "tf1-bilinear-299"  # torch-fidelity interpolate_bilinear_2d_lik
 FEATURES = ("64", "192", "768", "2048", "logits_unbiased", "logits")
 
 
-class InceptionWeightsError(FileNotFoundError):
+class InceptionWeightsError(MissingFileError):
     """The Inception weights file is missing or is not an inception-2015-12-05 state dict."""
 
 
@@ -179,7 +180,7 @@ class FeatureExtractor:
                 for name, f in self(batch[start:start + self.batch_size]).items():
                     parts[name].append(f)
         if not parts[self.features[0]]:
-            raise ValueError("no images to extract features from")
+            raise InputError("no images to extract features from")
         return {name: torch.cat(p) for name, p in parts.items()}
 
     def describe(self) -> dict:
@@ -202,7 +203,7 @@ class InceptionExtractor(FeatureExtractor):
                  batch_size: int = 64, state_dict: dict | None = None):
         unknown = [f for f in features if f not in FEATURES]
         if unknown or not features:
-            raise ValueError(f"unknown Inception features {unknown or list(features)}; choose from {FEATURES}")
+            raise InputError(f"unknown Inception features {unknown or list(features)}; choose from {FEATURES}")
         if state_dict is None:
             weights_path = resolve_inception_weights(weights_path)
             state_dict = load_inception_state_dict(weights_path)

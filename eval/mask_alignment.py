@@ -19,6 +19,7 @@ import sys
 import numpy as np
 from PIL import Image
 from scipy.stats import rankdata
+from miscc.errors import InputError, MissingFileError, add_debug_argument, run_cli
 
 MASK_SUFFIX = "_mask.png"
 
@@ -64,7 +65,7 @@ def mask_alignment(pairs, threshold: float = 48.0) -> dict:
         inside.append(float(mask[objects].mean()))
         outside.append(float(mask[~objects].mean()))
     if not aucs:
-        raise ValueError("no image had both object and background pixels: nothing to score")
+        raise InputError("no image had both object and background pixels: nothing to score")
     return {"mask_auc": float(np.mean(aucs)), "mask_auc_std": float(np.std(aucs)),
             "mask_auc_median": float(np.median(aucs)), "n": len(aucs),
             "skipped": skipped, "mask_on_objects": float(np.mean(inside)),
@@ -75,12 +76,12 @@ def folder_pairs(folder: str):
     """(image, mask in [0, 1]) for every `<stem>_mask.png` with its `<stem>.png` in `folder`."""
     names = sorted(f for f in os.listdir(folder) if f.endswith(MASK_SUFFIX))
     if not names:
-        raise FileNotFoundError(f"{folder}: no '*{MASK_SUFFIX}' files (SSA-GAN sampling writes them next to the "
+        raise MissingFileError(f"{folder}: no '*{MASK_SUFFIX}' files (SSA-GAN sampling writes them next to the "
                                 f"images)")
     for name in names:
         image_path = os.path.join(folder, name[:-len(MASK_SUFFIX)] + ".png")
         if not os.path.isfile(image_path):
-            raise FileNotFoundError(f"{os.path.join(folder, name)} has no image {image_path}")
+            raise MissingFileError(f"{os.path.join(folder, name)} has no image {image_path}")
         image = np.asarray(Image.open(image_path).convert("RGB"))
         mask = np.asarray(Image.open(os.path.join(folder, name)).convert("L"), dtype=np.float32) / 255.0
         yield image, mask
@@ -90,10 +91,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", help="a sampling folder with <stem>.png and <stem>_mask.png files")
     parser.add_argument("--threshold", type=float, default=48.0, help="object/background colour distance")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     print(json.dumps(mask_alignment(folder_pairs(args.folder), args.threshold), indent=1))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -53,6 +53,7 @@ import numpy as np
 import torch
 
 from eval.images import list_image_files, load_image_uint8, to_uint8
+from miscc.errors import InputError, MissingKeyError
 
 METRICS = {
     "fid": "Frechet Inception distance (pool3 features) to the real set",
@@ -96,12 +97,12 @@ def parse_protocol(name: str) -> Protocol:
     if metric == "isc_cls" and not classifier:
         metric, classifier = "is", True
     if metric not in METRICS or (classifier and metric not in FEATURE_METRICS):
-        raise ValueError(f"unknown protocol {name!r}: names are <metric><count>[k][_cls] with metric one of "
+        raise InputError(f"unknown protocol {name!r}: names are <metric><count>[k][_cls] with metric one of "
                          f"{', '.join(METRICS)} (_cls only for {', '.join(FEATURE_METRICS)}; isc_cls<count> = "
                          "is<count>_cls), e.g. fid30k, is1k, kid500, fid1k_cls")
     n = int(m.group("count")) * (1000 if m.group("k") else 1)
     if n < MIN_SAMPLES[metric]:
-        raise ValueError(f"protocol {name!r}: {metric} needs at least {MIN_SAMPLES[metric]} samples, got {n}")
+        raise InputError(f"protocol {name!r}: {metric} needs at least {MIN_SAMPLES[metric]} samples, got {n}")
     extractor = ("classifier" if classifier else "inception") if metric in FEATURE_METRICS else None
     return Protocol(name.strip().lower(), metric, n, extractor)
 
@@ -123,7 +124,7 @@ def parse_protocols(names) -> list[Protocol]:
             seen.add((p.metric, p.n, p.extractor))
             out.append(p)
     if not out:
-        raise ValueError("no protocols given")
+        raise InputError("no protocols given")
     return out
 
 
@@ -204,21 +205,21 @@ def folder_source(folder: str, captions=None) -> Callable[[int, int], Iterable[S
             name = os.path.basename(path)
             stem = os.path.splitext(name)[0]
             if name not in captions and stem not in captions:
-                raise KeyError(f"captions: no entry for image {name!r} (keys are file names or stems)")
+                raise MissingKeyError(f"captions: no entry for image {name!r} (keys are file names or stems)")
             caps.append(captions[name] if name in captions else captions[stem])
     elif captions is not None:
         caps = list(captions)
         if len(caps) != len(files):
-            raise ValueError(f"captions: {len(caps)} captions for {len(files)} images in {folder}")
+            raise InputError(f"captions: {len(caps)} captions for {len(files)} images in {folder}")
 
     def sample(n: int, batch_size: int):
         if n > len(files):
-            raise ValueError(f"{folder}: {n} samples requested, the folder has {len(files)} images")
+            raise InputError(f"{folder}: {n} samples requested, the folder has {len(files)} images")
         for start in range(0, n, batch_size):
             chunk = files[start:min(n, start + batch_size)]
             images = [load_image_uint8(p) for p in chunk]
             if any(im.shape != images[0].shape for im in images):
-                raise ValueError(f"{folder}: images of different sizes in one batch ({chunk[0]} ...)")
+                raise InputError(f"{folder}: images of different sizes in one batch ({chunk[0]} ...)")
             yield SampleBatch(torch.stack(images), caps[start:start + len(chunk)] if caps else None,
                               [os.path.splitext(os.path.basename(p))[0] for p in chunk], {})
 
@@ -278,7 +279,7 @@ class _Collector:
 
             if ctx.classifier is None:
                 need = sorted({p.name for p in protocols if p.extractor == "classifier" or p.metric == "attracc"})
-                raise ValueError(f"{', '.join(need)} need a dataset classifier (EvalContext.classifier / "
+                raise InputError(f"{', '.join(need)} need a dataset classifier (EvalContext.classifier / "
                                  "--classifier; train one with python -m eval.train_classifier)")
             if isinstance(ctx.classifier, (str, os.PathLike)):
                 ctx.classifier = load_classifier(os.fspath(ctx.classifier), device)
@@ -303,7 +304,7 @@ class _Collector:
     def _need_captions(self, batch: SampleBatch):
         if batch.captions is None or len(batch.captions) != batch.images.shape[0]:
             need = sorted(self.metrics & {"rprec", "clip", "cliprprec", "attracc"})
-            raise ValueError(f"{', '.join(need)} need one caption per sample; the source gave "
+            raise InputError(f"{', '.join(need)} need one caption per sample; the source gave "
                              f"{None if batch.captions is None else len(batch.captions)} for "
                              f"{batch.images.shape[0]} images")
 
@@ -338,14 +339,14 @@ class _Collector:
         elif ctx.image_encoder is not None:
             img = ctx.image_encoder(batch.images)
         else:
-            raise ValueError("rprec needs image codes: extra['image_codes'] from the source or "
+            raise InputError("rprec needs image codes: extra['image_codes'] from the source or "
                              "EvalContext.image_encoder (the DAMSM image encoder)")
         if "text_codes" in extra:
             txt = torch.as_tensor(extra["text_codes"])
         elif ctx.text_encoder is not None:
             txt = ctx.text_encoder(list(batch.captions))
         else:
-            raise ValueError("rprec needs text codes: extra['text_codes'] from the source or "
+            raise InputError("rprec needs text codes: extra['text_codes'] from the source or "
                              "EvalContext.text_encoder (the DAMSM text encoder)")
         self._add("rprec_image", torch.as_tensor(img).float().cpu())
         self._add("rprec_text", torch.as_tensor(txt).float().cpu())
@@ -353,10 +354,10 @@ class _Collector:
             self._add("rprec_mis", torch.as_tensor(extra["mismatched_text_codes"]).float().cpu())
         elif ctx.mismatched_captions is not None:
             if ctx.text_encoder is None:
-                raise ValueError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
+                raise InputError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
             lists = ctx.mismatched_captions(list(batch.captions), batch.keys, extra)
             if len(lists) != len(batch.captions) or any(len(x) != ctx.rprec_k for x in lists):
-                raise ValueError(f"mismatched_captions must return {len(batch.captions)} lists of "
+                raise InputError(f"mismatched_captions must return {len(batch.captions)} lists of "
                                  f"{ctx.rprec_k} captions")
             flat = ctx.text_encoder([c for x in lists for c in x])
             self._add("rprec_mis", torch.as_tensor(flat).float().cpu().view(len(lists), ctx.rprec_k, -1))
@@ -370,16 +371,16 @@ def _real_set(ctx: EvalContext, extractor, feature: str, need_features: bool):
     from eval.fid_stats import load_statistics, real_features
 
     if ctx.real is None:
-        raise ValueError("fid/kid need real images: EvalContext.real / --real (a folder, a list of image files or, "
+        raise InputError("fid/kid need real images: EvalContext.real / --real (a folder, a list of image files or, "
                          "for FID only, a statistics .npz with mu and sigma)")
     if isinstance(ctx.real, (str, os.PathLike)) and os.fspath(ctx.real).endswith(".npz"):
         if need_features:
-            raise ValueError(f"kid needs real features, not statistics: {ctx.real} is an .npz; pass the real image "
+            raise InputError(f"kid needs real features, not statistics: {ctx.real} is an .npz; pass the real image "
                              "folder instead")
         stats = load_statistics(os.fspath(ctx.real))
         sha = stats.meta.get("feature_extractor_sha256")
         if sha and sha != extractor.weights_sha256:
-            raise ValueError(f"{ctx.real} was computed with extractor weights sha256 {sha[:12]}..., these "
+            raise InputError(f"{ctx.real} was computed with extractor weights sha256 {sha[:12]}..., these "
                              f"({extractor.name}) are {str(extractor.weights_sha256)[:12]}...; FID across different "
                              "extractors is meaningless")
         return None, stats, {"real": os.path.abspath(ctx.real), "real_statistics": os.path.abspath(ctx.real),
@@ -449,7 +450,7 @@ def _compute(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict) -
         logits = {k[len("heads:"):]: col.get(k, n) for k in col.data if k.startswith("heads:")}
         details = score_attributes(col.classifier, logits, col.captions[:n], ctx.parse_caption)
         if details["value"] is None:
-            raise ValueError("attracc: no caption names a shape, nothing to score")
+            raise InputError("attracc: no caption names a shape, nothing to score")
         out["value"], out["std"], out["details"] = details.pop("value"), None, details
         out.update(_classifier_prov(col.classifier))
     return out
@@ -504,7 +505,7 @@ def run_protocols(names, sample, context: EvalContext | None = None) -> list[dic
     sample_seconds = time.perf_counter() - t0
     short = [p.name for p in protocols if p.n > col.n]
     if short:
-        raise ValueError(f"protocols {', '.join(short)} need up to {n_max} samples; the source gave only {col.n}")
+        raise InputError(f"protocols {', '.join(short)} need up to {n_max} samples; the source gave only {col.n}")
     common = {"checkpoint": ctx.checkpoint, "config": ctx.config, "device": str(device),
               "sample_seconds": round(sample_seconds, 3), "source": getattr(sample, "source", None), **_versions()}
     if ctx.grid_png and col.grid_images:

@@ -8,6 +8,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from eval.images import to_uint8
+from miscc.errors import InputError, MissingFileError
 
 
 def _font(size: int):
@@ -68,7 +69,7 @@ def save_caption_grid(images, captions: list[str] | None, path: str, columns: in
 def read_jsonl(path: str) -> list[dict]:
     """All records of a results file; a malformed line is an error naming the file and line number."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"results file not found: {path}")
+        raise MissingFileError(f"results file not found: {path}")
     records = []
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
@@ -76,7 +77,7 @@ def read_jsonl(path: str) -> list[dict]:
                 try:
                     records.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{i}: not a JSON line ({e})") from e
+                    raise InputError(f"{path}:{i}: not a JSON line ({e})") from e
     return records
 
 

@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from eval.classifier import CELL_PREFIX, CLASS_HEAD, EMPTY, DatasetClassifier, attribute_accuracy, \
     predict_logits, save_classifier
 from eval.images import load_image_uint8
+from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 from miscc.safe_pickle import safe_load_pickle
+from miscc.text import read_text_lines
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -36,13 +38,13 @@ def load_split(data_dir: str, split: str) -> tuple[list[str], list[int]]:
     info_path = os.path.join(data_dir, split, "class_info.pickle")
     keys = [k.decode() if isinstance(k, bytes) else str(k) for k in safe_load_pickle(names_path)]
     if not os.path.isfile(info_path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{info_path} not found: the dataset classifier needs one class id per image ({split}/class_info.pickle "
             f"next to {split}/filenames.pickle, as AttnGAN's birds data has); {data_dir} has no class labels, so "
             "IS with a dataset classifier is not available for it (use the ImageNet Inception IS instead)")
     class_ids = [int(c) for c in np.asarray(safe_load_pickle(info_path)).reshape(-1)]
     if len(class_ids) != len(keys):
-        raise ValueError(f"{info_path}: {len(class_ids)} class ids for {len(keys)} filenames in {names_path}")
+        raise InputError(f"{info_path}: {len(class_ids)} class ids for {len(keys)} filenames in {names_path}")
     return keys, class_ids
 
 
@@ -51,7 +53,7 @@ def image_path(data_dir: str, key: str) -> str:
         path = os.path.join(data_dir, "images", key + ext)
         if os.path.isfile(path):
             return path
-    raise FileNotFoundError(f"image for key {key!r} not found: tried {os.path.join(data_dir, 'images', key)}"
+    raise MissingFileError(f"image for key {key!r} not found: tried {os.path.join(data_dir, 'images', key)}"
                             f"{{{','.join(IMAGE_EXTENSIONS)}}}")
 
 
@@ -65,10 +67,9 @@ def first_captions(data_dir: str, keys: list[str]) -> list[str]:
     out = []
     for k in keys:
         path = os.path.join(data_dir, "text", k + ".txt")
-        with open(path, encoding="utf-8") as f:
-            lines = [line.strip() for line in f if line.strip()]
+        lines = [line.strip() for line in read_text_lines(path) if line.strip()]
         if not lines:
-            raise ValueError(f"{path}: no caption")
+            raise InputError(f"{path}: no caption")
         out.append(lines[0])
     return out
 
@@ -82,11 +83,11 @@ def shapes_heads_and_labels(attributes: dict, keys: list[str], source: str):
     labels = torch.zeros(len(keys), len(POSITIONS), dtype=torch.long)
     for i, key in enumerate(keys):
         if key not in attributes:
-            raise KeyError(f"{source}: no entry for image key {key!r}")
+            raise MissingKeyError(f"{source}: no entry for image key {key!r}")
         for obj in attributes[key]["objects"]:
             name = f"{obj['color']} {obj['shape']}"
             if name not in contents or obj["position"] not in POSITIONS:
-                raise ValueError(f"{source}: {key!r} has an object {obj} outside the known colours/shapes/positions")
+                raise InputError(f"{source}: {key!r} has an object {obj} outside the known colours/shapes/positions")
             labels[i, POSITIONS.index(obj["position"])] = contents.index(name)
     return heads, labels
 
@@ -126,7 +127,7 @@ def train_classifier(data_dir: str, out: str, size: int = 64, epochs: int = 15, 
     class_ids = sorted(set(fit[1]))
     missing = sorted(set(held[1]) - set(class_ids))
     if missing:
-        raise ValueError(f"{data_dir}: held-out classes {missing[:10]} never occur in the fitting images")
+        raise InputError(f"{data_dir}: held-out classes {missing[:10]} never occur in the fitting images")
     heads = {CLASS_HEAD: [str(c) for c in class_ids]}
     labels = {}
     for part, (keys, cls) in (("fit", fit), ("held", held)):
@@ -200,15 +201,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_images", type=int, default=None, help="use at most this many images per part")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (on a CPU shared with other jobs, 1 can be several times faster)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        summary = train_classifier(args.data_dir, args.out, args.size, args.epochs, args.batch_size, args.lr,
-                                   args.width, args.seed, args.device, args.max_images)
-    except (FileNotFoundError, ValueError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
+    summary = train_classifier(args.data_dir, args.out, args.size, args.epochs, args.batch_size, args.lr,
+                               args.width, args.seed, args.device, args.max_images)
     print(f"saved {summary['out']} ({summary['train_seconds']}s; fit on {summary['fit_split']} "
           f"[{summary['n_fit']}], evaluated on {summary['eval_split']} [{summary['n_eval']}])")
     print(f"  class accuracy: {summary['accuracy'][CLASS_HEAD]:.4f}")
@@ -224,4 +222,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -19,6 +19,8 @@ import re
 import yaml
 from easydict import EasyDict
 
+from miscc.errors import InputError, add_debug_argument
+
 # The originals ran from `code/` with data one level up (`../data/birds`); see `resolve_path`.
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,6 +48,12 @@ _DEFAULTS = {
         "LAYOUT": "",
         "SKIP_CORRUPT": False,  # skip unreadable images with a warning instead of failing
         "CACHE_IMAGES": -1,  # decoded-image cache: -1 auto (small datasets), 0 off, 1 on
+        "STRICT_TEXT": False,  # invalid UTF-8 in a caption file: an error (True) or a warning and U+FFFD (False)
+        # training augmentation (AttnGAN: both on). Off, or FLIP 'text', where captions describe positions:
+        # 'text' flips and swaps the words of FLIP_WORD_PAIRS ("left:right") in the caption.
+        "RANDOM_CROP": True,
+        "FLIP": "random",  # random | none | text
+        "FLIP_WORD_PAIRS": ["left:right"],
     },
     "TREE": {"BRANCH_NUM": 3, "BASE_SIZE": 64},
     "TRAIN": {
@@ -76,8 +84,15 @@ _DEFAULTS = {
         "EMA": True,  # keep an EMA of G (AttnGAN stores it as netG_epoch_%d.pth)
         "EMA_DECAY": 0.999,
         "AMP": "none",  # none | bf16 | fp16
+        # DiffAugment of D's inputs (miscc/diffaugment.py): '' off, or e.g. 'translation,cutout' / 'color'
+        "DIFFAUGMENT": "",
+        "DIFFAUGMENT_TRANSLATION": 0.0625,  # max shift, share of the image size
+        "DIFFAUGMENT_CUTOUT": 0.25,  # cutout square side, share of the image size
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
+        # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
+        "CHECKPOINT_MINUTES": 10.0,
+        "CHECKPOINT_STEPS": 0,
         "LOG_INTERVAL": 100,
         "IMAGE_INTERVAL": 1000,
         "FINETUNE_TEXT_ENCODER": False,  # SSA-GAN main_finetune.py behaviour
@@ -93,6 +108,9 @@ _DEFAULTS = {
         # BERT-AttnGAN options
         "B_INIT_ATTENTION": False,  # spatial word attention at the end of stage 1
         "UPSAMPLE": "nearest",  # nearest (AttnGAN) | bilinear (BERT-AttnGAN, align_corners=True)
+        # ours
+        "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
+        "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
     },
     "TEXT": {
         "CAPTIONS_PER_IMAGE": 10,
@@ -163,7 +181,7 @@ _DEFAULTS = {
 _FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config file or override that does not fit the defaults tree."""
 
 
@@ -293,6 +311,79 @@ def parse_overrides(items: list[str] | None) -> dict:
     return out
 
 
+# ---- what a resumed run may change -----------------------------------------------------------------------------
+# Every key of the defaults tree is in exactly one of these groups (a test checks it); an entry ending in '.' is a
+# whole section. HONOURED: a resumed run uses the new value (optimisation, loss weights, length of the run).
+# EPOCH_BOUNDARY: honoured from a state written at the end of an epoch; refused mid-epoch, where the loader's position
+# counts batches of the old order. REFUSED: the snapshot's models or data were built with the old value. IGNORED: no
+# effect on the training trajectory (logging, workers, output and evaluation settings, initialisation-only files).
+RESUME_HONOURED = (
+    "TRAIN.MAX_EPOCH", "TRAIN.SNAPSHOT_INTERVAL", "TRAIN.MAX_STEPS", "TRAIN.DISCRIMINATOR_LR", "TRAIN.GENERATOR_LR",
+    "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.BETA1", "TRAIN.BETA2",
+    "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
+    "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
+    "TRAIN.DIFFAUGMENT_CUTOUT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
+    "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
+    "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",
+)
+RESUME_EPOCH_BOUNDARY = ("TRAIN.BATCH_SIZE", "SEED")
+RESUME_REFUSED = (
+    "DATASET_NAME", "MODEL", "RNN_TYPE", "USE_SN", "loss", "DATA.LAYOUT", "TREE.", "GAN.", "TEXT.", "TRAIN.NF",
+    "TRAIN.NET_E", "TRAIN.EMA", "TRAIN.FINETUNE_TEXT_ENCODER", "DAMSM.IMAGE_ENCODER", "DAMSM.IMAGE_SIZE",
+    "INTCLS.TYPE", "INTCLS.NOISE_FIRST", "INTCLS.MINIBATCH_DISC", "INTCLS.TEXT_SOURCE", "INTCLS.HD5_PATH",
+    "INTCLS.EMBED_DIM", "INTCLS.PROJECTED_DIM", "INTCLS.NGF", "INTCLS.NDF",
+)
+RESUME_IGNORED = (
+    "CONFIG_NAME", "CONFIG_FILE", "DATA_DIR", "GPU_ID", "CUDA", "WORKERS", "B_VALIDATION", "RESTORE", "OUTPUT_DIR",
+    "DATA.SKIP_CORRUPT", "DATA.CACHE_IMAGES", "TRAIN.FLAG", "TRAIN.NET_G", "TRAIN.B_NET_D", "TRAIN.WARMUP_EPOCHS",
+    "TRAIN.GSAVE_INTERVAL", "TRAIN.DSAVE_INTERVAL", "TRAIN.LOG_INTERVAL", "TRAIN.IMAGE_INTERVAL",
+    "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "DAMSM.INCEPTION_WEIGHTS", "DAMSM.VALID_BATCHES",
+    "DAMSM.RPREC_SAMPLES", "EVAL.", "INTCLS.SRCNN_WEIGHTS", "INTCLS.SRCNN_SCALE",
+)
+_RESUME_GROUPS = {"honoured": RESUME_HONOURED, "epoch_boundary": RESUME_EPOCH_BOUNDARY, "refused": RESUME_REFUSED,
+                  "ignored": RESUME_IGNORED}
+
+
+def resume_rule(dotted: str) -> str:
+    """'honoured', 'epoch_boundary', 'refused' or 'ignored' for a dotted config key (the longest entry wins)."""
+    best, rule = -1, None
+    for name, entries in _RESUME_GROUPS.items():
+        for e in entries:
+            if (dotted == e or (e.endswith(".") and dotted.startswith(e))) and len(e) > best:
+                best, rule = len(e), name
+    if rule is None:
+        raise KeyError(f"config key '{dotted}' has no resume rule (add it to a RESUME_* group in miscc/config.py)")
+    return rule
+
+
+def plain_config(cfg) -> dict:
+    """The config as plain nested dicts of str/int/float/bool/list (what `torch.load(weights_only=True)` reads)."""
+    return {k: plain_config(v) if isinstance(v, dict) else (list(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in cfg.items()}
+
+
+def flat_config(tree: dict, prefix: str = "") -> dict:
+    """{dotted key: leaf value} of a nested config."""
+    out = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(flat_config(v, prefix + k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def resume_changes(old: dict, new: dict) -> dict:
+    """The leaf keys whose value differs between a recorded config and the current one, grouped by `resume_rule`:
+    {rule: [(key, old, new), ...]}. Keys one side lacks (another version of the project) are not compared."""
+    old_flat, new_flat = flat_config(old), flat_config(new)
+    out: dict = {name: [] for name in _RESUME_GROUPS}
+    for key in sorted(old_flat.keys() & new_flat.keys()):
+        if old_flat[key] != new_flat[key]:
+            out[resume_rule(key)].append((key, old_flat[key], new_flat[key]))
+    return out
+
+
 def add_config_arguments(parser) -> None:
     """The flags every entry point shares: --cfg, --set, --gpu, --data_dir, --manualSeed (AttnGAN names)."""
     parser.add_argument("--cfg", dest="cfg_file", default=None, help="YAML config file")
@@ -301,6 +392,7 @@ def add_config_arguments(parser) -> None:
     parser.add_argument("--gpu", dest="gpu_id", type=int, default=None, help="GPU index; -1 runs on the CPU")
     parser.add_argument("--data_dir", default=None, help="overrides DATA_DIR")
     parser.add_argument("--manualSeed", type=int, default=None, help="overrides SEED")
+    add_debug_argument(parser)
 
 
 def parse_training_args(description: str, argv=None):

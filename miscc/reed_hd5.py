@@ -38,6 +38,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 from models.gan_int_cls import wrong_indices
 
 SPLITS = ("train", "valid", "test")
@@ -57,13 +58,13 @@ def decode_string(value, where: str = "value") -> str:
     """A str from what h5py returns for a string dataset: str, bytes, np.bytes_, or a 0-d/1-element array of them."""
     if isinstance(value, np.ndarray):
         if value.size != 1:
-            raise ValueError(f"{where}: expected one string, got an array of shape {value.shape}")
+            raise InputError(f"{where}: expected one string, got an array of shape {value.shape}")
         value = value.reshape(()).item()
     if isinstance(value, (bytes, np.bytes_)):
         return bytes(value).decode("utf-8")
     if isinstance(value, str):
         return str(value)
-    raise TypeError(f"{where}: expected a string, got {type(value).__name__}")
+    raise InputError(f"{where}: expected a string, got {type(value).__name__}")
 
 
 def image_bytes(value, where: str = "img") -> bytes:
@@ -72,7 +73,7 @@ def image_bytes(value, where: str = "img") -> bytes:
         return value.tobytes()
     if isinstance(value, np.ndarray) and value.dtype == np.uint8 and value.ndim == 1:
         return value.tobytes()
-    raise TypeError(f"{where}: expected the image file's bytes (np.void or 1-D uint8), got "
+    raise InputError(f"{where}: expected the image file's bytes (np.void or 1-D uint8), got "
                     f"{type(value).__name__} {getattr(value, 'dtype', '')} {getattr(value, 'shape', '')}")
 
 
@@ -82,7 +83,7 @@ def decode_image(data: bytes, image_size: int = 64, resize_filter=Image.BICUBIC,
         img = Image.open(io.BytesIO(data))
         img.load()
     except Exception as e:
-        raise ValueError(f"{where}: cannot decode the image bytes ({e})") from e
+        raise InputError(f"{where}: cannot decode the image bytes ({e})") from e
     if img.mode != "RGB":
         img = img.convert("RGB")
     if img.size != (image_size, image_size):
@@ -111,19 +112,19 @@ class ReedHd5Dataset(Dataset):
         self.split = split_name(split)
         self.image_size, self.resize_filter, self.seed = image_size, resize_filter, seed
         if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"Reed hd5 dataset not found: {self.path}")
+            raise MissingFileError(f"Reed hd5 dataset not found: {self.path}")
         with h5py.File(self.path, "r") as f:
             if self.split not in f:
-                raise KeyError(f"{self.path}: no '{self.split}' group (found {sorted(f.keys())}); "
+                raise MissingKeyError(f"{self.path}: no '{self.split}' group (found {sorted(f.keys())}); "
                                f"expected groups {SPLITS}")
             group = f[self.split]
             self.keys = [str(k) for k in group.keys()]
             if not self.keys:
-                raise ValueError(f"{self.path}: split '{self.split}' is empty")
+                raise InputError(f"{self.path}: split '{self.split}' is empty")
             classes = []
             for k in self.keys:
                 if "class" not in group[k]:
-                    raise KeyError(f"{self.path}: example '{self.split}/{k}' has no 'class' dataset "
+                    raise MissingKeyError(f"{self.path}: example '{self.split}/{k}' has no 'class' dataset "
                                    f"(expected {REQUIRED_FIELDS})")
                 classes.append(decode_string(group[k]["class"][()], f"{self.path}:{self.split}/{k}/class"))
         self.classes = np.asarray(classes)
@@ -168,10 +169,10 @@ class ReedHd5Dataset(Dataset):
         ex = group[key]
         missing = [n for n in REQUIRED_FIELDS if n not in ex]
         if missing:
-            raise KeyError(f"{where}: missing dataset(s) {missing} (expected {REQUIRED_FIELDS})")
+            raise MissingKeyError(f"{where}: missing dataset(s) {missing} (expected {REQUIRED_FIELDS})")
         embed = np.asarray(ex["embeddings"][()], dtype=np.float32)
         if embed.ndim != 1:
-            raise ValueError(f"{where}/embeddings: expected one caption's embedding [D], got shape {embed.shape}")
+            raise InputError(f"{where}/embeddings: expected one caption's embedding [D], got shape {embed.shape}")
         image = decode_image(image_bytes(ex["img"][()], f"{where}/img"), self.image_size, self.resize_filter,
                              f"{where}/img")
         return ex, image, torch.from_numpy(embed)
@@ -182,7 +183,7 @@ class ReedHd5Dataset(Dataset):
         ex, right_image, right_embed = self._read(group, idx)
         key = self.keys[idx]
         if self.num_classes < 2:
-            raise ValueError(f"{self.path}: every example of split '{self.split}' has class '{self.classes[0]}'; "
+            raise InputError(f"{self.path}: every example of split '{self.split}' has class '{self.classes[0]}'; "
                              f"wrong images need at least two classes")
         wrong = int(wrong_indices(self.classes, rng, anchors=[idx])[0])
         _, wrong_image, wrong_embed = self._read(group, wrong)
@@ -209,7 +210,7 @@ def _examples_with_group_names(split: str, examples: Iterable) -> Iterable[tuple
         try:
             name, img, embedding, cls, txt = ex
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{split} example {i}: expected (name, image_bytes, embedding, class, txt)") from e
+            raise InputError(f"{split} example {i}: expected (name, image_bytes, embedding, class, txt)") from e
         k = seen.get(name, 0)
         seen[name] = k + 1
         yield f"{name}_{k}", name, img, embedding, cls, txt
@@ -240,13 +241,13 @@ def write_reed_hd5(path: str, split_examples: Mapping) -> dict[str, int]:
                 for gname, name, img, embedding, cls, txt in _examples_with_group_names(split, splits.get(split, ())):
                     emb = np.asarray(embedding, dtype=np.float32)
                     if emb.ndim != 1:
-                        raise ValueError(f"{split}/{gname}: embedding must be 1-D [D], got shape {emb.shape}")
+                        raise InputError(f"{split}/{gname}: embedding must be 1-D [D], got shape {emb.shape}")
                     if dim is None:
                         dim = emb.shape[0]
                     elif emb.shape[0] != dim:
-                        raise ValueError(f"{split}/{gname}: embedding has {emb.shape[0]} values, earlier ones {dim}")
+                        raise InputError(f"{split}/{gname}: embedding has {emb.shape[0]} values, earlier ones {dim}")
                     if not isinstance(img, (bytes, bytearray)) or not img:
-                        raise TypeError(f"{split}/{gname}: image must be the non-empty bytes of an image file")
+                        raise InputError(f"{split}/{gname}: image must be the non-empty bytes of an image file")
                     txt = str(txt)
                     ex = group.create_group(gname)
                     ex.create_dataset("name", data=str(name), dtype=str_dt)
@@ -294,12 +295,12 @@ def convert_to_reed_hd5(path: str, splits: Mapping, embed_fn: Callable[[list[str
 
         for key, image_path, class_name, captions in items:
             if not captions:
-                raise ValueError(f"{split}/{key}: no captions")
+                raise InputError(f"{split}/{key}: no captions")
             try:
                 with open(image_path, "rb") as fh:
                     img = fh.read()
             except OSError as e:
-                raise FileNotFoundError(f"{split}/{key}: cannot read image {image_path} ({e})") from e
+                raise MissingFileError(f"{split}/{key}: cannot read image {image_path} ({e})") from e
             picks = rng.choice(len(captions), captions_per_image, replace=True)
             name = os.path.splitext(os.path.basename(str(key)))[0]
             pending.append((name, img, str(class_name), [str(captions[p]) for p in picks]))
@@ -322,7 +323,7 @@ def describe_hd5(path: str) -> dict:
     """Per split: number of examples, classes, embedding shape and the storage kind of the strings of the first
     example (for checking a downloaded file)."""
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"Reed hd5 dataset not found: {path}")
+        raise MissingFileError(f"Reed hd5 dataset not found: {path}")
     out = {}
     with h5py.File(path, "r") as f:
         for split in SPLITS:
@@ -346,16 +347,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("inspect", help="summarise the splits of an hd5 file")
     p.add_argument("path")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        summary = describe_hd5(args.path)
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    summary = describe_hd5(args.path)
     for split, info in summary.items():
         print(split, " ".join(f"{k}={v}" for k, v in info.items()))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

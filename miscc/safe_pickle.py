@@ -11,6 +11,8 @@ import io
 import os
 import pickle
 
+from miscc.errors import MissingFileError, UserError
+
 # (module, name) pairs a data pickle may reference. numpy moved `core` to `_core` in 2.0; pickles name either.
 _ALLOWED_GLOBALS = {
     ("builtins", "list"), ("builtins", "dict"), ("builtins", "tuple"), ("builtins", "set"),
@@ -28,7 +30,11 @@ _ALLOWED_GLOBALS = {
 _PY2_NAMES = {("__builtin__", "unicode"): "str", ("__builtin__", "long"): "int"}
 
 
-class UnsafePickleError(pickle.UnpicklingError):
+class PickleFileError(UserError, pickle.UnpicklingError):
+    """A data pickle that cannot be read."""
+
+
+class UnsafePickleError(PickleFileError):
     """A pickle referenced a global outside the data-only allow-list."""
 
 
@@ -57,7 +63,7 @@ def safe_load_pickle(path: str | os.PathLike):
     """Load a data pickle from `path`, refusing code. Errors name the file."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"pickle file not found: {path}")
+        raise MissingFileError(f"pickle file not found: {path}")
     with open(path, "rb") as f:
         data = f.read()
     try:
@@ -65,4 +71,4 @@ def safe_load_pickle(path: str | os.PathLike):
     except UnsafePickleError:
         raise
     except Exception as e:  # truncated or corrupt file
-        raise pickle.UnpicklingError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e
+        raise PickleFileError(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from e

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from miscc.errors import InputError
+
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
@@ -44,7 +46,7 @@ def conv3x3(in_planes: int, out_planes: int) -> nn.Conv2d:
 
 def _check_upsample_mode(mode: str) -> None:
     if mode not in UPSAMPLE_MODES:
-        raise ValueError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+        raise InputError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
 
 
 def upBlock(in_planes: int, out_planes: int, mode: str = "nearest") -> nn.Sequential:
@@ -194,9 +196,9 @@ class INIT_STAGE_G(nn.Module):
                  init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
         super().__init__()
         if base_size not in (32, 64):
-            raise ValueError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
+            raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
         if ngf % 16:
-            raise ValueError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
+            raise InputError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
         if init_attention and nef is None:
             raise ValueError("INIT_STAGE_G with init_attention needs nef (the word feature size)")
         self.gf_dim, self.in_dim = ngf, ncf + z_dim
@@ -268,9 +270,9 @@ class _AttnGANGenerator(nn.Module):
                  init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64):
         super().__init__()
         if branch_num < 1:
-            raise ValueError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
+            raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
         if r_num < 0:
-            raise ValueError(f"GAN.R_NUM must be >= 0, got {r_num}")
+            raise InputError(f"GAN.R_NUM must be >= 0, got {r_num}")
         _check_upsample_mode(upsample_mode)
         self.gf_dim, self.ef_dim, self.z_dim, self.branch_num = gf_dim, ef_dim, z_dim, branch_num
         self.ca_net = CA_NET(ef_dim, condition_dim)
@@ -389,7 +391,7 @@ class D_NET(nn.Module):
         super().__init__()
         n = int(round(math.log2(img_size / 64))) if img_size >= 32 else -2
         if n < -1 or 64 * 2 ** n != img_size:
-            raise ValueError(f"discriminator image size must be 32 or 64·2^n, got {img_size}")
+            raise InputError(f"discriminator image size must be 32 or 64·2^n, got {img_size}")
         self.df_dim, self.ef_dim, self.img_size = ndf, nef, img_size
         self.img_code_s16 = encode_image_by_16times(ndf, last_stride=1 if n < 0 else 2)
         self._trunk = ["img_code_s16"]
@@ -451,7 +453,7 @@ def weights_init(m: nn.Module) -> None:
 
 def _check_base_size(cfg) -> None:
     if cfg.TREE.BASE_SIZE not in (32, 64):
-        raise ValueError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN) or 32 "
+        raise InputError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN) or 32 "
                          f"(small CPU configurations), got TREE.BASE_SIZE={cfg.TREE.BASE_SIZE}")
 
 
@@ -473,7 +475,7 @@ def build_discriminators(cfg, device: torch.device | str | None = None) -> list[
     _check_base_size(cfg)
     ndf, nef, branches = cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.TREE.BRANCH_NUM
     if branches < 1:
-        raise ValueError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
+        raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
     classes = {64: D_NET64, 128: D_NET128, 256: D_NET256}
     sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(branches)]
     if cfg.GAN.B_DCGAN:
@@ -484,58 +486,90 @@ def build_discriminators(cfg, device: torch.device | str | None = None) -> list[
     for size, b_jcu in specs:
         net = classes[size](ndf, nef, b_jcu) if size in classes else D_NET(ndf, nef, size, b_jcu)
         net.to(device).apply(weights_init)
+        if cfg.GAN.D_SPECTRAL_NORM:
+            add_spectral_norm(net)
         nets.append(net)
     return nets
+
+
+def add_spectral_norm(net: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv and linear weight of `net` (GAN.D_SPECTRAL_NORM).
+    The state dict then holds `weight_orig` / `weight_u` / `weight_v` instead of `weight`."""
+    for module in list(net.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.utils.spectral_norm(module)
+    return net
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Losses without DAMSM (A/code/miscc/losses.py), on logits
 # ----------------------------------------------------------------------------------------------------------------
+ADV_LOSSES = ("bce", "hinge")
+
+
 def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
 
 
+def _d_term(logits: torch.Tensor, labels: torch.Tensor, adv_loss: str) -> torch.Tensor:
+    """One discriminator term: BCE against `labels` (AttnGAN), or the hinge max(0, 1 ∓ logit) (labels 1 / 0)."""
+    if adv_loss == "bce":
+        return _bce(logits, labels)
+    sign = labels.to(logits.dtype) * 2 - 1  # +1 real, -1 fake
+    return F.relu(1.0 - sign * logits).mean()
+
+
+def _g_term(logits: torch.Tensor, adv_loss: str) -> torch.Tensor:
+    return _bce(logits, torch.ones_like(logits)) if adv_loss == "bce" else -logits.mean()
+
+
 def discriminator_loss(netD: D_NET, real_imgs: torch.Tensor, fake_imgs: torch.Tensor, conditions: torch.Tensor,
-                       real_labels: torch.Tensor, fake_labels: torch.Tensor) -> torch.Tensor:
+                       real_labels: torch.Tensor, fake_labels: torch.Tensor, adv_loss: str = "bce",
+                       augment=None) -> torch.Tensor:
     """AttnGAN's D loss: (uncond_real + cond_real)/2 + (uncond_fake + cond_fake + cond_wrong)/3, or without an
     unconditional head cond_real + (cond_fake + cond_wrong)/2. The wrong pair is real[:B-1] with conditions[1:B].
 
     Computed on logits with BCE-with-logits: the same value as the original's BCE on sigmoid outputs (which clamps
     log at -100, so the two differ only for saturated scores) and safe under autocast. Fakes are detached.
+    Ours: `adv_loss` "hinge" uses the hinge terms instead of BCE (GAN.ADV_LOSS); `augment` (DiffAugment) is applied
+    to real and fake images before D.
     """
     batch_size = real_imgs.size(0)
     if batch_size < 2:
-        raise ValueError("discriminator_loss needs a batch of at least 2: the mismatched pair shifts the sentences "
+        raise InputError("discriminator_loss needs a batch of at least 2: the mismatched pair shifts the sentences "
                          "by one within the batch")
+    if adv_loss not in ADV_LOSSES:
+        raise InputError(f"GAN.ADV_LOSS must be one of {ADV_LOSSES}, got {adv_loss!r}")
+    fake_imgs = fake_imgs.detach()
+    if augment is not None:
+        real_imgs, fake_imgs = augment(real_imgs), augment(fake_imgs)
     real_features = netD(real_imgs)
-    fake_features = netD(fake_imgs.detach())
+    fake_features = netD(fake_imgs)
     cond = netD.COND_DNET
-    cond_real = _bce(cond(real_features, conditions, logits=True), real_labels)
-    cond_fake = _bce(cond(fake_features, conditions, logits=True), fake_labels)
-    cond_wrong = _bce(cond(real_features[:batch_size - 1], conditions[1:batch_size], logits=True),
-                      fake_labels[1:batch_size])
+    cond_real = _d_term(cond(real_features, conditions, logits=True), real_labels, adv_loss)
+    cond_fake = _d_term(cond(fake_features, conditions, logits=True), fake_labels, adv_loss)
+    cond_wrong = _d_term(cond(real_features[:batch_size - 1], conditions[1:batch_size], logits=True),
+                         fake_labels[1:batch_size], adv_loss)
     if netD.UNCOND_DNET is None:
         return cond_real + (cond_fake + cond_wrong) / 2.0
-    real = _bce(netD.UNCOND_DNET(real_features, logits=True), real_labels)
-    fake = _bce(netD.UNCOND_DNET(fake_features, logits=True), fake_labels)
+    real = _d_term(netD.UNCOND_DNET(real_features, logits=True), real_labels, adv_loss)
+    fake = _d_term(netD.UNCOND_DNET(fake_features, logits=True), fake_labels, adv_loss)
     return (real + cond_real) / 2.0 + (fake + cond_fake + cond_wrong) / 3.0
 
 
-def generator_adversarial_loss(netsD: list[D_NET], fake_imgs: list[torch.Tensor],
-                               sent_emb: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def generator_adversarial_loss(netsD: list[D_NET], fake_imgs: list[torch.Tensor], sent_emb: torch.Tensor,
+                               adv_loss: str = "bce", augment=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """The adversarial part of AttnGAN's `generator_loss`: Σ over stages of BCE(uncond(fake), 1) + BCE(cond(fake,
-    sent), 1) (the uncond term only where D has that head). Returns (total, per-stage losses for logging); the
-    trainer adds the DAMSM words/sentence terms and the KL term."""
+    sent), 1) (the uncond term only where D has that head; with hinge, -logit). Returns (total, per-stage losses
+    for logging); the trainer adds the DAMSM words/sentence terms and the KL term."""
     if len(netsD) != len(fake_imgs):
         raise ValueError(f"{len(netsD)} discriminators for {len(fake_imgs)} generated images")
     stage_losses = []
     for netD, fake in zip(netsD, fake_imgs):
-        features = netD(fake)
-        cond_logits = netD.COND_DNET(features, sent_emb, logits=True)
-        loss = _bce(cond_logits, torch.ones_like(cond_logits))
+        features = netD(augment(fake) if augment is not None else fake)
+        loss = _g_term(netD.COND_DNET(features, sent_emb, logits=True), adv_loss)
         if netD.UNCOND_DNET is not None:
-            logits = netD.UNCOND_DNET(features, logits=True)
-            loss = loss + _bce(logits, torch.ones_like(logits))
+            loss = loss + _g_term(netD.UNCOND_DNET(features, logits=True), adv_loss)
         stage_losses.append(loss)
     return sum(stage_losses), stage_losses
 

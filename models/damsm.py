@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict, strip_module_prefix
+from miscc.errors import CheckpointError, InputError, MissingFileError
 from miscc.text import swap_pad_id
 
 # Released AttnGAN vocabularies (len(ixtoword) of the official captions.pickle files).
@@ -65,10 +66,10 @@ class RNN_ENCODER(nn.Module):
                  nlayers: int = 1, bidirectional: bool = True, rnn_type: str = "LSTM"):
         super().__init__()
         if rnn_type not in ("LSTM", "GRU"):
-            raise ValueError(f"RNN_ENCODER: rnn_type must be 'LSTM' or 'GRU', got {rnn_type!r}")
+            raise InputError(f"RNN_ENCODER: rnn_type must be 'LSTM' or 'GRU', got {rnn_type!r}")
         self.num_directions = 2 if bidirectional else 1
         if nhidden % self.num_directions:
-            raise ValueError(f"RNN_ENCODER: nhidden={nhidden} must be divisible by the {self.num_directions} "
+            raise InputError(f"RNN_ENCODER: nhidden={nhidden} must be divisible by the {self.num_directions} "
                              "directions")
         self.ntoken = ntoken
         self.ninput = ninput
@@ -143,20 +144,20 @@ class BERT_ENCODER(nn.Module):
         model_dir = os.fspath(model_dir) if model_dir else ""
         what = "expected a local transformers model folder with config.json, the weights and the tokenizer files"
         if not model_dir or not os.path.isdir(model_dir):
-            raise FileNotFoundError(f"BERT model directory not found: {model_dir!r} ({what}; nothing is downloaded)")
+            raise MissingFileError(f"BERT model directory not found: {model_dir!r} ({what}; nothing is downloaded)")
         if not os.path.isfile(os.path.join(model_dir, "config.json")):
-            raise FileNotFoundError(f"{model_dir} is not a transformers model directory: config.json is missing "
+            raise MissingFileError(f"{model_dir} is not a transformers model directory: config.json is missing "
                                     f"({what})")
         if sentence not in self.SENTENCE_MODES:
-            raise ValueError(f"BERT_ENCODER: sentence must be one of {self.SENTENCE_MODES}, got {sentence!r}")
+            raise InputError(f"BERT_ENCODER: sentence must be one of {self.SENTENCE_MODES}, got {sentence!r}")
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         except Exception as e:
-            raise RuntimeError(f"{model_dir}: cannot load the tokenizer ({e})") from e
+            raise CheckpointError(f"{model_dir}: cannot load the tokenizer ({e})") from e
         try:
             self.embedder = AutoModel.from_pretrained(model_dir, local_files_only=True)
         except Exception as e:
-            raise RuntimeError(f"{model_dir}: cannot load the transformer model ({e})") from e
+            raise CheckpointError(f"{model_dir}: cannot load the transformer model ({e})") from e
 
         self.model_dir = model_dir
         self.sentence = sentence
@@ -165,24 +166,24 @@ class BERT_ENCODER(nn.Module):
         self.hidden_size = int(self.embedder.config.hidden_size)
         self.max_positions = int(getattr(self.embedder.config, "max_position_embeddings", 512))
         if sentence == "pooler" and getattr(self.embedder, "pooler", None) is None:
-            raise ValueError(f"{model_dir}: sentence='pooler' but this {type(self.embedder).__name__} has no pooler")
+            raise InputError(f"{model_dir}: sentence='pooler' but this {type(self.embedder).__name__} has no pooler")
 
         tok = self.tokenizer
         self.cls_id = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
         self.sep_id = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
         if self.cls_id is None or self.sep_id is None:
-            raise ValueError(f"{model_dir}: the tokenizer defines no [CLS]/<s> or [SEP]/</s> token")
+            raise InputError(f"{model_dir}: the tokenizer defines no [CLS]/<s> or [SEP]/</s> token")
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
 
         if projection:
             if not embedding_dim or embedding_dim <= 0:
-                raise ValueError(f"BERT_ENCODER: projection=True needs a positive embedding_dim, got {embedding_dim}")
+                raise InputError(f"BERT_ENCODER: projection=True needs a positive embedding_dim, got {embedding_dim}")
             self.embedding_dim = int(embedding_dim)
             self.word_proj = nn.Linear(self.hidden_size, self.embedding_dim)
             self.sent_proj = nn.Linear(self.hidden_size, self.embedding_dim)
         else:
             if embedding_dim not in (None, self.hidden_size):
-                raise ValueError(
+                raise InputError(
                     f"BERT_ENCODER: projection=False outputs the hidden size {self.hidden_size} of {model_dir}, "
                     f"but embedding_dim={embedding_dim}; set the embedding size (TEXT.EMBEDDING_DIM) to "
                     f"{self.hidden_size} or enable the projection (TEXT.BERT_PROJECTION)")
@@ -208,7 +209,7 @@ class BERT_ENCODER(nn.Module):
         lens = _check_lengths(captions, cap_lens, "BERT_ENCODER", min_len=0).to(captions.device)
         batch, steps = captions.shape
         if steps + 2 > self.max_positions:
-            raise ValueError(f"BERT_ENCODER: {steps} tokens + [CLS]/[SEP] exceed the model's "
+            raise InputError(f"BERT_ENCODER: {steps} tokens + [CLS]/[SEP] exceed the model's "
                              f"{self.max_positions} positions")
         positions = torch.arange(steps + 2, device=captions.device)
         attention_mask = (positions.unsqueeze(0) < (lens + 2).unsqueeze(1)).long()
@@ -255,9 +256,9 @@ class BERT_ENCODER(nn.Module):
         encoded = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
         for i, ids in enumerate(encoded):
             if not ids:
-                raise ValueError(f"BERT_ENCODER.encode_text: caption {i} ({texts[i]!r}) has no tokens")
+                raise InputError(f"BERT_ENCODER.encode_text: caption {i} ({texts[i]!r}) has no tokens")
             if 0 in ids and not self.pad_id:
-                raise ValueError(f"BERT_ENCODER.encode_text: caption {i} ({texts[i]!r}) contains token id 0, which "
+                raise InputError(f"BERT_ENCODER.encode_text: caption {i} ({texts[i]!r}) contains token id 0, which "
                                  "the zero-padded caption contract reserves for padding")
         encoded = [swap_pad_id(ids, self.pad_id) for ids in encoded]
         if max_len is not None:
@@ -283,14 +284,14 @@ def _inception_v3(weights_path: str | None) -> nn.Module:
     from torchvision.models import inception_v3
 
     if weights_path and not os.path.isfile(weights_path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"Inception-v3 ImageNet weights not found: {weights_path} (expected torchvision's "
             "inception_v3_google-0cc3c7bd.pth or the older inception_v3_google-1a9a5a14.pth; nothing is downloaded)")
     net = inception_v3(weights=None, aux_logits=False, init_weights=False)
     if weights_path:
         state = load_checkpoint(weights_path, "Inception-v3 ImageNet weights")
         if not isinstance(state, dict):
-            raise ValueError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
+            raise InputError(f"{weights_path}: expected a state dict, got {type(state).__name__}")
         state = {k: v for k, v in strip_module_prefix(state).items() if not k.startswith("AuxLogits.")}
         load_state_dict_strict(net, state, source=weights_path)
     else:
@@ -378,7 +379,7 @@ class SMALL_CNN_ENCODER(nn.Module):
         super().__init__()
         n_down = round(math.log2(image_size / region_size)) if image_size > region_size else 0
         if n_down < 1 or region_size * 2 ** n_down != image_size or region_size < 2 or region_size % 2:
-            raise ValueError(f"SMALL_CNN_ENCODER: image_size={image_size} must be region_size={region_size} "
+            raise InputError(f"SMALL_CNN_ENCODER: image_size={image_size} must be region_size={region_size} "
                              "(even, >= 2) times a power of two >= 2")
         self.nef = nef
         self.image_size = image_size
@@ -422,11 +423,11 @@ def build_text_encoder(cfg, n_words: int) -> nn.Module:
         return RNN_ENCODER(n_words, nhidden=cfg.TEXT.EMBEDDING_DIM, rnn_type=cfg.RNN_TYPE)
     if kind == "bert":
         if not cfg.TEXT.BERT_PATH:
-            raise ValueError("TEXT.ENCODER is 'bert' but TEXT.BERT_PATH is empty: set it to a local model folder")
+            raise InputError("TEXT.ENCODER is 'bert' but TEXT.BERT_PATH is empty: set it to a local model folder")
         return BERT_ENCODER(resolve_path(cfg.TEXT.BERT_PATH), embedding_dim=cfg.TEXT.EMBEDDING_DIM,
                             sentence=cfg.TEXT.BERT_SENTENCE, projection=cfg.TEXT.BERT_PROJECTION,
                             finetune=cfg.TEXT.BERT_FINETUNE)
-    raise ValueError(f"TEXT.ENCODER must be 'rnn' or 'bert', got {kind!r}")
+    raise InputError(f"TEXT.ENCODER must be 'rnn' or 'bert', got {kind!r}")
 
 
 def build_image_encoder(cfg) -> nn.Module:
@@ -440,13 +441,13 @@ def build_image_encoder(cfg) -> nn.Module:
         return CNN_ENCODER(nef, inception_weights=resolve_path(weights) if weights else None)
     if kind == "small":
         return SMALL_CNN_ENCODER(nef, image_size=cfg.DAMSM.IMAGE_SIZE)
-    raise ValueError(f"DAMSM.IMAGE_ENCODER must be 'inception' or 'small', got {kind!r}")
+    raise InputError(f"DAMSM.IMAGE_ENCODER must be 'inception' or 'small', got {kind!r}")
 
 
 def _plain_state_dict(path: str, what: str) -> dict:
     state = load_checkpoint(path, what)
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a plain state dict (parameter name -> tensor) for the {what}")
+        raise InputError(f"{path}: expected a plain state dict (parameter name -> tensor) for the {what}")
     return strip_module_prefix(state)
 
 
@@ -460,7 +461,7 @@ def load_text_encoder(model: nn.Module, path: str) -> nn.Module:
         rows = state["encoder.weight"].shape[0]
         if rows != model.ntoken:
             known = ", ".join(f"{v:,} for {k}" for k, v in RELEASED_VOCAB_SIZES.items())
-            raise ValueError(
+            raise InputError(
                 f"{path}: vocabulary mismatch: the file's encoder.weight has {rows:,} words but the dataset's "
                 f"vocabulary has n_words={model.ntoken:,}. A text encoder only fits the captions.pickle it was "
                 f"trained with; released encoders need the released captions.pickle ({known}), not a rebuilt one.")
@@ -483,7 +484,7 @@ def load_image_encoder(model: nn.Module, path: str) -> nn.Module:
     file_inception = any(k.startswith("Mixed_") for k in state)
     if file_inception != isinstance(model, CNN_ENCODER):
         file_kind = "an Inception (CNN_ENCODER)" if file_inception else "a non-Inception (e.g. SMALL_CNN_ENCODER)"
-        raise ValueError(f"{path} holds {file_kind} image encoder, but the model is a {type(model).__name__}: "
+        raise InputError(f"{path} holds {file_kind} image encoder, but the model is a {type(model).__name__}: "
                          "set DAMSM.IMAGE_ENCODER to match the file")
     load_state_dict_strict(model, state, source=path)
     return model

@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict
+from miscc.errors import InputError
 
 LOSS_TYPES = ("gan", "wgan", "wgan-gp")
 # INTCLS.TYPE values (the port's `--type`, plus wgan-gp) -> (loss type, conditional).
@@ -45,7 +46,7 @@ MODEL_TYPES = {
 def _num_doublings(image_size: int, what: str) -> int:
     """Number of x2 steps between the 4x4 bottleneck and `image_size` (a power of two >= 8)."""
     if not isinstance(image_size, int) or image_size < 8 or image_size & (image_size - 1):
-        raise ValueError(f"{what}: image_size must be a power of two >= 8 (64 for GAN-INT-CLS), got {image_size!r}")
+        raise InputError(f"{what}: image_size must be a power of two >= 8 (64 for GAN-INT-CLS), got {image_size!r}")
     return int(math.log2(image_size // 4))
 
 
@@ -227,9 +228,9 @@ def build_gan_int_cls(cfg) -> tuple[generator, discriminator]:
     """
     kind = cfg.INTCLS.TYPE
     if kind not in MODEL_TYPES:
-        raise ValueError(f"INTCLS.TYPE must be one of {sorted(MODEL_TYPES)}, got '{kind}'")
+        raise InputError(f"INTCLS.TYPE must be one of {sorted(MODEL_TYPES)}, got '{kind}'")
     if cfg.INTCLS.TEXT_SOURCE not in ("encoder", "hd5"):
-        raise ValueError(f"INTCLS.TEXT_SOURCE must be 'encoder' or 'hd5', got '{cfg.INTCLS.TEXT_SOURCE}'")
+        raise InputError(f"INTCLS.TEXT_SOURCE must be 'encoder' or 'hd5', got '{cfg.INTCLS.TEXT_SOURCE}'")
     loss_type, conditional = MODEL_TYPES[kind]
     embed_dim = 0
     if conditional:
@@ -277,19 +278,19 @@ class IntClsLossOptions:
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got '{self.loss_type}'")
+            raise InputError(f"loss_type must be one of {LOSS_TYPES}, got '{self.loss_type}'")
         if not 0.0 < self.real_label <= 1.0:
-            raise ValueError(f"real_label must be in (0, 1], got {self.real_label}")
+            raise InputError(f"real_label must be in (0, 1], got {self.real_label}")
         for name in ("cls_weight", "int_weight", "gp_lambda", "l1_coef", "l2_coef"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
 
 
 def build_loss_options(cfg) -> IntClsLossOptions:
     """Loss options from INTCLS.*; `vanilla_*` types turn CLS and INT off (there is no text)."""
     kind = cfg.INTCLS.TYPE
     if kind not in MODEL_TYPES:
-        raise ValueError(f"INTCLS.TYPE must be one of {sorted(MODEL_TYPES)}, got '{kind}'")
+        raise InputError(f"INTCLS.TYPE must be one of {sorted(MODEL_TYPES)}, got '{kind}'")
     loss_type, conditional = MODEL_TYPES[kind]
     return IntClsLossOptions(
         loss_type=loss_type, cls=cfg.INTCLS.CLS and conditional, cls_weight=cfg.INTCLS.CLS_WEIGHT,
@@ -447,7 +448,7 @@ def clip_weights(netD: nn.Module, c: float = 0.01) -> None:
     """WGAN weight clipping (Arjovsky et al. 2017, Alg. 1): clamp every parameter of D to [-c, c] in place, as the
     port does after each critic step (BatchNorm and Linear parameters included)."""
     if c <= 0:
-        raise ValueError(f"clip value must be > 0, got {c}")
+        raise InputError(f"clip value must be > 0, got {c}")
     for p in netD.parameters():
         p.clamp_(-c, c)
 
@@ -469,7 +470,7 @@ def wrong_indices(class_ids: Sequence, rng: np.random.Generator | None = None,
     """
     ids = np.asarray(class_ids)
     if ids.ndim != 1 or ids.size == 0:
-        raise ValueError(f"wrong_indices: class_ids must be a non-empty 1-D sequence, got shape {ids.shape}")
+        raise InputError(f"wrong_indices: class_ids must be a non-empty 1-D sequence, got shape {ids.shape}")
     rng = np.random.default_rng() if rng is None else rng
     anchors = np.arange(ids.size) if anchors is None else np.asarray(anchors, dtype=np.int64)
     if anchors.size and (anchors.min() < 0 or anchors.max() >= ids.size):
@@ -485,6 +486,6 @@ def wrong_indices(class_ids: Sequence, rng: np.random.Generator | None = None,
     for k in np.flatnonzero(bad):  # a dominant class: draw exactly from the other classes
         others = np.flatnonzero(ids != own[k])
         if others.size == 0:
-            raise ValueError(f"wrong_indices: every example has class '{own[k]}'; CLS needs at least two classes")
+            raise InputError(f"wrong_indices: every example has class '{own[k]}'; CLS needs at least two classes")
         out[k] = others[rng.integers(0, others.size)]
     return out

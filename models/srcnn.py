@@ -18,6 +18,7 @@ import torch.nn as nn
 from PIL import Image
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict
+from miscc.errors import CheckpointError, InputError
 
 
 class SRCNN(nn.Module):
@@ -41,7 +42,7 @@ def load_srcnn(path: str, device="cpu") -> SRCNN:
     state = load_checkpoint(path, "SRCNN weights")
     if not isinstance(state, dict) or "conv1.weight" not in {k.replace("module.", "", 1) for k in state}:
         keys = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
-        raise RuntimeError(f"{path}: not an SRCNN state dict (expected conv1/conv2/conv3 weights, found {keys})")
+        raise CheckpointError(f"{path}: not an SRCNN state dict (expected conv1/conv2/conv3 weights, found {keys})")
     conv1 = next(v for k, v in state.items() if k.endswith("conv1.weight"))
     model = SRCNN(num_channels=conv1.shape[1])
     load_state_dict_strict(model, state, source=path)
@@ -105,7 +106,7 @@ def upscale(images, model: SRCNN, scale: int = 3):
     device). The model runs on its own device.
     """
     if not isinstance(scale, int) or scale < 1:
-        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+        raise InputError(f"scale must be a positive integer, got {scale!r}")
     batch, kind = _to_uint8_nhwc(images)
     n, h, w, _ = batch.shape
     bicubic = np.stack([np.asarray(Image.fromarray(im).resize((w * scale, h * scale), resample=Image.BICUBIC))

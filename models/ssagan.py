@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict
+from miscc.errors import InputError
 
 # Width of the hidden layer of the SSCBN condition MLPs (`affine.fc_gamma/fc_beta.linear1`), fixed in the original.
 AFFINE_HIDDEN = 256
@@ -32,7 +33,7 @@ MASK_HIDDEN = 100
 def _check_imsize(imsize: int, what: str) -> int:
     """Number of ×2 steps from the 4×4 stem to `imsize`; `imsize` must be a power of two ≥ 8."""
     if not isinstance(imsize, int) or imsize < 8 or imsize & (imsize - 1):
-        raise ValueError(f"{what}: imsize must be a power of two >= 8 (64, 128, 256, ...), got {imsize!r}")
+        raise InputError(f"{what}: imsize must be a power of two >= 8 (64, 128, 256, ...), got {imsize!r}")
     return int(math.log2(imsize // 4))
 
 
@@ -255,7 +256,7 @@ def load_ssagan_generator(model: NetG, path: str) -> NetG:
     """Load a released or trained `netG_*.pth` into `model` strictly (a DataParallel `module.` prefix is removed)."""
     state = load_checkpoint(path, "SSA-GAN generator")
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{path}: expected a NetG state dict (parameter name -> tensor), got {type(state).__name__}")
+        raise InputError(f"{path}: expected a NetG state dict (parameter name -> tensor), got {type(state).__name__}")
     load_state_dict_strict(model, state, source=path)
     return model
 
@@ -289,7 +290,7 @@ def hinge_d_loss(netD: NetD, real: torch.Tensor, fake: torch.Tensor, sent: torch
     the original); fake: relu(1 + D(G(z,s).detach(), s)). `fake` is detached here, so G gets no gradient.
     """
     if real.size(0) < 2:
-        raise ValueError(f"hinge_d_loss: the mismatch term pairs image i with sentence i+1, so the batch needs at "
+        raise InputError(f"hinge_d_loss: the mismatch term pairs image i with sentence i+1, so the batch needs at "
                          f"least 2 samples, got {real.size(0)}")
     real_features = netD(real)
     err_real = F.relu(1.0 - netD.COND_DNET(real_features, sent)).mean()
@@ -325,7 +326,7 @@ def truncated_noise(batch: int, nz: int, trunc_rate: float, generator: torch.Gen
     `generator` when given (its device decides where the noise is drawn unless `device` is given).
     """
     if not trunc_rate > 0:
-        raise ValueError(f"truncated_noise: trunc_rate must be > 0, got {trunc_rate!r}")
+        raise InputError(f"truncated_noise: trunc_rate must be > 0, got {trunc_rate!r}")
     if device is None:
         device = generator.device if generator is not None else "cpu"
     noise = torch.empty(batch, nz, device=device)

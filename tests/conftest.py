@@ -38,3 +38,22 @@ def minilm_dir() -> pathlib.Path:
     if not path.is_dir():
         pytest.skip(f"{path} missing")
     return path
+
+
+@pytest.fixture(scope="session")
+def real_birds(shared_dir, tmp_path_factory) -> pathlib.Path:
+    """`data/birds` as AttnGAN lays it out, built from ../shared/assets: the official metadata (captions.pickle,
+    train|test filenames and class_info, text/, images.txt, bounding_boxes.txt, example sentences) and the 538 real
+    CUB photographs of 9 classes (6 train, 3 test). Everything is linked, nothing copied: the keys whose photograph is
+    absent (11,250 of 11,788) are dropped by the dataset itself with DATA.SKIP_CORRUPT True (`skip_corrupt=True`)."""
+    meta, photos = shared_dir / "assets" / "cub_meta", shared_dir / "assets" / "cub_images" / "CUB_200_2011"
+    if not (meta / "captions.pickle").is_file() or not (photos / "images").is_dir():
+        pytest.skip(f"{meta}/captions.pickle or {photos}/images is absent")
+    birds = tmp_path_factory.mktemp("data") / "birds"
+    (birds / "CUB_200_2011").mkdir(parents=True)
+    for name in ("captions.pickle", "text", "train", "test", "example_filenames.txt", "example_captions.txt"):
+        (birds / name).symlink_to(meta / name)
+    for name in ("images.txt", "bounding_boxes.txt"):
+        (birds / "CUB_200_2011" / name).symlink_to(meta / "CUB_200_2011" / name)
+    (birds / "CUB_200_2011" / "images").symlink_to(photos / "images")
+    return birds

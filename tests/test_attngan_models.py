@@ -546,3 +546,39 @@ def test_base_size_32_two_stages_for_cpu_configs():
     assert [type(d).__name__ for d in netsD] == ["D_NET", "D_NET64"]
     for d, img in zip(netsD, imgs):
         assert tuple(d(img).shape) == (b, cfg.GAN.DF_DIM * 8, 4, 4)
+
+
+def test_hinge_losses_and_diffaugment_option():
+    """GAN.ADV_LOSS hinge: D = (relu(1-u_r) + relu(1-c_r))/2 + (relu(1+u_f) + relu(1+c_f) + relu(1+c_w))/3 on the
+    same features as the BCE loss; G = -(c_f + u_f); an `augment` callable is applied to D's inputs."""
+    d = small_ds()[0].eval()
+    torch.manual_seed(3)
+    real, fake, cond = torch.rand(4, 3, 64, 64) * 2 - 1, torch.rand(4, 3, 64, 64) * 2 - 1, torch.randn(4, NEF)
+    ours = discriminator_loss(d, real, fake, cond, torch.ones(4), torch.zeros(4), adv_loss="hinge")
+    fr, ff = d(real), d(fake)
+    c = lambda f, s: d.COND_DNET(f, s, logits=True)  # noqa: E731
+    u = lambda f: d.UNCOND_DNET(f, logits=True)  # noqa: E731
+    ref = ((F.relu(1 - u(fr)).mean() + F.relu(1 - c(fr, cond)).mean()) / 2
+           + (F.relu(1 + u(ff)).mean() + F.relu(1 + c(ff, cond)).mean() + F.relu(1 + c(fr[:3], cond[1:])).mean()) / 3)
+    assert torch.allclose(ours, ref, atol=1e-5)
+    total, _ = generator_adversarial_loss([d], [fake], cond, adv_loss="hinge")
+    assert torch.allclose(total, -(c(ff, cond).mean() + u(ff).mean()), atol=1e-5)
+    seen = []
+    discriminator_loss(d, real, fake, cond, torch.ones(4), torch.zeros(4), augment=lambda x: seen.append(x) or -x)
+    assert len(seen) == 2 and seen[0] is real  # reals and (detached) fakes both go through the augmentation
+    with pytest.raises(ValueError, match="GAN.ADV_LOSS"):
+        discriminator_loss(d, real, fake, cond, torch.ones(4), torch.zeros(4), adv_loss="wgan")
+
+
+def test_discriminator_spectral_norm_option():
+    cfg = small_cfg()
+    cfg.GAN.D_SPECTRAL_NORM = True
+    d = build_discriminators(cfg)[0]
+    keys = d.state_dict().keys()
+    assert "img_code_s16.0.weight_orig" in keys and "img_code_s16.0.weight_u" in keys
+    w = d.img_code_s16[0].weight_orig.detach()
+    d.train()
+    for _ in range(30):  # power iterations converge; the used weight has spectral norm ~1
+        d(torch.rand(2, 3, 64, 64))
+    sigma = torch.linalg.matrix_norm(d.img_code_s16[0].weight.detach().flatten(1), ord=2)
+    assert abs(float(sigma) - 1.0) < 0.05 and not torch.equal(w, d.img_code_s16[0].weight.detach())

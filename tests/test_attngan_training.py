@@ -10,7 +10,7 @@ from datasets import build_dataset
 from main import main as main_entry
 from miscc.checkpoint import load_checkpoint
 from trainers.attngan import AttnGANTrainer
-from trainers.base import STATE_FILE
+from trainers.base import STATE_FILE, ResumeRefusedError
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import Runtime
@@ -161,3 +161,50 @@ def test_main_trains_then_draws_examples(attn_cfg, tmp_path):
     assert result["checkpoint"] == net_g and "DAMSM" in result["feature_extractor"]
     report = (valid / "report.md").read_text()
     assert "rprec20" in report and (valid / "samples.png").exists()
+
+
+def _g_update_after_resume(cfg, folder):
+    """Resume `cfg` from `folder` and take one training step: the largest change of a G parameter."""
+    data = build_dataset(cfg, "train")
+    trainer = AttnGANTrainer(cfg, CPU, folder, data)
+    trainer.resume()
+    trainer.set_learning_rates(trainer.epoch)
+    before = _params(trainer.netG).clone()
+    trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(trainer.epoch)))))
+    return trainer, float((_params(trainer.netG) - before).abs().max())
+
+
+def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
+    """`--set TRAIN.GENERATOR_LR=...` after `--resume` is written into the restored Adam (lr and initial_lr) and
+    logged; one step then moves G by the new rate's amount (the unchanged rate moves it by ~1e-4)."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_STEPS = 2
+    AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train")).fit()
+    cfg_same = copy.deepcopy(cfg)
+    cfg_same.TRAIN.MAX_STEPS = 0
+    _, same_step = _g_update_after_resume(cfg_same, str(tmp_path))
+    capsys.readouterr()
+    cfg_low = copy.deepcopy(cfg_same)
+    cfg_low.TRAIN.GENERATOR_LR = 1e-12
+    cfg_low.TRAIN.BETA1 = 0.0
+    trainer, low_step = _g_update_after_resume(cfg_low, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "resume: TRAIN.GENERATOR_LR 0.0002 -> 1e-12" in out and "resume: TRAIN.BETA1 0.5 -> 0.0" in out
+    g = trainer.optG.param_groups[0]
+    assert g["lr"] == g["initial_lr"] == 1e-12 and g["betas"] == (0.0, 0.999)
+    assert all(o.param_groups[0]["lr"] == 2e-4 and o.param_groups[0]["betas"] == (0.0, 0.999)
+               for o in trainer.optsD)
+    assert len(trainer.optG.state) > 0  # the moments were restored, not reset
+    assert same_step > 1e-5 and low_step < 1e-9, (same_step, low_step)
+
+
+def test_resume_refuses_a_changed_model_size(attn_cfg, tmp_path):
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_STEPS = 1
+    AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train")).fit()
+    bigger = copy.deepcopy(cfg)
+    bigger.GAN.GF_DIM, bigger.GAN.DF_DIM = 8, 8
+    trainer = AttnGANTrainer(bigger, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    with pytest.raises(ResumeRefusedError, match=r"training_state\.pth: cannot resume .*GAN\.DF_DIM 4 -> 8; "
+                                                 r"GAN\.GF_DIM 4 -> 8\. Set them back"):
+        trainer.resume()

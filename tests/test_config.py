@@ -136,3 +136,16 @@ def test_resolve_path_maps_original_relative_paths(tmp_path, monkeypatch):
     (tmp_path / "here.txt").write_text("x")
     assert resolve_path("here.txt") == "here.txt"
     assert resolve_path("../nowhere/x.pth") == "../nowhere/x.pth"
+
+
+def test_every_config_key_has_a_resume_rule():
+    """A new key must be classified (honoured / epoch boundary / refused / ignored) before a resume meets it."""
+    from miscc.config import default_config, flat_config, resume_rule
+
+    rules = {k: resume_rule(k) for k in flat_config(default_config())}
+    assert rules["TRAIN.GENERATOR_LR"] == "honoured" and rules["TRAIN.SMOOTH.LAMBDA"] == "honoured"
+    assert rules["GAN.GF_DIM"] == "refused" and rules["TEXT.ENCODER"] == "refused"
+    assert rules["TRAIN.EMA"] == "refused" and rules["TRAIN.EMA_DECAY"] == "honoured"
+    assert rules["TRAIN.BATCH_SIZE"] == "epoch_boundary" and rules["EVAL.SEED"] == "ignored"
+    with pytest.raises(KeyError, match="'TRAIN.NEW_KEY' has no resume rule"):
+        resume_rule("TRAIN.NEW_KEY")

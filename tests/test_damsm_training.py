@@ -74,3 +74,33 @@ def test_learning_rate_schedule(data_dir, tmp_path):
     assert [spaced.lr_for_epoch(e) for e in (9, 10, 25)] == pytest.approx([0.002, 0.002 * 0.98, 0.002 * 0.98 ** 2])
     spaced.set_learning_rates(25)
     assert spaced.optimizer.param_groups[0]["lr"] == pytest.approx(0.002 * 0.98 ** 2)
+
+
+def test_pretrain_resume_honours_learning_rate_and_refuses_embedding_size(data_dir, tmp_path, capsys):
+    from trainers.base import ResumeRefusedError
+
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path, 1)) == 0
+    capsys.readouterr()
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path, 2) + ["TRAIN.ENCODER_LR=0.001", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: TRAIN.ENCODER_LR 0.002 -> 0.001" in out and "resume: TRAIN.MAX_EPOCH 1 -> 2" in out
+    log = (tmp_path / "Log" / "train.log").read_text()
+    assert f"valid/lr={0.001 * 0.98:.4f}" in log.splitlines()[-2] + log.splitlines()[-1]
+    with pytest.raises(ResumeRefusedError, match=r"TEXT\.EMBEDDING_DIM 16 -> 8"):
+        pretrain_DAMSM.main(_args(data_dir, tmp_path, 3) + ["TEXT.EMBEDDING_DIM=8", "--resume"])
+
+
+def test_validation_is_seeded_and_leaves_training_randomness(data_dir, tmp_path):
+    """Shuffled validation batches, the same at every call, drawn without touching the global random streams."""
+    from datasets import build_dataset
+
+    cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16, "TRAIN.BATCH_SIZE": 4,
+                                   "DAMSM.VALID_BATCHES": 2, "DAMSM.RPREC_SAMPLES": 16, "WORKERS": 0})
+    trainer = DAMSMTrainer(cfg, Runtime(device=torch.device("cpu")), str(tmp_path), build_dataset(cfg, "train"),
+                           build_dataset(cfg, "test"))
+    torch.manual_seed(3)
+    first = trainer.end_of_epoch(0)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert trainer.end_of_epoch(0) == first
+    assert torch.equal(torch.rand(1), after)

@@ -424,3 +424,53 @@ def test_swap_pad_id_round_trip():
     assert torch.equal(swap_pad_id(swapped, 1), ids)
     assert swap_pad_id([3, 0, 4], 4) == [3, 4, 0]
     assert swap_pad_id([3, 0], 0) == [3, 0]
+
+
+def test_flip_and_crop_are_config_choices(tmp_path):
+    """DATA.FLIP none / text and DATA.RANDOM_CROP False: no flip or crop; 'text' flips swap left/right words."""
+    lines = {k: ["a red bird on the left", "a red bird on the left"] for k in ("red/red_0",)}
+    root = make_custom(tmp_path / "d", extra_text=lines)
+    plain = custom_ds(root, base_size=8, branch_num=2, augment=False)
+    centre = plain.get_imgs(0)
+    none = custom_ds(root, base_size=8, branch_num=2, flip="none", random_crop=False)
+    for seed in range(8):  # with neither flip nor crop every draw is the centre crop
+        torch.manual_seed(seed)
+        assert all(torch.equal(a, b) for a, b in zip(none[0]["imgs"], centre))
+    # the vocabulary has 'left' but no 'right': a text flip could not mirror these captions
+    with pytest.raises(ValueError, match="left.*right.*not in the vocabulary"):
+        custom_ds(root, flip="text", flip_word_pairs=[("left", "right")])
+    with pytest.raises(ValueError, match="DATA.FLIP"):
+        custom_ds(root, flip="sometimes")
+
+
+def test_text_flip_mirrors_image_and_caption(tmp_path):
+    lines = {"red/red_0": ["a red bird on the left", "a red bird on the right"]}
+    root = make_custom(tmp_path / "d", extra_text=lines)
+    ds = custom_ds(root, base_size=8, branch_num=2, flip="text", random_crop=False, words_num=8)
+    centre = custom_ds(root, base_size=8, branch_num=2, augment=False, words_num=8).get_imgs(0)
+    ix = ds.wordtoix
+    seen = set()
+    for seed in range(24):
+        torch.manual_seed(seed)
+        item = ds[0]
+        flipped = torch.equal(item["imgs"][-1], centre[-1].flip(-1))
+        assert flipped or torch.equal(item["imgs"][-1], centre[-1])
+        assert torch.equal(item["imgs"][0], centre[0].flip(-1) if flipped else centre[0])
+        words = [ds.ixtoword[int(i)] for i in item["caption"][:item["cap_len"]]]
+        side = words[-1]
+        original = lines["red/red_0"][item["caption_index"] % 2].split()[-1]
+        assert side == ({"left": "right", "right": "left"}[original] if flipped else original)
+        seen.add((flipped, original))
+    assert len(seen) == 4  # both captions, flipped and not
+    assert ix["left"] != ix["right"]
+
+
+def test_branch_images_cached_without_random_crop(tmp_path):
+    root = make_custom(tmp_path / "d")
+    ds = custom_ds(root, base_size=8, branch_num=2, flip="none", random_crop=False, cache_images=1)
+    first = ds.get_imgs(0)
+    assert 0 in ds._branch_cache and ds._branch_cache[0][0].dtype == torch.uint8
+    assert all(torch.equal(a, b) for a, b in zip(first, ds.get_imgs(0)))
+    cropped = custom_ds(root, base_size=8, branch_num=2, random_crop=True, cache_images=1)
+    cropped.get_imgs(0)
+    assert not cropped._branch_cache  # random crops differ per draw: only the decoded image is cached

@@ -7,6 +7,7 @@ import torch
 from eval.classifier import (CELL_PREFIX, EMPTY, DatasetClassifier, load_classifier, predict_logits,
                              score_attributes)
 from eval.train_classifier import load_images, load_split, main, train_classifier
+from miscc.errors import run_cli
 
 make_shapes = pytest.importorskip("tools.make_shapes")
 
@@ -55,8 +56,7 @@ def test_missing_class_info_is_refused(shapes_dir, tmp_path, capsys):
     os.remove(copy / "test" / "class_info.pickle")
     with pytest.raises(FileNotFoundError, match=r"test/class_info.pickle.*no class labels"):
         load_split(str(copy), "test")
-    with pytest.raises(SystemExit):
-        main(["--data_dir", str(copy), "--out", str(tmp_path / "x.pth")])
+    assert run_cli(main, ["--data_dir", str(copy), "--out", str(tmp_path / "x.pth")]) == 2
     assert "class_info.pickle" in capsys.readouterr().err
     assert not (tmp_path / "x.pth").exists()
 
@@ -91,6 +91,11 @@ def test_score_attributes_rules():
     assert r["position"] == pytest.approx(3 / 5)
     assert r["object"] == pytest.approx(3 / 6)
     assert r["count"] == pytest.approx(1 / 5)  # only caption 0 names as many objects as are predicted
+    # the shapes bar's measures: anywhere in the image / in the named cell
+    assert r["color_any"] == pytest.approx(5 / 6)  # only green is drawn nowhere
+    assert r["color_shape_any"] == pytest.approx(4 / 6)  # no green circle, no red square anywhere
+    assert r["color_at_position"] == pytest.approx(3 / 5)  # positioned: red@tl, blue@right, green@tl x, red@bottom x, red@tl
+    assert r["all_three"] == pytest.approx(2 / 5)  # the red square at top left is a circle
     perfect = score_attributes(model, _scene_logits(model, [scene]), [captions[0]],
                                parse_caption=make_shapes.parse_caption)
     assert perfect["value"] == perfect["count"] == 1.0
@@ -119,3 +124,19 @@ def test_cub_metadata_uses_the_test_classes(shared_dir):
     assert fit_name == "test (80%)" and len(fit[0]) + len(held[0]) == 2933
     assert set(fit[0]).isdisjoint(held[0]) and set(held[1]) <= set(test[1])
     assert all(int(k.split(".")[0]) == c for k, c in zip(fit[0], fit[1]))  # ids follow the filename prefix
+
+
+def test_shipped_shapes_classifier_reads_unseen_real_images(tmp_path):
+    """eval/shapes_classifier.pth (what the demo scores with) reads real shapes images of another seed: the
+    per-object measures of the shapes bar are near 1 on real images, so a generator can reach 0.8-0.9."""
+    from eval.train_classifier import first_captions
+    from tools.demo import SHIPPED_CLASSIFIER
+
+    model = load_classifier(SHIPPED_CLASSIFIER)
+    assert model.image_size == 64 and len(model.cell_heads) == 9
+    out = str(tmp_path / "unseen")
+    make_shapes.generate_shapes(out, n_train=4, n_test=60, seed=12345, image_size=256)
+    keys, _ = load_split(out, "test")
+    r = score_attributes(model, predict_logits(model, load_images(out, keys, 64)), first_captions(out, keys))
+    assert r["n"] == 60
+    assert r["color_any"] >= 0.97 and r["color_shape_any"] >= 0.93 and r["color_at_position"] >= 0.95

@@ -19,6 +19,7 @@ import models.gan_int_cls as gic
 from datasets import build_dataset
 from miscc.checkpoint import load_checkpoint
 from miscc.config import load_config
+from miscc.errors import run_cli
 from miscc.reed_hd5 import ReedHd5Dataset, write_reed_hd5
 from models.damsm import build_text_encoder
 from models.srcnn import SRCNN
@@ -161,7 +162,7 @@ def test_wgan_critic_loop_and_clipping(shapes, tmp_path, small_nets):
     assert all(np.isfinite(v) for losses, _ in log for v in losses.values())
     assert max(float(p.detach().abs().max()) for p in t.netD.parameters()) <= 0.01
     assert not torch.equal(g0, params(t.netG))
-    assert load_checkpoint(str(tmp_path / "Model" / STATE_FILE))["extra"] == {"gen_iteration": 1}
+    assert load_checkpoint(str(tmp_path / "Model" / STATE_FILE))["extra"] == {"gen_iteration": 1, "critic_done": 0}
 
 
 def test_wgan_diter_after_warmup(shapes, tmp_path, small_nets):
@@ -282,6 +283,51 @@ def test_resume_continues_exactly(shapes, tmp_path, small_nets, source, tiny_hd5
     assert torch.equal(params(full.netD), params(resumed.netD))
 
 
+class Killed(Exception):
+    pass
+
+
+def test_mid_epoch_resume_keeps_the_critic_count(shapes, tmp_path, small_nets, capsys):
+    """A rolling state after every step; the run dies before step 10 (epoch 1, batch 3, one critic iteration into
+    a DITER=2 cycle): the resumed run ends bit-identical to an uninterrupted one. A new GENERATOR_LR is honoured."""
+    over = dict(INTCLS__TYPE="vanilla_wgan", INTCLS__DITER=2, INTCLS__L1_COEF=0.0, INTCLS__L2_COEF=0.0,
+                TRAIN__NET_E="", TRAIN__MAX_EPOCH=2, TRAIN__SNAPSHOT_INTERVAL=5, TRAIN__CHECKPOINT_STEPS=1)
+
+    def run(out, crash_at=None):
+        t = trainer_for(make_cfg(shapes, **over), out)
+        t.gen_iteration = 30  # past the warm-up: DITER critic steps per G step
+        step = t.train_step
+
+        def train_step(batch):
+            if t.step == crash_at:
+                raise Killed
+            return step(batch)
+
+        t.train_step = train_step
+        torch.manual_seed(123)
+        t.fit()
+        return t
+
+    full = run(tmp_path / "full")
+    with pytest.raises(Killed):
+        run(tmp_path / "part", crash_at=9)
+    state = load_checkpoint(str(tmp_path / "part" / "Model" / STATE_FILE))
+    assert (state["epoch"], state["epoch_batch"], state["extra"]) == (1, 3, {"gen_iteration": 34, "critic_done": 1})
+    torch.manual_seed(999)
+    resumed = trainer_for(make_cfg(shapes, **over), tmp_path / "part")
+    resumed.resume()
+    resumed.fit()
+    assert resumed.gen_iteration == full.gen_iteration == 36
+    assert torch.equal(params(full.netG), params(resumed.netG))
+    assert torch.equal(params(full.netD), params(resumed.netD))
+
+    capsys.readouterr()
+    faster = trainer_for(make_cfg(shapes, **{**over, "TRAIN__GENERATOR_LR": 1e-3}), tmp_path / "part")
+    faster.resume()
+    assert faster.optG.param_groups[0]["lr"] == 1e-3 and faster.optD.param_groups[0]["lr"] == 2e-4
+    assert "resume: TRAIN.GENERATOR_LR 0.0002 -> 0.001" in capsys.readouterr().out
+
+
 def test_loads_port_checkpoints(shapes, tmp_path, small_nets):
     """TRAIN.NET_G = a port `gen_<e>.pth` (DataParallel `module.` keys) and its `disc_<e>.pth` beside it."""
     cfg = make_cfg(shapes)
@@ -360,5 +406,5 @@ def test_convert_hd5_round_trip(shapes, tmp_path, capsys):
             with torch.no_grad():
                 expected = encoder(ids, lens)[1][0].numpy()
             np.testing.assert_allclose(ex["embeddings"][()], expected, rtol=1e-5, atol=1e-6)
-    assert convert_hd5.main(args[:-1] + ["TEXT.EMBEDDING_DIM=32"]) == 1  # the encoder file has 16-d vectors
+    assert run_cli(convert_hd5.main, args[:-1] + ["TEXT.EMBEDDING_DIM=32"]) == 2  # the encoder file has 16-d vectors
     assert "text_encoder1.pth" in capsys.readouterr().err

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from datasets import TextDataset
+from miscc.errors import run_cli
 from miscc.safe_pickle import safe_load_pickle
 from tools.import_folder import FolderImportError, import_folder, main
 
@@ -144,7 +145,7 @@ def test_command_line(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "imported 8 images (6 train, 2 test, 2 classes, png)" in printed
     assert "LAYOUT: 'custom'" in printed and "CAPTIONS_PER_IMAGE: 3" in printed
-    assert main(["--src", str(tmp_path / "src"), "--out", str(out)]) == 1
+    assert run_cli(main, ["--src", str(tmp_path / "src"), "--out", str(out)]) == 2
     assert "exists and is not empty" in capsys.readouterr().err
     vocab = set(safe_load_pickle(out / "captions.pickle")[3])
     assert vocab == {"<end>", "a", "big", "red", "and", "blue", "number", "circle", "square", "0", "1", "2", "3"}

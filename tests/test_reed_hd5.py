@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from miscc.errors import run_cli
 from miscc.reed_hd5 import ReedHd5Dataset, convert_to_reed_hd5, describe_hd5, main, write_reed_hd5
 
 D = 6
@@ -256,5 +257,5 @@ def test_inspect_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train examples=8" in out and "classes=2" in out and "embedding_shape=(6,)" in out
     assert "'txt': 'vlen utf-8'" in out
-    assert main(["inspect", str(tmp_path / "missing.hdf5")]) == 1
+    assert run_cli(main, ["inspect", str(tmp_path / "missing.hdf5")]) == 2
     assert "missing.hdf5" in capsys.readouterr().err

@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
+from miscc.errors import run_cli
 from models.srcnn import SRCNN, load_srcnn, rgb_to_ycbcr, upscale, ycbcr_to_rgb
 from tools.srcnn_upscale import main
 
@@ -132,12 +133,12 @@ def test_cli_writes_next_to_originals_and_into_out(tmp_path, capsys):
 
 
 def test_cli_errors(tmp_path, capsys):
-    assert main(["--weights", str(tmp_path / "missing_x3.pth"), "--input", str(tmp_path)]) == 1
+    assert run_cli(main, ["--weights", str(tmp_path / "missing_x3.pth"), "--input", str(tmp_path)]) == 2
     assert "missing_x3.pth" in capsys.readouterr().err
     weights = _save_weights(tmp_path / "w.pth")
-    assert main(["--weights", weights, "--input", str(tmp_path / "nothing_here")]) == 1
+    assert run_cli(main, ["--weights", weights, "--input", str(tmp_path / "nothing_here")]) == 2
     assert "nothing_here" in capsys.readouterr().err
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["--weights", weights, "--input", str(empty)]) == 1
+    assert run_cli(main, ["--weights", weights, "--input", str(empty)]) == 2
     assert "no images" in capsys.readouterr().err

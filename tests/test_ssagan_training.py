@@ -325,3 +325,18 @@ def test_shipped_configs_load(name):
         assert (cfg.TREE.BASE_SIZE, cfg.TRAIN.NF, cfg.TRAIN.BATCH_SIZE, cfg.TEXT.EMBEDDING_DIM) == (256, 64, 24, 256)
         assert cfg.TRAIN.NET_E == {"bird_ssa": "DAMSMencoders/bird/text_encoder200.pth",
                                    "coco_ssa": "DAMSMencoders/coco/text_encoder100.pth"}[name]
+
+
+def test_resume_honours_new_rates_and_refuses_new_widths(tiny, tmp_path, capsys):
+    from trainers.base import ResumeRefusedError
+
+    SSAGANTrainer(_cfg(tiny), CPU, str(tmp_path), tiny["train_set"]).fit()
+    capsys.readouterr()
+    t = SSAGANTrainer(_cfg(tiny, SSA__GENERATOR_LR=1e-5, SSA__MAGP_WEIGHT=1.0), CPU, str(tmp_path), tiny["train_set"])
+    t.resume()
+    assert t.optG.param_groups[0]["lr"] == t.optG.param_groups[0]["initial_lr"] == 1e-5
+    assert t.optD.param_groups[0]["lr"] == 4e-4
+    out = capsys.readouterr().out
+    assert "resume: SSA.GENERATOR_LR 0.0001 -> 1e-05" in out and "resume: SSA.MAGP_WEIGHT 2.0 -> 1.0" in out
+    with pytest.raises(ResumeRefusedError, match=r"TRAIN\.NF 4 -> 8"):
+        SSAGANTrainer(_cfg(tiny, TRAIN__NF=8), CPU, str(tmp_path), tiny["train_set"]).resume()

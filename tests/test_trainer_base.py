@@ -9,7 +9,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from miscc.checkpoint import atomic_save, load_checkpoint
-from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError
+from miscc.config import load_config
+from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError, ResumeRefusedError
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap, wrap_ddp
 
 
@@ -39,13 +40,13 @@ class ToyNet(nn.Module):
 
 
 class ToyTrainer(BaseTrainer):
-    def __init__(self, rt, out, data, dropout=0.2, lr=1e-2, nan_at=None, **kw):
+    def __init__(self, rt, out, data, dropout=0.2, lr=1e-2, nan_at=None, cfg=None, **kw):
         torch.manual_seed(1)
         self.net = wrap_ddp(ToyNet(dropout).to(rt.device), rt)
         self.opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self.ema = EMA(self.net, 0.9)
         self.nan_at = nan_at
-        super().__init__(None, rt, str(out), data, **kw)
+        super().__init__(cfg, rt, str(out), data, **kw)
 
     def modules(self):
         return {"net": self.net, "ema": self.ema.shadow}
@@ -210,3 +211,121 @@ def test_ddp_two_processes_equal_single_process_on_combined_batch(tmp_path):
         (sum(losses) / 2).backward()
         opt.step()
     assert torch.allclose(ddp_params, _params(net), atol=1e-6)
+
+
+class Crash(Exception):
+    """Stands for a killed process: raised before the step that would follow `at`."""
+
+
+class CrashingTrainer(ToyTrainer):
+    def __init__(self, *a, crash_after=None, **kw):
+        self.crash_after = crash_after
+        super().__init__(*a, **kw)
+
+    def train_step(self, batch):
+        if self.crash_after is not None and self.step == self.crash_after:
+            raise Crash(self.step)
+        return super().train_step(batch)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_rolling_state_mid_epoch_resumes_exactly(tmp_path, workers):
+    """A rolling state every 4 steps; the run dies after step 9 (epoch 1, batch 3 of 6): the resume continues from
+    step 8 (epoch 1, batch 2) and ends bit-identical to an uninterrupted run, also with loader workers whose items
+    draw random numbers."""
+    data = NoisyData()
+    kw = dict(batch_size=4, max_epoch=3, snapshot_interval=10, seed=7, workers=workers)
+    torch.manual_seed(123)
+    full = ToyTrainer(CPU, tmp_path / "full", data, **kw)
+    full.fit()
+
+    torch.manual_seed(123)
+    part = CrashingTrainer(CPU, tmp_path / "part", data, crash_after=9, checkpoint_steps=4, **kw)
+    with pytest.raises(Crash):
+        part.fit()
+    state = load_checkpoint(str(tmp_path / "part" / "Model" / STATE_FILE))
+    assert (state["epoch"], state["epoch_batch"], state["step"]) == (1, 2, 8)
+    torch.manual_seed(999)
+    resumed = ToyTrainer(CPU, tmp_path / "part", data, **kw)
+    resumed.resume()
+    assert (resumed.epoch, resumed.epoch_batch, resumed.step) == (1, 2, 8)
+    resumed.fit()
+    assert resumed.step == full.step == 18
+    assert torch.equal(_params(full.net), _params(resumed.net))
+    assert torch.equal(_params(full.ema.shadow), _params(resumed.ema.shadow))
+    assert "rolling state at epoch 1, batch 2, step 8" in (tmp_path / "part" / "Log" / "train.log").read_text()
+
+
+def test_rolling_state_by_minutes(tmp_path, monkeypatch):
+    """CHECKPOINT_MINUTES: a state whenever that much time has passed since the last one (the clock is faked)."""
+    clock = iter(range(0, 10**6, 30))  # every reading of the clock advances 30 s
+    monkeypatch.setattr("trainers.base.time.monotonic", lambda: next(clock))
+    t = CrashingTrainer(CPU, tmp_path, NoisyData(), crash_after=5, batch_size=4, max_epoch=3, snapshot_interval=10,
+                        checkpoint_minutes=1.0)
+    with pytest.raises(Crash):
+        t.fit()
+    assert load_checkpoint(str(tmp_path / "Model" / STATE_FILE))["step"] in (4, 5)
+
+
+def test_stale_temporaries_removed_on_start(tmp_path):
+    """Only names `atomic_save` makes (.tmp_ + 8 of [a-z0-9_] + .pth), only in Model/, are removed."""
+    model = tmp_path / "Model"
+    model.mkdir()
+    stale = [".tmp_k3j_9x0a.pth", ".tmp_00000000.pth"]
+    kept = [".tmp_short.pth", "a.tmp_k3j_9x0a.pth", ".tmp_k3j_9x0a.pth.bak", ".tmp_K3J_9X0A.pth", "net.pth"]
+    for name in stale + kept:
+        (model / name).write_bytes(b"")
+    (tmp_path / ".tmp_k3j_9x0b.pth").write_bytes(b"")  # not in Model/
+    ToyTrainer(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=1, snapshot_interval=1)
+    assert sorted(os.listdir(model)) == sorted(kept)
+    assert (tmp_path / ".tmp_k3j_9x0b.pth").exists()
+    log = (tmp_path / "Log" / "train.log").read_text()
+    assert all(f"removed {model / name}" in log for name in stale)
+
+
+def test_resume_applies_current_learning_rate(tmp_path):
+    """The restored optimiser keeps its moments but takes the current lr (and decays from it)."""
+    kw = dict(batch_size=4, max_epoch=1, snapshot_interval=1, lr_decay=0.5, lr_decay_epochs=1)
+    ToyTrainer(CPU, tmp_path, NoisyData(), lr=0.1, **kw).fit()
+    resumed = ToyTrainer(CPU, tmp_path, NoisyData(), lr=0.001, **{**kw, "max_epoch": 2})
+    resumed.resume()
+    group = resumed.opt.param_groups[0]
+    assert group["lr"] == group["initial_lr"] == 0.001
+    assert len(resumed.opt.state) > 0  # Adam moments restored
+    resumed.fit()
+    assert resumed.opt.param_groups[0]["lr"] == pytest.approx(0.0005)  # epoch 1: ×0.5
+
+
+def test_resume_refuses_or_logs_config_changes(tmp_path, capsys):
+    """The state records its config: optimisation changes are logged, model/data changes refused (all keys in one
+    error), TRAIN.BATCH_SIZE only at an epoch boundary; a state without a config still resumes, with a note."""
+    kw = dict(batch_size=4, max_epoch=1, snapshot_interval=1)
+    ToyTrainer(CPU, tmp_path, NoisyData(), cfg=load_config(), **kw).fit()
+    state_path = tmp_path / "Model" / STATE_FILE
+    assert load_checkpoint(str(state_path))["config"]["GAN"]["GF_DIM"] == 128  # plain data, weights-only
+
+    def resume(overrides, data=None):
+        t = ToyTrainer(CPU, tmp_path, data or NoisyData(), cfg=load_config(None, overrides), **kw)
+        t.resume()
+        return t
+
+    with pytest.raises(ResumeRefusedError, match=r"GAN\.GF_DIM 128 -> 16; TEXT\.EMBEDDING_DIM 256 -> 32\. Set") as e:
+        resume({"GAN.GF_DIM": 16, "TEXT.EMBEDDING_DIM": 32, "TRAIN.GENERATOR_LR": 1e-5, "WORKERS": 0})
+    assert str(state_path) in str(e.value) and "GENERATOR_LR" not in str(e.value)
+    with pytest.raises(ResumeRefusedError, match=r"DATA_DIR '' \(24 items\) -> '' \(20 items\)"):
+        resume({}, data=NoisyData(20))
+    capsys.readouterr()
+    resume({"TRAIN.GENERATOR_LR": 1e-5, "TRAIN.BATCH_SIZE": 8, "TRAIN.LOG_INTERVAL": 7})
+    out = capsys.readouterr().out
+    assert "resume: TRAIN.GENERATOR_LR 0.0002 -> 1e-05" in out and "resume: TRAIN.BATCH_SIZE 64 -> 8" in out
+    assert "LOG_INTERVAL" not in out
+
+    state = load_checkpoint(str(state_path))
+    state["epoch_batch"] = 3  # as a rolling state written mid-epoch
+    torch.save(state, state_path)
+    with pytest.raises(ResumeRefusedError, match=r"TRAIN\.BATCH_SIZE 64 -> 8 \(the state was written mid-epoch"):
+        resume({"TRAIN.BATCH_SIZE": 8})
+    del state["config"]
+    torch.save(state, state_path)
+    resume({"GAN.GF_DIM": 16})
+    assert "records no config" in capsys.readouterr().out

@@ -23,6 +23,7 @@ import torch
 
 from datasets import build_dataset
 from miscc.config import add_config_arguments, config_from_args
+from miscc.errors import InputError, run_cli
 from miscc.reed_hd5 import convert_to_reed_hd5
 from trainers.common import load_damsm
 from trainers.sampling import encode_sentences
@@ -46,13 +47,13 @@ def split_off_valid(class_ids: np.ndarray, fraction: float, rng: np.random.Gener
     """(train image indices, valid image indices): a random `fraction` of the classes (at least one) goes to valid;
     at least two classes stay in train (CLS needs wrong images of another class)."""
     if not 0.0 <= fraction < 1.0:
-        raise ValueError(f"--valid_fraction must be in [0, 1), got {fraction}")
+        raise InputError(f"--valid_fraction must be in [0, 1), got {fraction}")
     classes = np.unique(class_ids)
     if fraction == 0.0:
         return np.arange(len(class_ids)), np.array([], dtype=np.int64)
     n_valid = max(1, int(round(fraction * len(classes))))
     if len(classes) - n_valid < 2:
-        raise ValueError(f"--valid_fraction {fraction} would leave {len(classes) - n_valid} of the {len(classes)} "
+        raise InputError(f"--valid_fraction {fraction} would leave {len(classes) - n_valid} of the {len(classes)} "
                          "train classes in train; at least 2 are needed")
     valid_classes = rng.permutation(classes)[:n_valid]
     in_valid = np.isin(class_ids, valid_classes)
@@ -74,7 +75,7 @@ def make_embed_fn(text_encoder, dataset, device, source: str):
 def convert(cfg, out: str, captions_per_image: int = 5, valid_fraction: float = 0.0) -> dict:
     """Write the hd5 file; returns {'counts': examples per split, 'embed_dim': D}."""
     if captions_per_image < 1:
-        raise ValueError(f"--captions_per_image must be >= 1, got {captions_per_image}")
+        raise InputError(f"--captions_per_image must be >= 1, got {captions_per_image}")
     device = torch.device("cuda", cfg.GPU_ID) if cfg.GPU_ID >= 0 and torch.cuda.is_available() else "cpu"
     train = build_dataset(cfg, "train", augment=False)
     test = build_dataset(cfg, "test", augment=False)
@@ -105,12 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--valid_fraction", type=float, default=0.0,
                         help="fraction of the train classes moved to the 'valid' split (default 0)")
     args = parser.parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        result = convert(cfg, args.out, args.captions_per_image, args.valid_fraction)
-    except (OSError, ValueError, KeyError, TypeError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    cfg = config_from_args(args)
+    result = convert(cfg, args.out, args.captions_per_image, args.valid_fraction)
     counts = ", ".join(f"{k} {v}" for k, v in result["counts"].items())
     print(f"wrote {args.out}: {counts} examples, {result['embed_dim']}-d embeddings. Train with "
           f"INTCLS.TEXT_SOURCE=hd5 INTCLS.HD5_PATH={args.out} INTCLS.EMBED_DIM={result['embed_dim']}")
@@ -118,4 +115,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -2,8 +2,10 @@
 
 Steps, each printed as the command a user would type: generate `data/shapes`; pre-train the DAMSM encoders; train
 the generator (AttnGAN by default; `--model ssagan` or `--model gan_int_cls`); draw the example sentences with
-attention maps; sample the test captions; train the shapes classifier; write the evaluation report. Every step
-that already has its output is skipped, so an interrupted demo continues where it stopped.
+attention maps; sample the test captions; write the evaluation report with the shapes classifier shipped in
+`eval/shapes_classifier.pth` (`--train_classifier` trains one instead). Before training it prints its plan with the
+time each step will take on this machine (measured: a few training steps of each model on a synthetic batch). Every
+step that already has its output is skipped, so an interrupted demo continues where it stopped.
 """
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import subprocess
 import sys
 import time
 
+from miscc.errors import UserError, add_debug_argument, run_cli
+
 CONFIGS = {
     ("attngan", "rnn"): "cfg/shapes_attn.yml",
     ("attngan", "bert"): "cfg/shapes_bert_attn.yml",
@@ -23,6 +27,41 @@ CONFIGS = {
     ("gan_int_cls", "bert"): "cfg/shapes_bert_gan_int_cls.yml",
 }
 DAMSM_CONFIGS = {"rnn": "cfg/DAMSM/shapes.yml", "bert": "cfg/DAMSM/shapes_bert.yml"}
+SHIPPED_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval",
+                                  "shapes_classifier.pth")
+
+
+def cpu_model() -> str:
+    """The CPU's model name (as lscpu prints it) and the threads torch uses."""
+    import torch
+
+    name = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {torch.get_num_threads()} threads"
+
+
+def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: int) -> tuple[int, int, float | None]:
+    """(epochs, steps, estimated seconds) of the training run `cfg_path` describes, from the time of a few steps on
+    a synthetic batch (None where the family cannot be timed without its data)."""
+    from bench.common import step_seconds
+    from miscc.config import load_config, parse_overrides
+
+    cfg = load_config(cfg_path, parse_overrides(overrides))
+    steps_per_epoch = n_train // cfg.TRAIN.BATCH_SIZE
+    steps = cfg.TRAIN.MAX_STEPS or cfg.TRAIN.MAX_EPOCH * steps_per_epoch
+    try:
+        seconds = step_seconds(cfg, n_words, cfg.TRAIN.BATCH_SIZE) * steps
+    except (TypeError, AttributeError):
+        seconds = None
+    return cfg.TRAIN.MAX_EPOCH, steps, seconds
+
+
+def _minutes(seconds: float | None) -> str:
+    return "?" if seconds is None else (f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s")
 
 
 def minilm_dir() -> str:
@@ -35,7 +74,9 @@ def minilm_dir() -> str:
 def run(cmd: list[str]) -> None:
     print("\n$ " + " ".join(shlex.quote(c) for c in cmd), flush=True)
     start = time.time()
-    subprocess.run(cmd, check=True)
+    status = subprocess.run(cmd).returncode
+    if status:
+        raise UserError(f"{' '.join(cmd[:3])} ... exited with status {status} (its message is above)")
     print(f"  ({time.time() - start:.0f} s)", flush=True)
 
 
@@ -58,6 +99,50 @@ def latest_generator_or_none(model_dir: str) -> str | None:
         return None
 
 
+def print_attributes(jsonl: str) -> None:
+    """The shapes bar's per-object measures of the newest attracc result in `jsonl`."""
+    import json
+
+    if not os.path.isfile(jsonl):
+        return
+    with open(jsonl, encoding="utf-8") as f:
+        found = [r for r in map(json.loads, f) if str(r.get("protocol", "")).startswith("attracc")]
+    if found:
+        d = found[-1].get("details", {})
+        names = (("color_any", "colour"), ("color_shape_any", "colour+shape"), ("color_at_position", "colour at "
+                 "position"), ("all_three", "all three"))
+        print("\nCaption objects drawn as described (shapes classifier): " + ", ".join(
+            f"{label} {100 * d[k]:.1f} %" for k, label in names if d.get(k) is not None), flush=True)
+
+
+def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan: bool) -> None:
+    """What the demo will run and how long each step takes on this machine."""
+    import warnings
+
+    from datasets import build_dataset
+    from miscc.config import load_config, parse_overrides
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = load_config(DAMSM_CONFIGS[args.text_encoder], parse_overrides([f"DATA_DIR={args.data_dir}", *bert]))
+        train = build_dataset(cfg, "train")
+    n_train, n_words = len(train), train.n_words
+    print(f"\nPlan on this machine ({cpu_model()}); times measured from a few steps of each model:", flush=True)
+    rows = []
+    if train_damsm:
+        e, n, sec = training_plan(DAMSM_CONFIGS[args.text_encoder], bert, n_train, n_words)
+        rows.append((f"DAMSM encoders ({DAMSM_CONFIGS[args.text_encoder]}): {e} epochs, {n} steps", sec))
+    if train_gan:
+        e, n, sec = training_plan(gan_cfg, [*bert, *args.set], n_train, n_words)
+        rows.append((f"{args.model} ({gan_cfg}): {e} epochs, {n} steps", sec))
+    rows.append(("example sentences, 1,000 test samples, metrics and report", 30.0))
+    for i, (what, sec) in enumerate(rows, 1):
+        print(f"  {i}. {what:<78} ~ {_minutes(sec)}", flush=True)
+    known = [sec for _, sec in rows if sec is not None]
+    print(f"  total ~ {_minutes(sum(known))}{'' if len(known) == len(rows) else ' + the steps marked ?'}",
+          flush=True)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", choices=["attngan", "ssagan", "gan_int_cls"], default="attngan")
@@ -69,6 +154,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", type=int, default=-1, help="GPU index (-1: CPU, the default for the demo)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for the generator run (e.g. TRAIN.MAX_EPOCH=1)")
+    parser.add_argument("--train_classifier", action="store_true",
+                        help="train the shapes classifier (about a minute) instead of using the shipped one")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     py = sys.executable
     start = time.time()
@@ -81,27 +169,32 @@ def main(argv=None) -> int:
 
     damsm_dir = os.path.join(args.out, "damsm" if args.text_encoder == "rnn" else "damsm_bert")
     text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
+    gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}")
+    cfg = CONFIGS[(args.model, args.text_encoder)]
+    net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
+    print_plan(args, cfg, bert, text_encoder is None, net_g is None)
+
     if text_encoder is None:
         run([py, "pretrain_DAMSM.py", "--cfg", DAMSM_CONFIGS[args.text_encoder], *common, "--output_dir", damsm_dir,
              *(["--set", *bert] if bert else [])])
         text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
 
-    gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}")
-    cfg = CONFIGS[(args.model, args.text_encoder)]
     overrides = [f"TRAIN.NET_E={text_encoder}", *bert, *args.set]
-    net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
     if net_g is None:
         run([py, "main.py", "--cfg", cfg, *common, "--output_dir", gan_dir, "--set", *overrides])
         net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
 
-    classifier = os.path.join(args.out, "shapes_classifier.pth")
-    if not os.path.isfile(classifier):
-        run([py, "-m", "eval.train_classifier", "--data_dir", args.data_dir, "--out", classifier])
+    classifier = SHIPPED_CLASSIFIER
+    if args.train_classifier or not os.path.isfile(classifier):
+        classifier = os.path.join(args.out, "shapes_classifier.pth")
+        if not os.path.isfile(classifier):
+            run([py, "-m", "eval.train_classifier", "--data_dir", args.data_dir, "--out", classifier])
 
     run([py, "main.py", "--cfg", cfg, *common, "--set", *overrides, "B_VALIDATION=True", f"TRAIN.NET_G={net_g}",
          f"EVAL.CLASSIFIER={classifier}", "EVAL.PROTOCOLS=[fid1k_cls, kid1k_cls, is1k_cls, attracc1k, rprec1k]"])
 
     stem = os.path.splitext(net_g)[0]
+    print_attributes(os.path.join(stem, "valid", "metrics.jsonl"))
     print(f"\nDone in {(time.time() - start) / 60:.1f} min.")
     print(f"  DAMSM attention maps:      {os.path.join(damsm_dir, 'Image')}")
     print(f"  training samples:          {os.path.join(gan_dir, 'Image')}")
@@ -113,4 +206,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -2,7 +2,8 @@
 
 `python -m tools.generate --cfg cfg/eval_bird.yml [--set TRAIN.NET_G=...] --out samples "a small red bird" ...`
 writes `<out>/0_s_<j>_g<k>.png` per stage k and `0_s_<j>_a<k>.png` attention maps, as AttnGAN's `gen_example`.
-Unknown words are dropped with a warning; a sentence without a known word is an error.
+Unknown words are dropped with a warning; a sentence without a known word is an error. Sentences longer than
+TEXT.WORDS_NUM words are cut to it, with a warning.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import sys
 from datasets import build_dataset
 from main import load_generator
 from miscc.config import add_config_arguments, config_from_args
+from miscc.errors import ensure_output_dir, run_cli
+from miscc.text import cut_sentence
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
 from trainers.runtime import setup_runtime
@@ -30,16 +33,18 @@ def main(argv=None) -> int:
     net_g = args.netG or cfg.TRAIN.NET_G
     if not net_g:
         parser.error("give the generator with --netG or TRAIN.NET_G")
+    ensure_output_dir(args.out, "--out")
+    sentences = [cut_sentence(s, cfg.TEXT.WORDS_NUM, f"sentence {j}") for j, s in enumerate(args.sentences)]
     spec = get_model_spec(cfg.MODEL)
     rt = setup_runtime(cfg.GPU_ID)
     dataset = build_dataset(cfg, "test")  # its vocabulary (or BERT tokenizer) maps the words
     netG, _ = load_generator(cfg, spec, net_g, rt.device)
     text_encoder, _ = load_damsm(cfg, dataset.n_words, rt.device, with_image_encoder=False)
-    written = generate_sentences(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset, args.sentences,
+    written = generate_sentences(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset, sentences,
                                  args.out, z_dim=cfg.GAN.Z_DIM, device=rt.device, seed=args.seed)
     print("\n".join(written))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,21 +1,22 @@
 """Import a folder of captioned images as an AttnGAN-format dataset (the `custom` layout of datasets.py).
 
     python -m tools.import_folder --src my_pictures --out data/mine [--test_fraction 0.2 --seed 0
-                                  --captions_per_image N]
+                                  --captions_per_image N --max_words 100 --strict_text]
 
 Input: image files (png, jpg, jpeg, bmp, gif, tif, tiff, webp), each with a same-named `.txt` next to it holding one
 caption per line. Images in sub-folders take their class from the folder (`cats/01.jpg` -> class `cats`, key
 `cats/01`); a flat folder gives every image its own class. Output under `--out`:
 
     images/<key>.<ext>        copied (re-encoded as PNG when the input mixes formats)
-    text/<key>.txt            copied
+    text/<key>.txt            copied as UTF-8, captions over --max_words words cut (with a warning)
     train|test/filenames.pickle, train|test/class_info.pickle (ints), class_names.txt
     captions.pickle           [train_caps, test_caps, ixtoword, wordtoix], vocabulary of this data
     example_filenames.txt     a few test caption files for gen_example
 
 The train/test split is a seeded random split of the images. The captions.pickle vocabulary belongs to this data:
 train a text encoder (DAMSM) on it; released encoders need their own captions.pickle. Answers AttnGAN issues #31,
-#65, #72, #82 (how to build these files for a new dataset).
+#65, #72, #82 (how to build these files for a new dataset). Invalid UTF-8 in a caption file is a warning naming the
+file and line (the bytes become U+FFFD), or an error with `--strict_text`.
 """
 from __future__ import annotations
 
@@ -28,14 +29,16 @@ import warnings
 from collections import Counter
 
 import numpy as np
-from PIL import Image
 
-from datasets import TextDataset, build_captions, read_caption_lines, write_captions_pickle
+from datasets import TextDataset, build_captions, open_rgb, read_caption_lines, write_captions_pickle
+from miscc.errors import InputError, add_debug_argument, run_cli
+from miscc.text import cut_sentence, read_text_lines
 
+MAX_WORDS = 100  # default --max_words: longer lines are not captions (TEXT.WORDS_NUM is suggested separately)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
-class FolderImportError(ValueError):
+class FolderImportError(InputError):
     """The source folder cannot be imported (the message names the file and what was expected)."""
 
 
@@ -76,15 +79,30 @@ def scan_folder(src: str) -> list[tuple[str, str, str, str | None]]:
 
 
 def _check_image(path: str) -> None:
+    """Decode the whole image (a truncated JPEG passes PIL's `verify`, which reads only the headers)."""
     try:
-        with Image.open(path) as im:
-            im.verify()
+        open_rgb(path)
     except Exception as e:
         raise FolderImportError(f"{path}: not a readable image ({type(e).__name__}: {e})") from e
 
 
+def copy_captions(src: str, dst: str, max_words: int, strict: bool = False) -> int:
+    """Write the caption file `src` to `dst` as UTF-8 with every line cut to `max_words` words (`cut_sentence`;
+    0 keeps all); returns how many lines were cut. Invalid UTF-8: see `miscc.text.read_text_lines`."""
+    lines = read_text_lines(src, strict)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cut = [cut_sentence(line, max_words, f"{src}, line {i}") for i, line in enumerate(lines, 1)]
+    if caught:  # one warning per file, not per line
+        more = f" (and {len(caught) - 1} more lines)" if len(caught) > 1 else ""
+        warnings.warn(f"{caught[0].message}{more}")
+    with open(dst, "w", encoding="utf-8") as f:
+        f.write("\n".join(cut))
+    return len(caught)
+
+
 def import_folder(src: str, out: str, test_fraction: float = 0.2, seed: int = 0,
-                  captions_per_image: int | None = None) -> dict:
+                  captions_per_image: int | None = None, max_words: int = MAX_WORDS, strict_text: bool = False) -> dict:
     """Write the custom layout for `src` into `out`; returns a summary (counts, captions per image, vocabulary)."""
     if not 0 < test_fraction < 1:
         raise FolderImportError(f"--test_fraction must be between 0 and 1 (exclusive), got {test_fraction}")
@@ -96,7 +114,7 @@ def import_folder(src: str, out: str, test_fraction: float = 0.2, seed: int = 0,
     counts = {}
     for key, image, text, _ in entries:
         _check_image(image)
-        counts[key] = len(read_caption_lines(text, 10 ** 9, warn=False))
+        counts[key] = len(read_caption_lines(text, 10 ** 9, warn=False, strict=strict_text))
         if counts[key] == 0:
             raise FolderImportError(f"{text}: no caption (one caption per line, with at least one word)")
     if captions_per_image is None:
@@ -107,17 +125,17 @@ def import_folder(src: str, out: str, test_fraction: float = 0.2, seed: int = 0,
     exts = {os.path.splitext(e[1])[1].lower() for e in entries}
     exts = {".jpg" if x == ".jpeg" else x for x in exts}
     out_ext = exts.pop() if len(exts) == 1 and exts <= {".png", ".jpg"} else ".png"
+    n_cut = 0
     for key, image, text, _ in entries:
         dst = os.path.join(out, "images", key + out_ext)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         if os.path.splitext(image)[1].lower() in ((".jpg", ".jpeg") if out_ext == ".jpg" else (out_ext,)):
             shutil.copyfile(image, dst)
         else:
-            with Image.open(image) as im:
-                im.convert("RGB").save(dst)
+            open_rgb(image).save(dst)
         txt = os.path.join(out, "text", key + ".txt")
         os.makedirs(os.path.dirname(txt), exist_ok=True)
-        shutil.copyfile(text, txt)
+        n_cut += copy_captions(text, txt, max_words, strict_text)
 
     keys = [e[0] for e in entries]
     if entries[0][3] is None:
@@ -145,7 +163,7 @@ def import_folder(src: str, out: str, test_fraction: float = 0.2, seed: int = 0,
     return dict(out=out, n_images=len(keys), n_train=len(splits["train"]), n_test=len(splits["test"]),
                 n_classes=len(names), captions_per_image=captions_per_image, n_words=len(captions[2]),
                 image_ext=out_ext[1:], few_captions=sorted(k for k, n in counts.items() if n < captions_per_image),
-                caption_length_p95=int(np.percentile(lengths, 95)))
+                caption_length_p95=int(np.percentile(lengths, 95)), captions_cut=n_cut)
 
 
 def main(argv=None) -> int:
@@ -156,15 +174,17 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     parser.add_argument("--captions_per_image", type=int, default=None,
                         help="captions kept per image (default: the smallest count over all files)")
+    parser.add_argument("--max_words", type=int, default=MAX_WORDS,
+                        help="cut longer caption lines to this many words, with a warning (0: keep every word)")
+    parser.add_argument("--strict_text", action="store_true",
+                        help="invalid UTF-8 in a caption file is an error (default: a warning, decoded with U+FFFD)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # fewer-captions warnings: summarised below
-            s = import_folder(args.src, args.out, args.test_fraction, args.seed, args.captions_per_image)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fewer than CAPTIONS_PER_IMAGE")  # summarised below
+        s = import_folder(args.src, args.out, args.test_fraction, args.seed, args.captions_per_image,
+                          args.max_words, args.strict_text)
         TextDataset(args.out, "train", layout="custom", branch_num=1, captions_per_image=s["captions_per_image"])
-    except (FolderImportError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
     print(f"imported {s['n_images']} images ({s['n_train']} train, {s['n_test']} test, {s['n_classes']} classes, "
           f"{s['image_ext']}) into {s['out']}; vocabulary {s['n_words']} words")
     if s["few_captions"]:
@@ -179,4 +199,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -26,6 +26,7 @@ import time
 import numpy as np
 from PIL import Image
 
+from miscc.errors import InputError, add_debug_argument, run_cli
 from miscc.text import build_vocabulary, encode_tokens, read_caption_file, tokenize_caption
 
 SHAPES = ("circle", "square", "triangle")
@@ -314,7 +315,7 @@ def generate_shapes(out_dir: str | os.PathLike, n_train: int = 4000, n_test: int
     for name, value, low in (("n_train", n_train, 1), ("n_test", n_test, 1), ("image_size", image_size,
                                                                             MIN_IMAGE_SIZE)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"generate_shapes: {name} must be an integer >= {low}, got {value!r}")
+            raise InputError(f"generate_shapes: {name} must be an integer >= {low}, got {value!r}")
     out_dir = os.fspath(out_dir)
     image_size = int(image_size)
     rng = np.random.default_rng(seed)
@@ -377,6 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n_test", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image_size", type=int, default=256)
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     start = time.perf_counter()
     try:
@@ -399,4 +401,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -15,6 +15,7 @@ import sys
 
 from PIL import Image
 
+from miscc.errors import MissingFileError, UnreadableFileError, add_debug_argument, ensure_output_dir, run_cli
 from models.srcnn import load_srcnn, upscale
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -25,7 +26,7 @@ def find_inputs(path: str, scale: int) -> list[str]:
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"input not found: {path}")
+        raise MissingFileError(f"input not found: {path}")
     suffix = f"_x{scale}"
     return [os.path.join(path, f) for f in sorted(os.listdir(path))
             if f.lower().endswith(EXTENSIONS) and not os.path.splitext(f)[0].endswith(suffix)
@@ -44,31 +45,26 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="an image file or a folder of images")
     parser.add_argument("--out", default=None, help="output folder (default: next to each input)")
     parser.add_argument("--device", default="cpu", help="torch device for SRCNN (default cpu)")
+    add_debug_argument(parser)
     args = parser.parse_args(argv)
     if args.scale < 1:
         parser.error(f"--scale must be >= 1, got {args.scale}")
-    try:
-        model = load_srcnn(args.weights, device=args.device)
-        inputs = find_inputs(args.input, args.scale)
-    except (OSError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    model = load_srcnn(args.weights, device=args.device)
+    inputs = find_inputs(args.input, args.scale)
     trained = re.search(r"_x(\d+)", os.path.basename(args.weights))
     if trained and int(trained.group(1)) != args.scale:
         print(f"warning: {args.weights} looks trained for x{trained.group(1)}, running it at --scale {args.scale}",
               file=sys.stderr)
     if not inputs:
-        print(f"error: no images ({', '.join(EXTENSIONS)}) in {args.input}", file=sys.stderr)
-        return 1
+        raise MissingFileError(f"no images ({', '.join(EXTENSIONS)}) in {args.input}")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
+        ensure_output_dir(args.out, "--out")
     for src in inputs:
         try:
             with Image.open(src) as im:
                 result = upscale(im.convert("RGB"), model, args.scale)
         except OSError as e:
-            print(f"error: cannot read image {src} ({e})", file=sys.stderr)
-            return 1
+            raise UnreadableFileError(f"cannot read image {src} ({e})") from e
         dst = output_path(src, args.scale, args.out)
         result.save(dst)
         print(f"{src} -> {dst} ({result.width}x{result.height})")
@@ -76,4 +72,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -19,6 +19,7 @@ import torch
 
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
+from miscc.diffaugment import diff_augment, parse_policy
 from miscc.vis import build_super_images, image_grid
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
@@ -42,6 +43,9 @@ class AttnGANTrainer(BaseTrainer):
                       for d in self.netsD]
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.z_dim = cfg.GAN.Z_DIM
+        policy = parse_policy(cfg.TRAIN.DIFFAUGMENT)
+        self.augment = (lambda x: diff_augment(x, policy, cfg.TRAIN.DIFFAUGMENT_TRANSLATION,
+                                               cfg.TRAIN.DIFFAUGMENT_CUTOUT)) if policy else None
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
         self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
         if cfg.TRAIN.NET_G:
@@ -91,7 +95,8 @@ class AttnGANTrainer(BaseTrainer):
         reals = batch.imgs[len(batch.imgs) - len(self.netsD):]  # G_DCGAN: one D, for the last size
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD)):
             with rt.autocast():
-                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], sent_emb, real_labels, fake_labels)
+                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], sent_emb, real_labels, fake_labels,
+                                           cfg.GAN.ADV_LOSS, self.augment)
             optD.zero_grad(set_to_none=True)
             self.scaler.scale(err_d).backward()
             average_gradients(netD, rt)
@@ -101,7 +106,7 @@ class AttnGANTrainer(BaseTrainer):
         for d in self.netsD:
             d.requires_grad_(False)
         with rt.autocast():
-            adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb)
+            adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb, cfg.GAN.ADV_LOSS, self.augment)
             w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch, cfg)
         kl = KL_loss(mu.float(), logvar.float())
         err_g = adv.float() + w_loss + s_loss + kl

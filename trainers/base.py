@@ -5,9 +5,14 @@ release-format files it writes at a snapshot (`netG_epoch_%d.pth`, `text_encoder
 the loop and its phases — data order, logging, non-finite checks, snapshots, resumption — so that they are written
 once:
 
-- one training-state file (`Model/training_state.pth`: models, EMA, optimisers, grad scaler, epoch, step, RNG states),
-  written atomically at every snapshot; `resume()` continues so that the next step is identical to an
-  uninterrupted run (data order is a function of (SEED, epoch); RNG states are restored);
+- one training-state file (`Model/training_state.pth`: models, EMA, optimisers, grad scaler, epoch, step, position
+  in the epoch, RNG states, the config it was written with), written atomically at every snapshot and, in between,
+  every TRAIN.CHECKPOINT_MINUTES / CHECKPOINT_STEPS (a rolling state, also mid-epoch); `resume()` continues so that
+  the next step is identical to an uninterrupted run (data order is a function of (SEED, epoch); a mid-epoch resume
+  replays the epoch's loader up to its position, then restores the RNG states);
+- on resume, changed config keys are honoured and logged (learning rates and betas go into the restored optimisers)
+  or refused with one error naming each key (model sizes, data, text encoder): `miscc.config.resume_rule`;
+- temporary files of an interrupted snapshot write are removed when a run starts in the folder;
 - torchrun / DDP: a DistributedSampler, only rank 0 writes files or logs;
 - logging: a tqdm bar with the losses, TensorBoard scalars and image grids, a plain-text log;
 - a non-finite loss stops the run with an error naming the step and the loss, before anything is saved, so the
@@ -16,6 +21,7 @@ once:
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import os
 import time
@@ -23,13 +29,19 @@ import time
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from miscc.checkpoint import atomic_save, load_checkpoint
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict, remove_stale_temporaries
+from miscc.config import ConfigError, plain_config, resume_changes
+from miscc.errors import MissingFileError, MissingKeyError, UserError, ensure_output_dir
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 
 STATE_FILE = "training_state.pth"
 
 
-class NonFiniteLossError(RuntimeError):
+class ResumeRefusedError(ConfigError):
+    """The config changed in a way a training state cannot honour (model sizes, data, text encoder)."""
+
+
+class NonFiniteLossError(UserError, RuntimeError):
     """A loss became NaN or infinite; training stops and the last snapshot is kept."""
 
 
@@ -108,11 +120,22 @@ class RunLogger:
 
 def loop_settings(cfg) -> dict:
     """The loop's keyword arguments from the config: TRAIN.BATCH_SIZE, MAX_EPOCH, SNAPSHOT_INTERVAL, MAX_STEPS,
-    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, WORKERS and SEED."""
+    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, WORKERS, SEED."""
     t = cfg.TRAIN
     return dict(batch_size=t.BATCH_SIZE, max_epoch=t.MAX_EPOCH, snapshot_interval=t.SNAPSHOT_INTERVAL,
                 max_steps=t.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED, log_interval=t.LOG_INTERVAL,
-                image_interval=t.IMAGE_INTERVAL, lr_decay=t.LR_DECAY, lr_decay_epochs=t.LR_DECAY_EPOCHS)
+                image_interval=t.IMAGE_INTERVAL, lr_decay=t.LR_DECAY, lr_decay_epochs=t.LR_DECAY_EPOCHS,
+                checkpoint_minutes=t.CHECKPOINT_MINUTES, checkpoint_steps=t.CHECKPOINT_STEPS)
+
+
+def data_fingerprint(dataset) -> dict:
+    """What identifies the training data in a training state: item count, vocabulary size, a hash of the keys."""
+    out = {"items": len(dataset) if dataset is not None else 0}
+    if getattr(dataset, "n_words", None) is not None:
+        out["n_words"] = int(dataset.n_words)
+    if getattr(dataset, "filenames", None) is not None:
+        out["keys_sha1"] = hashlib.sha1("\n".join(dataset.filenames).encode("utf-8")).hexdigest()
+    return out
 
 
 class BaseTrainer:
@@ -126,7 +149,7 @@ class BaseTrainer:
     def __init__(self, cfg, rt: Runtime, output_dir: str, train_set, *, batch_size: int, max_epoch: int,
                  snapshot_interval: int, max_steps: int = 0, workers: int = 0, seed: int = 100,
                  log_interval: int = 100, image_interval: int = 1000, lr_decay: float = 1.0, lr_decay_epochs: int = 1,
-                 collate_fn=None, drop_last: bool = True):
+                 checkpoint_minutes: float = 0.0, checkpoint_steps: int = 0, collate_fn=None, drop_last: bool = True):
         self.cfg = cfg
         self.rt = rt
         self.output_dir = output_dir
@@ -143,15 +166,24 @@ class BaseTrainer:
         self.image_interval = max(1, image_interval)
         self.lr_decay = lr_decay
         self.lr_decay_epochs = max(1, lr_decay_epochs)
+        self.checkpoint_seconds = max(0.0, float(checkpoint_minutes)) * 60.0
+        self.checkpoint_steps = max(0, int(checkpoint_steps))
         self.collate_fn = collate_fn
         self.drop_last = drop_last
         self.epoch = 0  # the next epoch to run
+        self.epoch_batch = 0  # batches of `epoch` already trained (> 0 after a mid-epoch resume)
         self.step = 0  # optimiser steps done
         self.scaler = rt.grad_scaler()
+        self._resume_rng = None  # RNG states to restore once a mid-epoch loader has been replayed
+        self._last_checkpoint = time.monotonic()
         if rt.is_main:
+            ensure_output_dir(output_dir, "run folder (--output_dir)")
             os.makedirs(self.model_dir, exist_ok=True)
             os.makedirs(self.image_dir, exist_ok=True)
         self.logger = RunLogger(os.path.join(output_dir, "Log"), enabled=rt.is_main)
+        if rt.is_main:
+            for path in remove_stale_temporaries(self.model_dir):
+                self.note(f"removed {path}: the temporary file of a snapshot write that was interrupted")
 
     # ---- to be provided by subclasses -------------------------------------------------------------------------
     def modules(self) -> dict:
@@ -209,15 +241,24 @@ class BaseTrainer:
     def state_path(self) -> str:
         return os.path.join(self.model_dir, STATE_FILE)
 
+    def note(self, msg: str) -> None:
+        """A line for the user (stdout) and the text log (rank 0 only)."""
+        if self.rt.is_main:
+            print(msg, flush=True)
+            self.logger.line(msg)
+
     def state_dict(self) -> dict:
         return {
             "epoch": self.epoch,
+            "epoch_batch": self.epoch_batch,
             "step": self.step,
             "models": {k: unwrap(m).state_dict() for k, m in self.modules().items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "extra": self.extra_state(),
+            "config": plain_config(self.cfg) if self.cfg is not None else None,
+            "data": data_fingerprint(self.train_set),
         }
 
     def save_state(self) -> None:
@@ -225,21 +266,68 @@ class BaseTrainer:
             atomic_save(self.state_dict(), self.state_path)
 
     def resume(self, path: str | None = None) -> None:
-        """Load a training state (default: this run's `Model/training_state.pth`) and continue after it."""
+        """Load a training state (default: this run's `Model/training_state.pth`) and continue after it.
+
+        The current config's optimisation settings apply (each change is logged); a change that the state cannot
+        honour raises `ResumeRefusedError` naming every such key with its old and new value, before anything loads.
+        """
         path = path or self.state_path
+        if not os.path.isfile(path):
+            raise MissingFileError(f"--resume: no training state at {path} (a run writes it with its first snapshot; "
+                                   "start without --resume, or name the state file: --resume PATH)")
         state = load_checkpoint(path, "training state", map_location=self.rt.device)
+        epoch_batch = int(state.get("epoch_batch", 0))
+        self.check_resume_config(path, state, mid_epoch=epoch_batch > 0)
         for k, m in self.modules().items():
             if k not in state["models"]:
-                raise KeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
-            unwrap(m).load_state_dict(state["models"][k])
+                raise MissingKeyError(f"{path}: training state has no model '{k}' (has {sorted(state['models'])})")
+            load_state_dict_strict(unwrap(m), state["models"][k], f"{path} (model '{k}')")
         for k, o in self.optimizers().items():
+            # the restored optimiser keeps its moments; its hyperparameters (lr, betas, ...) are the current
+            # config's, which the freshly built optimiser holds: the decay schedule restarts from them (initial_lr)
+            current = [{h: v for h, v in g.items() if h not in ("params", "initial_lr")} for g in o.param_groups]
             o.load_state_dict(state["optimizers"][k])
-        self.scaler.load_state_dict(state["scaler"])
+            for group, hyper in zip(o.param_groups, current):
+                group.update(hyper)
+                group["initial_lr"] = hyper["lr"]
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
+        else:
+            self.note("resume: the state has no fp16 grad-scaler state (TRAIN.AMP changed); starting a new scaler")
         self.epoch = int(state["epoch"])
+        self.epoch_batch = epoch_batch
         self.step = int(state["step"])
         self.load_extra_state(state.get("extra", {}))
         restore_rng_state(state["rng"])
-        self.logger.line(f"resumed from {path} at epoch {self.epoch}, step {self.step}")
+        self._resume_rng = state["rng"] if epoch_batch else None
+        where = f", batch {epoch_batch} of the epoch" if epoch_batch else ""
+        self.logger.line(f"resumed from {path} at epoch {self.epoch}{where}, step {self.step}")
+
+    def check_resume_config(self, path: str, state: dict, mid_epoch: bool) -> None:
+        """Refuse (one error, every key) or log the config changes since the state was written."""
+        old = state.get("config")
+        if old is None or self.cfg is None:
+            if self.cfg is not None:
+                self.note(f"resume: {path} records no config (written by an older version); config changes since "
+                          "cannot be checked, the current config's optimiser settings apply")
+            return
+        changes = resume_changes(old, plain_config(self.cfg))
+        refused = changes["refused"] + (changes["epoch_boundary"] if mid_epoch else [])
+        if not mid_epoch:
+            changes["honoured"] += changes["epoch_boundary"]
+        refused = [f"{k} {a!r} -> {b!r}" for k, a, b in refused]
+        if mid_epoch and changes["epoch_boundary"]:
+            refused[-1] += " (the state was written mid-epoch: its loader position counts batches of the old order)"
+        data_old, data_new = state.get("data"), data_fingerprint(self.train_set)
+        if data_old is not None and data_old != data_new:
+            refused.append(f"DATA_DIR {_flat_get(old, 'DATA_DIR')!r} ({_describe_data(data_old)}) -> "
+                           f"{self.cfg.get('DATA_DIR')!r} ({_describe_data(data_new)})")
+        if refused:
+            raise ResumeRefusedError(
+                f"{path}: cannot resume with a changed config, the training state was built with other values: "
+                + "; ".join(refused) + ". Set them back to resume, or start a new run (another --output_dir).")
+        for key, a, b in changes["honoured"]:
+            self.note(f"resume: {key} {a!r} -> {b!r}")
 
     # ---- the loop -----------------------------------------------------------------------------------------------
     def check_finite(self, losses: dict) -> None:
@@ -252,10 +340,33 @@ class BaseTrainer:
                     f"or resume from the snapshot with another seed."
                 )
 
+    def _resume_position(self, loader: DataLoader):
+        """An iterator over `loader` after the `epoch_batch` batches a mid-epoch state had trained; they are drawn
+        (so that workers' and the main process's random streams advance as in the uninterrupted run) and dropped,
+        then the state's RNG states are restored."""
+        batches = iter(loader)
+        for i in range(self.epoch_batch):
+            try:
+                next(batches)
+            except StopIteration:
+                raise RuntimeError(f"the training state is at batch {self.epoch_batch} of epoch {self.epoch}, but "
+                                   f"this epoch has only {i} batches") from None
+        if self._resume_rng is not None:
+            restore_rng_state(self._resume_rng)
+            self._resume_rng = None
+        return batches
+
+    def checkpoint_due(self) -> bool:
+        """A rolling training state is due (TRAIN.CHECKPOINT_STEPS steps or CHECKPOINT_MINUTES since the last)."""
+        if self.checkpoint_steps and self.step % self.checkpoint_steps == 0:
+            return True
+        return bool(self.checkpoint_seconds) and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+
     def fit(self) -> None:
         from tqdm import tqdm
 
         done = False
+        self._last_checkpoint = time.monotonic()
         while self.epoch < self.max_epoch and not done:
             epoch = self.epoch
             self.set_learning_rates(epoch)
@@ -263,11 +374,13 @@ class BaseTrainer:
                 if any(p.requires_grad for p in m.parameters()):
                     m.train()
             loader = self.epoch_loader(epoch)
-            bar = tqdm(loader, desc=f"epoch {epoch}", disable=not self.rt.is_main, leave=False, dynamic_ncols=True)
+            bar = tqdm(self._resume_position(loader), desc=f"epoch {epoch}", total=len(loader),
+                       initial=self.epoch_batch, disable=not self.rt.is_main, leave=False, dynamic_ncols=True)
             for raw in bar:
                 losses = {k: float(v) for k, v in self.train_step(self.make_batch(raw)).items()}
                 self.check_finite(losses)
                 self.step += 1
+                self.epoch_batch += 1
                 bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
                 if self.rt.is_main and self.step % self.log_interval == 0:
                     self.logger.scalars(self.step, losses, prefix="train/")
@@ -276,12 +389,17 @@ class BaseTrainer:
                 if self.max_steps and self.step >= self.max_steps:
                     done = True
                     break
+                if self.checkpoint_due():
+                    self.save_state()
+                    self._last_checkpoint = time.monotonic()
+                    self.logger.line(f"rolling state at epoch {epoch}, batch {self.epoch_batch}, step {self.step}")
             bar.close()
             metrics = self.end_of_epoch(epoch)
             if self.rt.is_main and metrics:
                 self.logger.scalars(self.step, metrics, prefix="valid/")
                 print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
             self.epoch = epoch + 1
+            self.epoch_batch = 0
             last = done or self.epoch >= self.max_epoch
             if self.epoch % self.snapshot_interval == 0 or last:
                 self.snapshot()
@@ -292,4 +410,21 @@ class BaseTrainer:
         if self.rt.is_main:
             self.save_snapshot(self.epoch)
             self.save_state()
+            self._last_checkpoint = time.monotonic()
             self.logger.line(f"snapshot at epoch {self.epoch}, step {self.step}: {self.model_dir}")
+
+
+def _flat_get(tree: dict, dotted: str):
+    """The value at a dotted key of a nested config (None where absent)."""
+    for part in dotted.split("."):
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _describe_data(fp: dict) -> str:
+    parts = [f"{fp.get('items')} items"]
+    if "n_words" in fp:
+        parts.append(f"vocabulary {fp['n_words']}")
+    if "keys_sha1" in fp:
+        parts.append(f"keys sha1 {fp['keys_sha1'][:8]}")
+    return ", ".join(parts)

@@ -6,6 +6,7 @@ import os
 import torch
 
 from miscc.config import image_encoder_path, resolve_path
+from miscc.errors import InputError, MissingFileError
 from miscc.losses import sent_loss, words_loss
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -15,7 +16,7 @@ def text_encoder_path(cfg) -> str:
     """TRAIN.NET_E (AttnGAN) or TEXT.DAMSM_NAME (SSA-GAN), resolved like every config path."""
     path = cfg.TRAIN.NET_E or cfg.TEXT.DAMSM_NAME
     if not path:
-        raise ValueError("no text encoder configured: set TRAIN.NET_E (or TEXT.DAMSM_NAME) to a "
+        raise InputError("no text encoder configured: set TRAIN.NET_E (or TEXT.DAMSM_NAME) to a "
                          "text_encoder*.pth trained by pretrain_DAMSM.py or released with AttnGAN")
     return resolve_path(path)
 
@@ -38,7 +39,7 @@ def load_damsm(cfg, n_words: int, device, with_image_encoder: bool = True):
     if with_image_encoder:
         img_path = image_encoder_path(path)
         if img_path == path or not os.path.isfile(img_path):
-            raise FileNotFoundError(f"image encoder not found: {img_path} (derived from the text encoder path "
+            raise MissingFileError(f"image encoder not found: {img_path} (derived from the text encoder path "
                                     f"{path} by replacing 'text_encoder' with 'image_encoder')")
         image_encoder = freeze(load_image_encoder(build_image_encoder(cfg), img_path).to(device))
     return text_encoder, image_encoder
@@ -49,7 +50,7 @@ def epoch_from_name(path: str) -> int:
     stem = os.path.splitext(os.path.basename(path))[0]
     tail = stem.rsplit("_", 1)[-1]
     if not tail.isdigit():
-        raise ValueError(f"{path}: cannot read the epoch from the file name (expected e.g. netG_epoch_600.pth)")
+        raise InputError(f"{path}: cannot read the epoch from the file name (expected e.g. netG_epoch_600.pth)")
     return int(tail)
 
 

@@ -7,7 +7,10 @@ directions). Deviation: the original re-created Adam every epoch (resetting its 
 through, and only its learning rate changes, so a resumed run is identical to an uninterrupted one.
 
 Every epoch: validation losses on up to DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true
-caption against 99 captions of other classes) of real test images. Snapshots every SNAPSHOT_INTERVAL epochs:
+caption against 99 captions of other classes) of real test images. The validation loader shuffles, as AttnGAN's: CUB's
+test split is sorted by class, so unshuffled batches are each one class, every mismatched pair is masked as
+same-class and the losses read 0. Validation draws from its own generators seeded with EVAL.SEED (the same batches,
+crops and captions every epoch and every run) and leaves the training random streams untouched. Snapshots every SNAPSHOT_INTERVAL epochs:
 `text_encoder%d.pth`, `image_encoder%d.pth` (plain state dicts, the released format) and `attention_maps%d.png`.
 """
 from __future__ import annotations
@@ -129,11 +132,19 @@ class DAMSMTrainer(BaseTrainer):
     def end_of_epoch(self, epoch):
         if self.valid_set is None:
             return {}
+        devices = [self.rt.device.index or 0] if self.rt.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.EVAL.SEED)
+            return self.validate()
+
+    @torch.no_grad()
+    def validate(self) -> dict:
+        """Validation losses and R-precision of the current encoders (see the module docstring)."""
         text_encoder, image_encoder = unwrap(self.text_encoder), unwrap(self.image_encoder)
         text_encoder.eval()
         image_encoder.eval()
-        loader = build_dataloader(self.valid_set, batch_size=self.batch_size, shuffle=False, drop_last=True,
-                                  workers=self.workers)
+        loader = build_dataloader(self.valid_set, batch_size=self.batch_size, shuffle=True, drop_last=True,
+                                  workers=self.workers, generator=torch.Generator().manual_seed(self.cfg.EVAL.SEED))
         totals = {"w_loss": 0.0, "s_loss": 0.0}
         n = 0
         for i, raw in enumerate(loader):
@@ -147,7 +158,7 @@ class DAMSMTrainer(BaseTrainer):
         metrics = {k: v / max(n, 1) for k, v in totals.items()}
         mean, std = damsm_r_precision(image_encoder, text_encoder, self.valid_set, self.rt.device,
                                       n_samples=self.cfg.DAMSM.RPREC_SAMPLES, seed=self.cfg.EVAL.SEED)
-        metrics.update({"R_precision": mean, "R_precision_std": std, "lr": self.lr_for_epoch(epoch)})
+        metrics.update({"R_precision": mean, "R_precision_std": std, "lr": self.lr_for_epoch(self.epoch)})
         return metrics
 
     def save_snapshot(self, epoch):

@@ -59,6 +59,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from datasets import CorruptImageError, prepare_data
 from miscc.checkpoint import atomic_save
 from miscc.config import resolve_path
+from miscc.errors import InputError, MissingFileError, run_cli
 from miscc.reed_hd5 import ReedHd5Dataset
 from miscc.vis import image_grid, save_png
 from models.gan_int_cls import (MODEL_TYPES, build_gan_int_cls, build_loss_options, clip_weights, critic_iterations,
@@ -123,32 +124,32 @@ class IntClsBatch:
 def text_source(cfg) -> str:
     source = cfg.INTCLS.TEXT_SOURCE
     if source not in TEXT_SOURCES:
-        raise ValueError(f"INTCLS.TEXT_SOURCE must be one of {TEXT_SOURCES}, got {source!r}")
+        raise InputError(f"INTCLS.TEXT_SOURCE must be one of {TEXT_SOURCES}, got {source!r}")
     return source
 
 
 def open_hd5(cfg, split: str = "train") -> ReedHd5Dataset:
     """The INTCLS.HD5_PATH split as a `ReedHd5Dataset` of 64-px images."""
     if not cfg.INTCLS.HD5_PATH:
-        raise FileNotFoundError("INTCLS.TEXT_SOURCE is 'hd5' but INTCLS.HD5_PATH is empty: set it to Reed's "
+        raise MissingFileError("INTCLS.TEXT_SOURCE is 'hd5' but INTCLS.HD5_PATH is empty: set it to Reed's "
                                 "birds.hdf5 / flowers.hdf5 or a file made by `python -m tools.convert_hd5`")
     path = resolve_path(cfg.INTCLS.HD5_PATH)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"INTCLS.HD5_PATH not found: {path} (Reed's hd5 file, e.g. birds.hdf5 from the "
+        raise MissingFileError(f"INTCLS.HD5_PATH not found: {path} (Reed's hd5 file, e.g. birds.hdf5 from the "
                                 "GAN-INT-CLS port's README, or one made by `python -m tools.convert_hd5`)")
     return ReedHd5Dataset(path, split, image_size=IMAGE_SIZE)
 
 
 def check_image_size(dataset) -> None:
     if dataset.imsize != IMAGE_SIZE:
-        raise ValueError(f"GAN-INT-CLS trains {IMAGE_SIZE}x{IMAGE_SIZE} images, but the dataset gives "
+        raise InputError(f"GAN-INT-CLS trains {IMAGE_SIZE}x{IMAGE_SIZE} images, but the dataset gives "
                          f"{dataset.imsize}x{dataset.imsize} (TREE.BASE_SIZE={dataset.base_size}, "
                          f"TREE.BRANCH_NUM={dataset.branch_num}); set TREE.BRANCH_NUM: 1 and TREE.BASE_SIZE: 64")
 
 
 def check_embed_dim(embed: torch.Tensor | None, expected: int, source: str) -> None:
     if embed is not None and embed.size(1) != expected:
-        raise ValueError(f"{source} gives {embed.size(1)}-d text embeddings but the model expects {expected} "
+        raise InputError(f"{source} gives {embed.size(1)}-d text embeddings but the model expects {expected} "
                          "(INTCLS.EMBED_DIM for TEXT_SOURCE hd5, TEXT.EMBEDDING_DIM for TEXT_SOURCE encoder)")
 
 
@@ -168,9 +169,9 @@ class GANINTCLSTrainer(BaseTrainer):
         self.loss_type, self.conditional = MODEL_TYPES[cfg.INTCLS.TYPE]
         self.source = text_source(cfg)
         if cfg.INTCLS.DITER < 1:
-            raise ValueError(f"INTCLS.DITER must be >= 1, got {cfg.INTCLS.DITER}")
+            raise InputError(f"INTCLS.DITER must be >= 1, got {cfg.INTCLS.DITER}")
         if cfg.INTCLS.CLIP_VALUE <= 0:
-            raise ValueError(f"INTCLS.CLIP_VALUE must be > 0, got {cfg.INTCLS.CLIP_VALUE}")
+            raise InputError(f"INTCLS.CLIP_VALUE must be > 0, got {cfg.INTCLS.CLIP_VALUE}")
         self.diter, self.clip_value = cfg.INTCLS.DITER, cfg.INTCLS.CLIP_VALUE
         self.z_dim = cfg.GAN.Z_DIM
         self.text_set = None  # the TextDataset (encoder source), for decoding captions
@@ -191,7 +192,7 @@ class GANINTCLSTrainer(BaseTrainer):
                 self.text_encoder, _ = load_damsm(cfg, train_set.n_words, rt.device, with_image_encoder=False)
             loader_set = WrongImageDataset(train_set) if self.options.cls else train_set
         if len(loader_set) < cfg.TRAIN.BATCH_SIZE:
-            raise ValueError(f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} is larger than the {len(loader_set)} "
+            raise InputError(f"TRAIN.BATCH_SIZE={cfg.TRAIN.BATCH_SIZE} is larger than the {len(loader_set)} "
                              "training items; every batch would be dropped")
 
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
@@ -225,10 +226,11 @@ class GANINTCLSTrainer(BaseTrainer):
         return {"optG": self.optG, "optD": self.optD}
 
     def extra_state(self):
-        return {"gen_iteration": self.gen_iteration}
+        return {"gen_iteration": self.gen_iteration, "critic_done": self._critic_done}
 
     def load_extra_state(self, state):
         self.gen_iteration = int(state.get("gen_iteration", 0))
+        self._critic_done = int(state.get("critic_done", 0))
 
     def _load_release_weights(self, cfg, net_g) -> int:
         """TRAIN.NET_G (`gen_<e>.pth` of the port, or ours), with B_NET_D also `disc_<e>.pth` beside it; returns the
@@ -243,8 +245,9 @@ class GANINTCLSTrainer(BaseTrainer):
     # ---- data ---------------------------------------------------------------------------------------------------
     def epoch_loader(self, epoch):
         loader = super().epoch_loader(epoch)
-        self._batches_left = len(loader)
-        self._critic_done = 0  # the port's critic count restarts with the epoch
+        self._batches_left = len(loader) - self.epoch_batch  # a mid-epoch resume continues the epoch's counts
+        if self.epoch_batch == 0:
+            self._critic_done = 0  # the port's critic count restarts with the epoch
         return loader
 
     def make_batch(self, raw) -> IntClsBatch:
@@ -403,7 +406,7 @@ class UpscalingGenerator(nn.Module):
     def __init__(self, netG: generator, srcnn: SRCNN, scale: int):
         super().__init__()
         if not isinstance(scale, int) or scale < 1:
-            raise ValueError(f"INTCLS.SRCNN_SCALE must be a positive integer, got {scale!r}")
+            raise InputError(f"INTCLS.SRCNN_SCALE must be a positive integer, got {scale!r}")
         self.netG, self.srcnn, self.scale = netG, srcnn, scale
 
     @property
@@ -422,7 +425,7 @@ def build_sampling_generator(cfg) -> nn.Module:
         return netG
     path = resolve_path(cfg.INTCLS.SRCNN_WEIGHTS)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"INTCLS.SRCNN_WEIGHTS not found: {path} (yjn870/SRCNN-pytorch weights, e.g. "
+        raise MissingFileError(f"INTCLS.SRCNN_WEIGHTS not found: {path} (yjn870/SRCNN-pytorch weights, e.g. "
                                 "srcnn_x3.pth; leave the key empty to sample without super-resolution)")
     return UpscalingGenerator(netG, load_srcnn(path), cfg.INTCLS.SRCNN_SCALE)
 
@@ -440,7 +443,7 @@ def _text_input(net: nn.Module, sent_emb: torch.Tensor | None) -> torch.Tensor |
         return None
     if sent_emb is None or sent_emb.dim() != 2 or sent_emb.size(1) != dim:
         got = None if sent_emb is None else tuple(sent_emb.shape)
-        raise ValueError(
+        raise InputError(
             f"this GAN-INT-CLS generator takes {dim}-d text embeddings, but the text encoder gave {got}: new "
             "sentences cannot be encoded for it. A generator trained from an hd5 file (INTCLS.TEXT_SOURCE hd5, e.g. "
             "Reed's 1024-d char-CNN-RNN vectors) can only be sampled from that file's embeddings: run "
@@ -537,20 +540,16 @@ def main(argv=None) -> int:
     net_g = args.net_g or cfg.TRAIN.NET_G
     if not net_g:
         parser.error("give --net_g or set TRAIN.NET_G")
-    try:
-        rt = setup_runtime(cfg.GPU_ID)
-        dataset = open_hd5(cfg, args.split)
-        path = resolve_path(net_g)
-        net = load_sampling_generator(build_sampling_generator(cfg), path).to(rt.device).eval()
-        out = args.out or os.path.join(os.path.splitext(path)[0], f"{args.split}_hd5")
-        result = sample_hd5(net, dataset, out, z_dim=cfg.GAN.Z_DIM, device=rt.device, batch_size=cfg.EVAL.BATCH_SIZE,
-                            seed=cfg.EVAL.SEED, limit=args.n, workers=cfg.WORKERS)
-    except (OSError, ValueError, KeyError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    rt = setup_runtime(cfg.GPU_ID)
+    dataset = open_hd5(cfg, args.split)
+    path = resolve_path(net_g)
+    net = load_sampling_generator(build_sampling_generator(cfg), path).to(rt.device).eval()
+    out = args.out or os.path.join(os.path.splitext(path)[0], f"{args.split}_hd5")
+    result = sample_hd5(net, dataset, out, z_dim=cfg.GAN.Z_DIM, device=rt.device, batch_size=cfg.EVAL.BATCH_SIZE,
+                        seed=cfg.EVAL.SEED, limit=args.n, workers=cfg.WORKERS)
     print(f"wrote {result['n']} images to {result['folder']} (captions: {result['captions']})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Callable
 
+from miscc.errors import InputError
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -85,5 +87,5 @@ _SPECS = {"attngan": _attngan_spec, "ssagan": _ssagan_spec, "gan_int_cls": _gan_
 
 def get_model_spec(name: str) -> ModelSpec:
     if name not in _SPECS:
-        raise ValueError(f"MODEL must be one of {sorted(_SPECS)}, got {name!r}")
+        raise InputError(f"MODEL must be one of {sorted(_SPECS)}, got {name!r}")
     return _SPECS[name]()

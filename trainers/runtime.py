@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from miscc.errors import InputError
+
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -49,7 +51,7 @@ class Runtime:
 def setup_runtime(gpu_id: int = 0, amp: str = "none") -> Runtime:
     """Pick the device and, under torchrun, join the process group. `gpu_id` < 0 forces the CPU."""
     if amp not in AMP_DTYPES:
-        raise ValueError(f"TRAIN.AMP must be one of {sorted(AMP_DTYPES)}, got '{amp}'")
+        raise InputError(f"TRAIN.AMP must be one of {sorted(AMP_DTYPES)}, got '{amp}'")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -63,7 +65,7 @@ def setup_runtime(gpu_id: int = 0, amp: str = "none") -> Runtime:
     else:
         device = torch.device("cuda", gpu_id) if use_cuda else torch.device("cpu")
     if amp == "fp16" and device.type == "cpu":
-        raise ValueError("TRAIN.AMP=fp16 needs a GPU; use bf16 on the CPU")
+        raise InputError("TRAIN.AMP=fp16 needs a GPU; use bf16 on the CPU")
     return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank, amp=amp)
 
 
@@ -93,7 +95,7 @@ def wrap_ddp(module: torch.nn.Module, rt: Runtime, sync_bn: bool = False) -> tor
         return module
     if sync_bn:
         if rt.device.type != "cuda":
-            raise ValueError("TRAIN.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
+            raise InputError("TRAIN.SYNC_BN needs CUDA: PyTorch's SyncBatchNorm does not run on the CPU")
         module = torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
     ids = [rt.device.index] if rt.device.type == "cuda" else None
     return torch.nn.parallel.DistributedDataParallel(module, device_ids=ids)

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from datasets import build_dataloader, prepare_data
-from miscc.text import swap_pad_id, tokenize_caption
+from miscc.errors import InputError, MissingFileError
+from miscc.text import read_text_lines, swap_pad_id, tokenize_caption
 from miscc.vis import build_super_images, save_png
 
 
@@ -48,7 +49,7 @@ def sample_test_set(generate, text_encoder, dataset, out_dir: str, *, z_dim: int
                     save_extras=None, workers: int = 0) -> dict:
     """Write generated images for test captions; returns {'n': count, 'captions': path of captions.json}."""
     if mode not in ("random", "every"):
-        raise ValueError(f"sampling mode must be 'random' or 'every', got {mode!r}")
+        raise InputError(f"sampling mode must be 'random' or 'every', got {mode!r}")
     if mode == "every" and not dataset.every_caption:
         raise ValueError("mode 'every' needs a dataset built with every_caption=True")
     single = os.path.join(out_dir, "single")
@@ -107,7 +108,7 @@ def encode_sentences(sentences: list[str], dataset, source: str = "<command line
                 warnings.warn(f"{source}, sentence {j}: dropping words not in the vocabulary: {unknown}")
             ids = [dataset.wordtoix[t] for t in kept]
         if not ids:
-            raise ValueError(f"{source}, sentence {j} ({sent!r}): none of its words is in the vocabulary, so there is "
+            raise InputError(f"{source}, sentence {j} ({sent!r}): none of its words is in the vocabulary, so there is "
                              "nothing to generate from")
         seqs.append(ids)
         words.append(kept)
@@ -172,9 +173,8 @@ def read_example_file(data_dir: str, entry: str) -> list[str]:
     """The sentences of one `example_filenames.txt` entry (`<DATA_DIR>/<entry>.txt`, blank lines skipped)."""
     path = os.path.join(data_dir, entry + ".txt")
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"example sentence file not found: {path} (listed in example_filenames.txt)")
-    with open(path, encoding="utf-8", errors="replace") as f:
-        return [line.strip() for line in f if line.strip()]
+        raise MissingFileError(f"example sentence file not found: {path} (listed in example_filenames.txt)")
+    return [line.strip() for line in read_text_lines(path) if line.strip()]
 
 
 def example_entries(data_dir: str) -> list[tuple[str, list[str], str]]:
@@ -182,7 +182,7 @@ def example_entries(data_dir: str) -> list[tuple[str, list[str], str]]:
     sentence files, relative to DATA_DIR, without .txt); entries without sentences are skipped with a warning."""
     listing = os.path.join(data_dir, "example_filenames.txt")
     if not os.path.isfile(listing):
-        raise FileNotFoundError(f"{listing} not found: it lists the example sentence files (one per line, relative "
+        raise MissingFileError(f"{listing} not found: it lists the example sentence files (one per line, relative "
                                 "to DATA_DIR, without .txt)")
     with open(listing, encoding="utf-8") as f:
         entries = [line.strip() for line in f if line.strip()]

@@ -49,6 +49,7 @@ from PIL import Image
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
+from miscc.errors import InputError, MissingFileError
 from miscc.vis import image_grid
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
@@ -94,7 +95,7 @@ def load_trainable_damsm(cfg, n_words: int, device):
     path = text_encoder_path(cfg)
     img_path = image_encoder_path(path)
     if img_path == path or not os.path.isfile(img_path):
-        raise FileNotFoundError(f"image encoder not found: {img_path} (derived from the text encoder path {path} by "
+        raise MissingFileError(f"image encoder not found: {img_path} (derived from the text encoder path {path} by "
                                 "replacing 'text_encoder' with 'image_encoder')")
     text_encoder = load_text_encoder(build_text_encoder(cfg, n_words), path).to(device)
     image_encoder = load_image_encoder(build_image_encoder(cfg), img_path).to(device)
@@ -104,9 +105,9 @@ def load_trainable_damsm(cfg, n_words: int, device):
 class SSAGANTrainer(BaseTrainer):
     def __init__(self, cfg, rt, output_dir, train_set):
         if cfg.SSA.MAGP_MODE not in MAGP_MODES:
-            raise ValueError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
+            raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
         if cfg.TRAIN.BATCH_SIZE < 2:
-            raise ValueError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
+            raise InputError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
                              f"one), got {cfg.TRAIN.BATCH_SIZE}")
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
         self.finetune = bool(cfg.TRAIN.FINETUNE_TEXT_ENCODER)
@@ -161,7 +162,7 @@ class SSAGANTrainer(BaseTrainer):
         if self.cfg.TRAIN.B_NET_D:
             d_path = os.path.join(folder, name.replace("netG", "netD", 1))
             if d_path == path:
-                raise ValueError(f"{path}: cannot derive the discriminator file (the name has no 'netG'); "
+                raise InputError(f"{path}: cannot derive the discriminator file (the name has no 'netG'); "
                                  "set TRAIN.B_NET_D False to start D afresh")
             load_state_dict_strict(self.netD, load_checkpoint(d_path, "discriminator (TRAIN.B_NET_D)"), d_path)
         if self.finetune:

@@ -16,7 +16,7 @@ from main import main as main_entry
 from miscc.config import RUN_CONFIG, load_config
 from tests.helpers import RUN_CONFIGS, TINY_RUN, small_config, tiny_encoders, tiny_run, tiny_shapes
 from tools import app as app_module
-from tools.app import App, AppModel, limit_words, load_models, make_server, run_config
+from tools.app import App, AppModel, load_models, make_server, run_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -121,8 +121,8 @@ def test_bert_attngan_word_pieces_cut_and_attention_of_every_stage(runs, minilm_
     run = tiny_run(tmp_path, "attngan", data, net_e, config=config, **overrides)
     model = AppModel("bert", *run_config(run, None, {}), torch.device("cpu"))
     answer = App([model]).handle({"sentence": "a zebra circle on the left of a big square", "variants": 2})[1]
-    assert answer["dropped"] == [] and len(answer["words"]) == 6 and "cut after" in answer["warnings"][0]
-    assert answer["words"][:2] == ["a", "zebra"]  # WordPiece knows every word
+    assert answer["dropped"] == [] and "cut to the first 6" in answer["warnings"][0]
+    assert answer["used"] == "a zebra circle on the left" and answer["words"][:2] == ["a", "zebra"]  # no unknowns
     groups = answer["variants"][0]["attention"]
     assert ["stage 1" in groups[0]["label"], "stage 2" in groups[1]["label"]] == [True, True]
     assert [len(g["maps"]) for g in groups] == [6, 6]
@@ -134,8 +134,7 @@ def test_long_sentence_cut_to_words_num(app):
     sentence = " ".join(["red"] * (words_num + 5))
     answer = _ok(app, model=0, sentence=sentence, variants=1, seed=0)
     assert len(answer["words"]) == words_num == len(answer["variants"][0]["attention"][0]["maps"])
-    assert "cut" in answer["warnings"][0] and str(words_num) in answer["warnings"][0]
-    assert limit_words(["a", "b"], 2) == (["a", "b"], None)
+    assert f"more than TEXT.WORDS_NUM={words_num}; cut to the first {words_num}" in answer["warnings"][0]
 
 
 @pytest.mark.parametrize("payload, message", [

@@ -36,7 +36,7 @@ from PIL import Image
 from datasets import build_dataset
 from main import latest_generator, load_generator
 from miscc.config import RUN_CONFIG, add_config_arguments, config_from_args, load_config, parse_overrides
-from miscc.text import tokenize_caption
+from miscc.text import cut_sentence, tokenize_caption
 from miscc.vis import attention_tile, image_grid, to_uint8
 from trainers.common import epoch_from_name, load_damsm
 from trainers.registry import get_model_spec
@@ -57,15 +57,6 @@ class RequestError(ValueError):
     def __init__(self, message: str, **details):
         super().__init__(message)
         self.details = details
-
-
-def limit_words(tokens: list[str], words_num: int) -> tuple[list[str], str | None]:
-    """The first `words_num` tokens, and a warning when the sentence was longer (the text encoders were trained on
-    captions of at most TEXT.WORDS_NUM words)."""
-    if len(tokens) <= words_num:
-        return tokens, None
-    return tokens[:words_num], (f"The sentence has {len(tokens)} words; this model reads at most {words_num} "
-                                f"(TEXT.WORDS_NUM), so it was cut after '{tokens[words_num - 1]}'.")
 
 
 def png_data_url(image: Image.Image) -> str:
@@ -120,6 +111,10 @@ class AppModel:
     def prepare(self, sentence: str) -> tuple[str, dict]:
         """(text to encode, report): out-of-vocabulary words dropped with the closest vocabulary words, the
         sentence cut to TEXT.WORDS_NUM; a RequestError when nothing is left."""
+        with warnings.catch_warnings(record=True) as caught:  # cut_sentence warns; the page shows it
+            warnings.simplefilter("always")
+            sentence = cut_sentence(sentence, self.words_num, "The sentence")
+        notes = [str(w.message) for w in caught]
         tokenizer = self.dataset.bert_tokenizer
         tokens = tokenizer.tokenize(sentence) if tokenizer is not None else tokenize_caption(sentence)
         if not tokens:
@@ -132,10 +127,9 @@ class AppModel:
         if not known:
             raise RequestError(f"None of the words is in this model's vocabulary ({len(self.vocabulary)} words from "
                                "its training captions), so there is nothing to draw. Try the suggestions or an "
-                               "example sentence.", dropped=dropped, warnings=[])
-        kept, cut = limit_words(known, self.words_num)
-        text = tokenizer.convert_tokens_to_string(kept) if tokenizer is not None else " ".join(kept)
-        return text, {"dropped": dropped, "warnings": [cut] if cut else []}
+                               "example sentence.", dropped=dropped, warnings=notes)
+        text = tokenizer.convert_tokens_to_string(known) if tokenizer is not None else " ".join(known)
+        return text, {"dropped": dropped, "warnings": notes}
 
     def _views(self, noise, sent_emb, words_emb, mask):
         """(stage images, attention maps, masks) of the family's generator."""

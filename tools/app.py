@@ -36,6 +36,7 @@ from PIL import Image
 from datasets import build_dataset
 from main import latest_generator, load_generator
 from miscc.config import RUN_CONFIG, add_config_arguments, config_from_args, load_config, parse_overrides
+from miscc.errors import InputError, MissingFileError, run_cli
 from miscc.text import cut_sentence, tokenize_caption
 from miscc.vis import attention_tile, image_grid, to_uint8
 from trainers.common import epoch_from_name, load_damsm
@@ -86,7 +87,7 @@ class AppModel:
         cfg = self.cfg
         self.spec = get_model_spec(cfg.MODEL)
         if not self.spec.uses_text_dataset(cfg):
-            raise ValueError(f"{self.name}: this GAN-INT-CLS model reads precomputed hd5 embeddings "
+            raise InputError(f"{self.name}: this GAN-INT-CLS model reads precomputed hd5 embeddings "
                              "(INTCLS.TEXT_SOURCE hd5), so it cannot encode typed sentences")
         self.dataset = build_dataset(cfg, "test", augment=False, cache_images=0)  # the vocabulary / tokenizer
         self.net, self.net_g = load_generator(cfg, self.spec, self.net_g, self.device)
@@ -320,14 +321,14 @@ def run_config(run_dir: str, cfg_file: str | None, overrides: dict) -> tuple[dic
     is sampled with the encoder saved with that snapshot, as main.py does."""
     model_dir = os.path.join(run_dir, "Model")
     if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"{run_dir} is not a run folder of main.py: it has no Model/ folder of snapshots")
+        raise MissingFileError(f"{run_dir} is not a run folder of main.py: it has no Model/ folder of snapshots")
     saved = os.path.join(run_dir, RUN_CONFIG)
     if os.path.isfile(saved):
         cfg = load_config(saved, overrides)
     elif cfg_file:
         cfg = load_config(cfg_file, overrides)
     else:
-        raise FileNotFoundError(f"{saved} not found: main.py writes it when it trains; for an older run folder "
+        raise MissingFileError(f"{saved} not found: main.py writes it when it trains; for an older run folder "
                                 "give the config it was trained with, --cfg FILE")
     net_g = cfg.TRAIN.NET_G if "TRAIN.NET_G" in overrides else latest_generator(model_dir)
     if cfg.MODEL == "ssagan" and cfg.TRAIN.FINETUNE_TEXT_ENCODER:
@@ -339,11 +340,11 @@ def load_models(args) -> list[AppModel]:
     """The models the command line names: every `--run`, or the `--cfg`/`--set` config with TRAIN.NET_G."""
     if not args.run:
         if not args.cfg_file:
-            raise SystemExit("give a run folder (--run output/demo/attngan_rnn) or a config (--cfg FILE --set "
+            raise InputError("give a run folder (--run output/demo/attngan_rnn) or a config (--cfg FILE --set "
                              "TRAIN.NET_G=...)")
         cfg = config_from_args(args)
         if not cfg.TRAIN.NET_G:
-            raise SystemExit("--cfg without --run needs the generator: --set TRAIN.NET_G=<netG file>")
+            raise InputError("--cfg without --run needs the generator: --set TRAIN.NET_G=<netG file>")
         specs = [(cfg.CONFIG_NAME or os.path.splitext(os.path.basename(args.cfg_file))[0], cfg, cfg.TRAIN.NET_G)]
     else:
         overrides = parse_overrides(args.overrides)
@@ -351,7 +352,7 @@ def load_models(args) -> list[AppModel]:
             if value is not None:
                 overrides[key] = value
         if "TRAIN.NET_G" in overrides and len(args.run) > 1:
-            raise SystemExit("TRAIN.NET_G names one generator; give one --run with it")
+            raise InputError("TRAIN.NET_G names one generator; give one --run with it")
         specs = [(os.path.basename(os.path.normpath(r)), *run_config(r, args.cfg_file, overrides)) for r in args.run]
     names = [name for name, _, _ in specs]
     models = []
@@ -452,4 +453,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

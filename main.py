@@ -1,8 +1,8 @@
 """Train or sample a text-to-image GAN: `python main.py --cfg cfg/bird_attn2.yml`.
 
 - TRAIN.FLAG True (and B_VALIDATION False): train the generator named by MODEL (attngan, ssagan, ...) against the
-  frozen DAMSM encoders of TRAIN.NET_E; snapshots, logs and image grids go to the run folder; afterwards the
-  example sentences are drawn and the EVAL.PROTOCOLS metrics (if any) are computed.
+  frozen DAMSM encoders of TRAIN.NET_E; the resolved config (`config.yml`), snapshots, logs and image grids go to
+  the run folder; afterwards the example sentences are drawn and the EVAL.PROTOCOLS metrics (if any) are computed.
 - B_VALIDATION True: sample the test set with the generator in TRAIN.NET_G (the 30,000 protocol, EVAL.SAMPLE_MODE)
   into `<NET_G without .pth>/valid/`, then run EVAL.PROTOCOLS on those images.
 - TRAIN.FLAG False, B_VALIDATION False: AttnGAN's `gen_example` — images and attention maps for every entry of
@@ -17,7 +17,7 @@ import sys
 import torch
 
 from datasets import build_dataset
-from miscc.config import parse_training_args, resolve_path
+from miscc.config import RUN_CONFIG, parse_training_args, resolve_path, save_config
 from miscc.errors import InputError, MissingFileError, run_cli
 from trainers.common import load_damsm
 from trainers.registry import get_model_spec
@@ -139,6 +139,8 @@ def main(argv=None) -> int:
     rt = start_runtime(cfg)
     if cfg.TRAIN.FLAG and not cfg.B_VALIDATION:
         output_dir = args.output_dir or default_output_dir(cfg)
+        if rt.is_main:  # what `tools.app --run` reads back
+            save_config(cfg, os.path.join(output_dir, RUN_CONFIG))
         train_set = build_dataset(cfg, "train") if spec.uses_text_dataset(cfg) else None
         trainer = spec.trainer_class()(cfg, rt, output_dir, train_set)
         if args.resume is not None:

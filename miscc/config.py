@@ -279,6 +279,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
     return EasyDict(cfg)
 
 
+RUN_CONFIG = "config.yml"  # the resolved config main.py writes into a run folder
+
+
+def _plain(tree):
+    return {k: _plain(v) for k, v in tree.items()} if isinstance(tree, dict) else tree
+
+
+def save_config(cfg: dict, path: str) -> None:
+    """Write the resolved config as YAML that `load_config` reads back to the same values (CONFIG_FILE, not a
+    config key, becomes a comment)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tree = {k: v for k, v in _plain(cfg).items() if k != "CONFIG_FILE"}
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(f"# resolved config of this run (from {cfg.get('CONFIG_FILE') or 'the defaults'} and overrides)\n")
+        yaml.safe_dump(tree, f, sort_keys=False)
+
+
 def parse_overrides(items: list[str] | None) -> dict:
     """Parse command-line `KEY=VALUE` pairs; values are YAML scalars (`8`, `0.5`, `True`, `[fid30k]`, `bf16`)."""
     out = {}

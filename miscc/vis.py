@@ -33,8 +33,9 @@ def _font(size: int = 11):
 
 
 def image_grid(images: torch.Tensor, captions: list[str] | None = None, ncol: int = 8, caption_height: int = 0,
-               min_tile: int = 128) -> Image.Image:
-    """A grid of [-1, 1] images (small ones upscaled to `min_tile`), each optionally with its caption underneath."""
+               min_tile: int = 128, title: str | None = None) -> Image.Image:
+    """A grid of [-1, 1] images (small ones upscaled to `min_tile`), each optionally with its caption underneath,
+    and optionally a `title` (wrapped) above the grid."""
     if images.shape[-1] < min_tile:
         images = F.interpolate(images.float(), size=(min_tile, min_tile), mode="nearest")
     arr = to_uint8(images)
@@ -44,12 +45,16 @@ def image_grid(images: torch.Tensor, captions: list[str] | None = None, ncol: in
     nrow = (n + ncol - 1) // ncol
     lines = [_wrap(c, wrap) for c in captions] if captions else None
     text_h = caption_height or (12 * max(len(ls) for ls in lines) + 4 if lines else 0)
-    canvas = Image.new("RGB", (ncol * (w + 2), nrow * (h + text_h + 2)), (255, 255, 255))
+    title_lines = _wrap(title, max(8, ncol * (w + 2) // 7)) if title else []
+    top = 14 * len(title_lines) + 6 if title_lines else 0
+    canvas = Image.new("RGB", (ncol * (w + 2), top + nrow * (h + text_h + 2)), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     font = _font()
+    if title_lines:
+        draw.multiline_text((3, 3), "\n".join(title_lines), fill=(0, 0, 0), font=_font(13), spacing=1)
     for i in range(n):
         r, c = divmod(i, ncol)
-        x, y = c * (w + 2), r * (h + text_h + 2)
+        x, y = c * (w + 2), top + r * (h + text_h + 2)
         canvas.paste(Image.fromarray(arr[i]), (x, y))
         if lines:
             draw.multiline_text((x + 1, y + h + 1), "\n".join(lines[i]), fill=(0, 0, 0), font=font, spacing=1)
@@ -65,6 +70,17 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             cur = f"{cur} {word}".strip()
     return lines + ([cur] if cur else [])
+
+
+def attention_tile(base: Image.Image, attn_map: torch.Tensor) -> Image.Image:
+    """One word's attention [h, w] over the square image `base`, as AttnGAN draws it: the map normalised to [0, 1],
+    upsampled (bilinear) to the image size, grey, pasted over the image with alpha 210/255."""
+    size = base.width
+    m = attn_map.detach().float().cpu()
+    m = (m - m.min()) / (m.max() - m.min() + 1e-12)
+    m = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+    heat = Image.fromarray((m.numpy() * 255).round().astype(np.uint8)).convert("RGB")
+    return Image.composite(heat, base, Image.new("L", (size, size), 210))
 
 
 def build_super_images(images: torch.Tensor, words: list[list[str]], attn_maps: list[torch.Tensor],
@@ -90,13 +106,8 @@ def build_super_images(images: torch.Tensor, words: list[list[str]], attn_maps: 
         row.paste(base, (0, 16))
         draw = ImageDraw.Draw(row)
         for col, j in enumerate(order, start=1):
-            m = maps[j]
-            m = (m - m.min()) / (m.max() - m.min() + 1e-12)
-            m = F.interpolate(m[None, None], size=(tile, tile), mode="bilinear", align_corners=False)[0, 0]
-            heat = Image.fromarray((m.numpy() * 255).round().astype(np.uint8)).convert("RGB")
-            tile_img = Image.composite(heat, base, Image.new("L", (tile, tile), 210))
             x = col * (tile + 2)
-            row.paste(tile_img, (x, 16))
+            row.paste(attention_tile(base, maps[j]), (x, 16))
             draw.text((x + 2, 1), words[i][j][:14], fill=(0, 0, 0), font=font)
         rows.append(row)
     width = max(r.width for r in rows)

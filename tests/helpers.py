@@ -37,3 +37,27 @@ def small_config(path: str, data_dir: str, **overrides):
             "DATA.CACHE_IMAGES": 1}
     base.update(overrides)
     return load_config(path, base)
+
+
+# Tiny overrides shared by every family: 32-d text features, the small 32-px DAMSM image encoder, narrow nets.
+TINY_RUN = {"TEXT.EMBEDDING_DIM": 32, "DAMSM.IMAGE_SIZE": 32, "GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TRAIN.NF": 4,
+            "INTCLS.NGF": 8, "INTCLS.NDF": 8, "GPU_ID": -1}
+RUN_CONFIGS = {"attngan": "cfg/shapes_attn.yml", "ssagan": "cfg/shapes_ssa.yml",
+               "gan_int_cls": "cfg/shapes_gan_int_cls.yml"}
+
+
+def tiny_run(root, family: str, data_dir: str, net_e: str, config: str | None = None, **overrides) -> str:
+    """A run folder as main.py leaves it (config.yml, Model/<generator>) holding an untrained tiny generator of
+    `family`, built from `config` (default: the family's shipped shapes config); returns the folder."""
+    from miscc.config import save_config
+    from trainers.registry import get_model_spec
+
+    cfg = small_config(config or RUN_CONFIGS[family], data_dir, **{**TINY_RUN, "TRAIN.NET_E": net_e, **overrides})
+    folder = os.path.join(str(root), f"{family}_run")
+    os.makedirs(os.path.join(folder, "Model"), exist_ok=True)
+    torch.manual_seed(0)
+    net = get_model_spec(family).build_generator(cfg)
+    name = "netG_001.pth" if family == "ssagan" else "netG_epoch_1.pth"
+    torch.save(net.state_dict(), os.path.join(folder, "Model", name))
+    save_config(cfg, os.path.join(folder, "config.yml"))
+    return folder

@@ -2,7 +2,8 @@
 
 Each entry says how to build the trainer, how to build and load a generator for sampling, and how to call it:
 `generate(net, noise, sent_emb, words_emb, mask) -> (final images, extras)` for evaluation sets and
-`generate_stages(net, ...) -> (list of stage images, list of attention maps)` for example sentences.
+`generate_stages(net, ...) -> (list of stage images, list of attention maps)` for example sentences, and for a
+family whose generator predicts masks (SSA-GAN) `generate_masks(net, ...) -> (list of stage images, list of masks)`.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ class ModelSpec:
     # (net, text_encoder, dataset, out_root, *, z_dim, device, seed) -> None: more pictures for example sentences
     example_extras: Callable | None = None
     uses_text_dataset: Callable = lambda cfg: True  # False: the model reads its own data (Reed's hd5)
+    generate_masks: Callable | None = None  # (net, noise, sent_emb, words_emb, mask) -> (stages, per-stage masks)
 
     def trainer_class(self):
         module, name = self.trainer.split(":")
@@ -60,8 +62,13 @@ def _ssagan_spec() -> ModelSpec:
         image, _ = net(noise, sent_emb)
         return [image], []  # masks are not word attention: trainers.ssagan.write_example_masks draws them
 
+    def generate_masks(net, noise, sent_emb, words_emb, mask):
+        image, masks = net(noise, sent_emb)  # masks [B, 1, h, w] per block, 4x4 up to the image size
+        return [image], masks
+
     return ModelSpec("trainers.ssagan:SSAGANTrainer", build_generator, load_ssagan_generator, generate,
-                     generate_stages, save_extras=save_last_mask, example_extras=gen_example_masks)
+                     generate_stages, save_extras=save_last_mask, example_extras=gen_example_masks,
+                     generate_masks=generate_masks)
 
 
 def _gan_int_cls_spec() -> ModelSpec:

@@ -7,7 +7,8 @@ wraps the generator (AttnGAN: last branch + attention maps; SSA-GAN: image + mas
   until N images, or `every` caption once; images go to `<out>/single/<key>_s<i>.png` (i = the pass, or the caption
   index in `every` mode) and `captions.json` records each file's caption, key and class for the metrics. The
   originals made one pass (2,928 or 2,933 images) and truncated instead of rounding when converting to uint8.
-- `generate_sentences`: images (per stage) and attention maps for free sentences, as AttnGAN's `gen_example`
+- `sample_sentences`: the generator's tensors for free sentences (the web page `tools.app` shows them);
+  `generate_sentences` writes them as AttnGAN's `gen_example` does
   (`0_s_<j>_g<k>.png`, `0_s_<j>_a<k>.png`); out-of-vocabulary words are dropped with a warning, a sentence with no
   known word is an error.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -117,33 +119,52 @@ def encode_sentences(sentences: list[str], dataset, source: str = "<command line
     return ids, torch.tensor([len(s) for s in seqs]), words
 
 
+@dataclass
+class EncodedSentences:
+    """Text features of free sentences, in the order given: words_emb [N, D, T], sent_emb [N, D], mask [N, T] (True
+    at padding), and the words kept per sentence."""
+    words_emb: torch.Tensor
+    sent_emb: torch.Tensor
+    mask: torch.Tensor
+    words: list[list[str]]
+
+
 @torch.no_grad()
+def sample_sentences(generate, text_encoder, dataset, sentences: list[str], *, z_dim: int, device, seed: int = 100,
+                     truncation: float | None = None, source: str = "<command line>"):
+    """(`generate(noise, sent_emb, words_emb, mask)`'s output, EncodedSentences) for free sentences; sentence j gets
+    row j of the noise drawn from `seed` (`noise_for`), so one sentence repeated N times gives N variants. The
+    generator's own randomness (AttnGAN's conditioning augmentation) is seeded too, in a forked RNG state, so a
+    seed always gives the same images."""
+    ids, lens, words = encode_sentences(sentences, dataset, source)
+    ids = ids.to(device)
+    words_emb, sent_emb = text_encoder(ids, lens.to(device))  # the encoders take unsorted lengths
+    text = EncodedSentences(words_emb.float(), sent_emb.float(), ids == 0, words)
+    noise = noise_for(len(sentences), z_dim, device, torch.Generator().manual_seed(seed), truncation)
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return generate(noise, text.sent_emb, text.words_emb, text.mask), text
+
+
 def generate_sentences(generate_stages, text_encoder, dataset, sentences: list[str], out_dir: str, *, z_dim: int,
                        device, seed: int = 100, source: str = "<command line>", prefix: str = "0") -> list[str]:
     """AttnGAN `gen_example` for a list of sentences: `<prefix>_s_<j>_g<k>.png` per stage k and `_a<k>.png`.
 
     `generate_stages(noise, sent_emb, words_emb, mask) -> (list of stage images, list of attention maps)`.
     """
-    ids, lens, words = encode_sentences(sentences, dataset, source)
-    order = torch.argsort(lens, descending=True)
-    ids, lens = ids[order].to(device), lens[order].to(device)
-    words = [words[int(i)] for i in order]
-    words_emb, sent_emb = text_encoder(ids, lens)
-    mask = ids == 0
-    g = torch.Generator().manual_seed(seed)
-    stages, att_maps = generate_stages(noise_for(len(sentences), z_dim, device, g), sent_emb.float(),
-                                       words_emb.float(), mask)
+    (stages, att_maps), text = sample_sentences(generate_stages, text_encoder, dataset, sentences, z_dim=z_dim,
+                                                device=device, seed=seed, source=source)
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for row, j in enumerate(order.tolist()):
+    for j, words in enumerate(text.words):
         for k, img in enumerate(stages):
             path = os.path.join(out_dir, f"{prefix}_s_{j}_g{k}.png")
-            save_png(img[row], path)
+            save_png(img[j], path)
             written.append(path)
         for k, att in enumerate(att_maps):
             path = os.path.join(out_dir, f"{prefix}_s_{j}_a{k}.png")
-            top_k = min(5, len(words[row]))
-            build_super_images(stages[-1][row:row + 1], [words[row]], [att[row].float()], top_k=top_k).save(path)
+            build_super_images(stages[-1][j:j + 1], [words], [att[j].float()], top_k=min(5, len(words))).save(path)
             written.append(path)
     return written
 

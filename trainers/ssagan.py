@@ -326,25 +326,20 @@ def save_last_mask(masks: list[torch.Tensor], row: int, path_stem: str) -> None:
     Image.fromarray(np.round(m * 255).astype(np.uint8)).save(path_stem + "_mask.png")
 
 
-@torch.no_grad()
 def write_example_masks(net, text_encoder, dataset, sentences: list[str], out_dir: str, *, z_dim: int, device,
                         seed: int = 100, source: str = "<command line>", prefix: str = "0") -> list[str]:
     """`<prefix>_s_<j>_masks.png` (image + mask of every stage, `mask_figure`) for each sentence j, with the noise
     `trainers.sampling.generate_sentences` draws for the same sentences and seed, so the pictures show the masks of
     its `<prefix>_s_<j>_g0.png` images. `net`: a NetG in eval mode."""
-    from trainers.sampling import encode_sentences, noise_for
+    from trainers.sampling import sample_sentences
 
-    ids, lens, _ = encode_sentences(sentences, dataset, source)
-    order = torch.argsort(lens, descending=True)
-    ids, lens = ids[order].to(device), lens[order].to(device)
-    _, sent_emb = text_encoder(ids, lens)
-    g = torch.Generator().manual_seed(seed)
-    images, masks = net(noise_for(len(sentences), z_dim, device, g), sent_emb.float())
+    (images, masks), _ = sample_sentences(lambda noise, sent_emb, *_: net(noise, sent_emb), text_encoder, dataset,
+                                          sentences, z_dim=z_dim, device=device, seed=seed, source=source)
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for row, j in enumerate(order.tolist()):
+    for j, sentence in enumerate(sentences):
         path = os.path.join(out_dir, f"{prefix}_s_{j}_masks.png")
-        mask_figure(images[row:row + 1], [m[row:row + 1] for m in masks], [sentences[j]]).save(path)
+        mask_figure(images[j:j + 1], [m[j:j + 1] for m in masks], [sentence]).save(path)
         written.append(path)
     return written
 

@@ -4,7 +4,8 @@
 `yaml.safe_load`) and then with a dict of dotted overrides. Merging is strict, as in the originals' `cfg_from_file`:
 an unknown key or a value of the wrong type raises `ConfigError` naming the file, the dotted key and the closest valid
 key. Two deliberate relaxations, both lossless: an int is accepted where a float is expected (`LAMBDA: 5`), and so is
-a string that spells a float (`2e-4`, which YAML 1.1 reads as a string).
+a string that spells a float (`2e-4`, which YAML 1.1 reads as a string). DF-GAN 2022's own lower-case files
+(`imsize`, `z_dim`, `nf`, ...) are recognised by their keys and mapped first (`models.dfgan.original_config`).
 
 Nothing in `models/` or `datasets.py` reads this tree: entry points pass the values they need explicitly.
 """
@@ -39,7 +40,7 @@ _DEFAULTS = {
     "USE_SN": False,
     "loss": "hinge",
     # --- ours ---
-    "MODEL": "attngan",  # attngan | ssagan | gan_int_cls
+    "MODEL": "attngan",  # attngan | ssagan | gan_int_cls | dfgan
     "OUTPUT_DIR": "output",
     "SEED": 100,
     "DATA": {
@@ -152,6 +153,15 @@ _DEFAULTS = {
         "DISCRIMINATOR_LR": 4e-4,
         "BETA1": 0.0,
         "BETA2": 0.9,
+    },
+    "DFGAN": {  # DF-GAN (models/dfgan): widths TRAIN.NF, noise GAN.Z_DIM, sentence TEXT.EMBEDDING_DIM
+        "VERSION": 2022,  # 2022 (CVPR code, NetG/NetD/NetC) | 2021 (code/model.py, NetD = SSA-GAN's)
+        "GENERATOR_LR": 1e-4,
+        "DISCRIMINATOR_LR": 4e-4,  # NetD and NetC share one Adam
+        "BETA1": 0.0,
+        "BETA2": 0.9,
+        "MAGP_P": 6.0,
+        "MAGP_WEIGHT": 2.0,
     },
     "INTCLS": {
         "TYPE": "gan",  # gan | wgan | wgan-gp | vanilla_gan | vanilla_wgan
@@ -272,6 +282,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if data is not None:
+            from models.dfgan.original_config import is_dfgan_original, map_dfgan_original
+            if is_dfgan_original(data):  # DF-GAN 2022's own lower-case format (its code/cfg/bird.yml, coco.yml)
+                data = map_dfgan_original(data, path)
             _merge(path, data, cfg)
         cfg["CONFIG_FILE"] = path
     for dotted, value in (overrides or {}).items():
@@ -323,14 +336,14 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
-    "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
+    "SSA.", "DFGAN.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
     "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",
 )
 RESUME_EPOCH_BOUNDARY = ("TRAIN.BATCH_SIZE", "SEED")
 RESUME_REFUSED = (
     "DATASET_NAME", "MODEL", "RNN_TYPE", "USE_SN", "loss", "DATA.LAYOUT", "TREE.", "GAN.", "TEXT.", "TRAIN.NF",
     "TRAIN.NET_E", "TRAIN.EMA", "TRAIN.FINETUNE_TEXT_ENCODER", "DAMSM.IMAGE_ENCODER", "DAMSM.IMAGE_SIZE",
-    "INTCLS.TYPE", "INTCLS.NOISE_FIRST", "INTCLS.MINIBATCH_DISC", "INTCLS.TEXT_SOURCE", "INTCLS.HD5_PATH",
+    "DFGAN.VERSION", "INTCLS.TYPE", "INTCLS.NOISE_FIRST", "INTCLS.MINIBATCH_DISC", "INTCLS.TEXT_SOURCE", "INTCLS.HD5_PATH",
     "INTCLS.EMBED_DIM", "INTCLS.PROJECTED_DIM", "INTCLS.NGF", "INTCLS.NDF",
 )
 RESUME_IGNORED = (

@@ -49,7 +49,7 @@ MAX_VARIANTS = 16
 MAX_BODY = 16 * 1024  # bytes of a request
 MAX_EXAMPLES = 40  # example sentences listed on the page
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_static")
-FAMILIES = {"attngan": "AttnGAN", "ssagan": "SSA-GAN", "gan_int_cls": "GAN-INT-CLS"}
+FAMILIES = {"attngan": "AttnGAN", "ssagan": "SSA-GAN", "gan_int_cls": "GAN-INT-CLS", "dfgan": "DF-GAN"}
 
 
 class RequestError(ValueError):

@@ -1,7 +1,7 @@
 """The whole pipeline on the built-in `shapes` data, on a laptop CPU: `make demo` (or `python -m tools.demo`).
 
 Steps, each printed as the command a user would type: generate `data/shapes`; pre-train the DAMSM encoders; train
-the generator (AttnGAN by default; `--model ssagan` or `--model gan_int_cls`); draw the example sentences with
+the generator (AttnGAN by default; `--model ssagan`, `gan_int_cls` or `dfgan`); draw the example sentences with
 attention maps; sample the test captions; write the evaluation report with the shapes classifier shipped in
 `eval/shapes_classifier.pth` (`--train_classifier` trains one instead). Before training it prints its plan with the
 time each step will take on this machine (measured: a few training steps of each model on a synthetic batch). Every
@@ -25,6 +25,8 @@ CONFIGS = {
     ("ssagan", "bert"): "cfg/shapes_ssa_bert.yml",
     ("gan_int_cls", "rnn"): "cfg/shapes_gan_int_cls.yml",
     ("gan_int_cls", "bert"): "cfg/shapes_bert_gan_int_cls.yml",
+    ("dfgan", "rnn"): "cfg/shapes_dfgan.yml",
+    ("dfgan", "bert"): "cfg/shapes_dfgan_bert.yml",
 }
 DAMSM_CONFIGS = {"rnn": "cfg/DAMSM/shapes.yml", "bert": "cfg/DAMSM/shapes_bert.yml"}
 SHIPPED_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval",
@@ -145,7 +147,7 @@ def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["attngan", "ssagan", "gan_int_cls"], default="attngan")
+    parser.add_argument("--model", choices=["attngan", "ssagan", "gan_int_cls", "dfgan"], default="attngan")
     parser.add_argument("--text_encoder", choices=["rnn", "bert"], default="rnn")
     parser.add_argument("--data_dir", default="data/shapes")
     parser.add_argument("--out", default="output/demo")

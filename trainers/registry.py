@@ -82,7 +82,8 @@ def _gan_int_cls_spec() -> ModelSpec:
                      uses_text_dataset=lambda cfg: cfg.INTCLS.TEXT_SOURCE != "hd5")
 
 
-_SPECS = {"attngan": _attngan_spec, "ssagan": _ssagan_spec, "gan_int_cls": _gan_int_cls_spec}
+_SPECS = {"attngan": _attngan_spec, "ssagan": _ssagan_spec, "gan_int_cls": _gan_int_cls_spec,
+          "dfgan": lambda: importlib.import_module("models.dfgan.family").dfgan_spec()}
 
 
 def get_model_spec(name: str) -> ModelSpec:

@@ -233,3 +233,24 @@ def test_demo_table_and_shipped_configs():
     assert shapes.DATA.RANDOM_CROP is False and shapes.DATA.FLIP == "text"
     assert shapes.TRAIN.NET_E == "output/demo/damsm/Model/text_encoder8.pth"
     assert (shapes.TREE.BASE_SIZE, shapes.TRAIN.NF, shapes.TRAIN.BATCH_SIZE) == (64, 16, 32)
+
+
+def test_web_page_serves_a_dfgan_run(shapes, tmp_path):
+    """tools.app on a DF-GAN run folder: one stage, no maps or masks, scores, and DF-GAN's truncated noise."""
+    from tests.helpers import TINY_RUN, tiny_run
+    from tools import app as app_module
+
+    net_e = tiny_encoders(small_config("cfg/shapes_dfgan.yml", shapes, **TINY_RUN), tmp_path / "damsm")
+    run = tiny_run(tmp_path, "dfgan", shapes, net_e, config="cfg/shapes_dfgan.yml")
+    args = app_module.argparse.Namespace(run=[run], cfg_file=None, overrides=[], gpu_id=None, data_dir=None,
+                                         manualSeed=None)
+    app = app_module.App(app_module.load_models(args), max_variants=4)
+    status, plain = app.handle({"model": 0, "sentence": "a red circle", "variants": 2, "seed": 1})
+    assert status == 200, plain
+    assert len(plain["variants"]) == 2
+    for v in plain["variants"]:
+        assert len(v["stages"]) == 1 and v["attention"] == [] and v["masks"] == [] and -1.0 <= v["score"] <= 1.0
+    assert [m["family"] for m in app.info()["models"]] == ["DF-GAN"]
+    status, trunc = app.handle({"model": 0, "sentence": "a red circle", "variants": 2, "seed": 1, "truncation": 0.5})
+    assert status == 200, trunc
+    assert [v["stages"][0]["png"] for v in trunc["variants"]] != [v["stages"][0]["png"] for v in plain["variants"]]

@@ -254,3 +254,22 @@ def test_web_page_serves_a_dfgan_run(shapes, tmp_path):
     status, trunc = app.handle({"model": 0, "sentence": "a red circle", "variants": 2, "seed": 1, "truncation": 0.5})
     assert status == 200, trunc
     assert [v["stages"][0]["png"] for v in trunc["variants"]] != [v["stages"][0]["png"] for v in plain["variants"]]
+
+
+@pytest.mark.parametrize("version", [2022, 2021])
+def test_batch_order_of_the_d_step(df_cfg, train_set, tmp_path, version, monkeypatch):
+    """2022 pairs images and sentences in loader order (DF-GAN's rm_sort), 2021 in the length-sorted order."""
+    t = DFGANTrainer(_cfg(df_cfg, DFGAN__VERSION=version), CPU, str(tmp_path), train_set)
+    raw = next(iter(t.epoch_loader(0)))
+    batch = t.make_batch(raw)
+    assert not torch.equal(batch.order, torch.arange(len(batch.order)))  # this batch is reordered by the sort
+    seen = {}
+    monkeypatch.setattr(t, "discriminator_step", lambda real, fake, sent: seen.update(real=real, sent=sent) or {})
+    monkeypatch.setattr(t, "generator_step", lambda fake, sent: {})
+    t.train_step(batch)
+    expected = raw["imgs"][-1] if version == 2022 else batch.imgs[-1]
+    assert torch.equal(seen["real"], expected)
+    with torch.no_grad():
+        _, sent_sorted = t.text_encoder(batch.captions, batch.cap_lens)
+    restore = torch.argsort(batch.order) if version == 2022 else torch.arange(len(batch.order))
+    assert torch.allclose(seen["sent"], sent_sorted[restore])

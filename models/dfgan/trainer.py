@@ -4,7 +4,9 @@
 One iteration:
 
 1. the captions are encoded by the frozen DAMSM text encoder of TRAIN.NET_E (TEXT.DAMSM_NAME) — sentence
-   embeddings, detached, as DF-GAN does (no image encoder: DF-GAN's DAMSM term is commented out);
+   embeddings, detached, as DF-GAN does (no image encoder: DF-GAN's DAMSM term is commented out). 2022 puts the
+   batch back into loader order after the length sort the LSTM needs (the original's `rm_sort`), so the mismatched
+   pairs are random pairs; 2021 keeps AttnGAN's length-sorted batch, as its code did;
 2. `fake = G(z, s)`, z ~ N(0, 1);
 3. D step. 2022: one Adam step of NetD and NetC on `real + (fake + mismatch)/2 + MA-GP`, the mismatched pairs the
    real features rolled by one, MA-GP = DFGAN.MAGP_WEIGHT·mean‖∇_(x,s) C(D(x), s)‖^DFGAN.MAGP_P on the real pairs'
@@ -114,6 +116,9 @@ class DFGANTrainer(BaseTrainer):
     def train_step(self, batch):
         real = batch.imgs[-1]
         _, sent_emb, _ = encode_captions(self.text_encoder, batch)
+        if self.version == 2022:  # DF-GAN 2022 undoes the length sort of the text encoder (`rm_sort`): loader order
+            restore = torch.argsort(batch.order).to(real.device)
+            real, sent_emb = real[restore], sent_emb[restore]
         noise = torch.randn(sent_emb.size(0), self.z_dim, device=self.rt.device)
         with self.rt.autocast():
             fake = self.netG(noise, sent_emb)

@@ -131,6 +131,11 @@ def test_snapshot_files_and_continuing_from_them(df_cfg, train_set, tmp_path):
     for a, b in ((cont.netG, t.netG), (cont.netD, t.netD), (cont.netC, t.netC)):
         assert torch.equal(_flat(a), _flat(b))
     assert torch.equal(cont.optD.state_dict()["state"][0]["exp_avg"], t.optD.state_dict()["state"][0]["exp_avg"])
+    lower = _cfg(df_cfg, TRAIN__NET_G=str(model / "state_epoch_001.pth"))
+    lower.DFGAN.DISCRIMINATOR_LR = 1e-5
+    cont_low = DFGANTrainer(lower, CPU, str(tmp_path / "b2"), train_set)
+    assert cont_low.optD.param_groups[0]["lr"] == 1e-5 and cont_low.optG.param_groups[0]["lr"] == 1e-4
+    assert len(cont_low.optD.state) > 0
     bare = DFGANTrainer(_cfg(df_cfg, TRAIN__NET_G=str(model / "netG_epoch_1.pth")), CPU, str(tmp_path / "c"),
                         train_set)
     assert bare.epoch == 1 and torch.equal(_flat(bare.netG), _flat(t.netG))

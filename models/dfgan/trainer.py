@@ -23,8 +23,8 @@ is DDP-wrapped and D/C gradients are averaged explicitly.
 Snapshots every TRAIN.SNAPSHOT_INTERVAL epochs: `netG_epoch_%d.pth` (the EMA weights when TRAIN.EMA), and DF-GAN's
 own files — 2022: `state_epoch_%03d.pth` ({'model': {netG, netD, netC}, 'optimizers': {optimizer_G, optimizer_D},
 'epoch'}, readable by DF-GAN's `load_model_opt`); 2021: `netD_%03d.pth`. TRAIN.NET_G continues from a
-`state_epoch_*.pth` (networks, optimisers and epoch) or from a bare netG (G only; with TRAIN.B_NET_D a 2021
-`netD_*.pth` beside it, the epoch from the name when it has one).
+`state_epoch_*.pth` (networks, optimiser moments — rates and betas stay the config's — and epoch) or from a bare
+netG (G only; with TRAIN.B_NET_D a 2021 `netD_*.pth` beside it, the epoch from the name when it has one).
 """
 from __future__ import annotations
 
@@ -97,7 +97,13 @@ class DFGANTrainer(BaseTrainer):
             if self.version != 2022:
                 raise InputError(f"{path}: a state_epoch_*.pth is a DF-GAN 2022 training state, but DFGAN.VERSION "
                                  f"is {self.version}")
+            # the optimisers keep their moments; their hyperparameters stay this config's (DFGAN.*), as on --resume
+            current = {name: [{h: v for h, v in g.items() if h != "params"} for g in opt.param_groups]
+                       for name, opt in self.optimizers().items()}
             self.epoch = load_state_epoch(path, unwrap(self.netG), self.netD, self.netC, self.optG, self.optD)
+            for name, opt in self.optimizers().items():
+                for group, hyper in zip(opt.param_groups, current[name]):
+                    group.update(hyper)
         else:
             load_generator_state(unwrap(self.netG), generator_state(obj, path), f"{path} (netG)")
             folder, name = os.path.split(path)

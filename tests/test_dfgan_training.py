@@ -155,7 +155,8 @@ def test_2021_snapshot_files(df_cfg, train_set, tmp_path):
     assert sorted(os.listdir(model)) == ["netD_001.pth", "netG_epoch_1.pth", STATE_FILE]
     cont = DFGANTrainer(_cfg(cfg, TRAIN__NET_G=str(model / "netG_epoch_1.pth")), CPU, str(tmp_path / "b"), train_set)
     assert torch.equal(_flat(cont.netG), _flat(t.netG)) and cont.epoch == 1
-    with pytest.raises(CheckpointError, match=r"netG_epoch_1.pth \(netG\) is a DF-GAN 2021 generator.*DFGAN.VERSION=2021"):
+    with pytest.raises(CheckpointError,
+                       match=r"netG_epoch_1.pth \(netG\) is a DF-GAN 2021 generator.*DFGAN.VERSION=2021"):
         DFGANTrainer(_cfg(df_cfg, TRAIN__NET_G=str(model / "netG_epoch_1.pth")), CPU, str(tmp_path / "c"), train_set)
 
 

@@ -8,7 +8,8 @@ released model. What each key becomes:
 
 | DF-GAN key | here |
 |---|---|
-| `CONFIG_NAME`, `dataset_name`, `data_dir`, `gpu_id`, `manual_seed`, `cuda` | CONFIG_NAME, DATASET_NAME, DATA_DIR, GPU_ID, SEED, CUDA |
+| `CONFIG_NAME`, `dataset_name`, `data_dir` | CONFIG_NAME, DATASET_NAME, DATA_DIR |
+| `gpu_id`, `manual_seed`, `cuda` | GPU_ID, SEED, CUDA |
 | `imsize` | TREE.BASE_SIZE (TREE.BRANCH_NUM 1) |
 | `z_dim`, `nf`, `batch_size` | GAN.Z_DIM, TRAIN.NF, TRAIN.BATCH_SIZE |
 | `cond_dim` | must equal TEXT.EMBEDDING_DIM (the sentence is the condition; both are 256 in the originals) |
@@ -85,7 +86,8 @@ def map_dfgan_original(data: dict, source: str) -> dict:
                 _set(out, "TEXT.EMBEDDING_DIM", value)
         elif key == "ch_size":
             if value != 3:
-                raise ConfigError(f"{source}: DF-GAN key 'ch_size' must be 3 (the datasets here are RGB), got {value!r}")
+                raise ConfigError(f"{source}: DF-GAN key 'ch_size' must be 3 (the datasets here are RGB), "
+                                  f"got {value!r}")
         elif key == "model":
             if value != "base":
                 raise ConfigError(f"{source}: DF-GAN key 'model' must be 'base' (the only model of DF-GAN's code), "

@@ -33,6 +33,7 @@ import torch
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset
 
+from miscc.classes import other_class_indices
 from miscc.errors import InputError, MissingFileError, UnreadableFileError
 from miscc.safe_pickle import safe_load_pickle
 from miscc.text import (build_vocabulary, encode_tokens, read_caption_file, read_text_lines, swap_pad_id,
@@ -529,9 +530,7 @@ class TextDataset(Dataset):
         """`n` captions of random images whose class is not `class_id`, sorted by length (descending), with their
         lengths: the negatives of R-precision (DM-GAN `get_mis_caption`). DM-GAN drew indices with the inclusive
         `random.randint(0, N)`, which could reach one past the last image or caption; ours stay in range."""
-        others = np.flatnonzero(self.class_ids != class_id)
-        if len(others) == 0:
-            raise InputError(f"the {self.split} split has no image outside class {class_id}")
+        others = other_class_indices(self.class_ids, class_id, f"the {self.split} split")
         caps = torch.zeros(n, self.words_num, dtype=torch.long)
         lens = torch.zeros(n, dtype=torch.long)
         for r in range(n):
@@ -543,9 +542,7 @@ class TextDataset(Dataset):
 
     def wrong_image_index(self, index: int, rng=None) -> int:
         """A random image index whose class differs from image `index`'s (GAN-INT-CLS's mismatched image)."""
-        others = np.flatnonzero(self.class_ids != self.class_ids[index])
-        if len(others) == 0:
-            raise InputError(f"the {self.split} split has no image outside class {self.class_ids[index]}")
+        others = other_class_indices(self.class_ids, self.class_ids[index], f"the {self.split} split")
         return int(others[_randint(len(others), rng)])
 
     # --- images ---------------------------------------------------------------------------------------------------

@@ -157,7 +157,7 @@ class EvalContext:
     text_encoder: Callable | None = None      # rprec: list[str] -> [B, D]
     mismatched_captions: Callable | None = None
     encoders_name: str | None = None          # rprec provenance, e.g. the DAMSM checkpoint paths
-    parse_caption: Callable | None = None     # attracc (default tools.make_shapes.parse_caption)
+    parse_caption: Callable | None = None     # attracc (default miscc.shapes_spec.parse_caption)
     device: str | None = None
     bf16: bool = False
     batch_size: int = 50

@@ -21,7 +21,7 @@ Differences from the port's `Text2ImageDataset`, each deliberate:
   grayscale (stacked to 3 channels, which `convert('RGB')` also does).
 * `txt` has its trailing newline (and a CR before it) stripped; the samples also carry `wrong_embed`, `class` and
   `name`. `inter_embed` is, as in the port, the embedding of a random example; Reed's INT texts are built from the
-  batch by `models.gan_int_cls.interpolate_embeddings`.
+  batch by `models.gan_int_cls.networks.interpolate_embeddings`.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
-from models.gan_int_cls import wrong_indices
+from miscc.classes import wrong_indices
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_FIELDS = ("img", "embeddings", "class", "txt")

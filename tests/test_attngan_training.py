@@ -9,10 +9,10 @@ import torch
 from datasets import build_dataset
 from main import main as main_entry
 from miscc.checkpoint import load_checkpoint
-from trainers.attngan import AttnGANTrainer
+from models.attngan.trainer import AttnGANTrainer
 from trainers.base import STATE_FILE, ResumeRefusedError
 from trainers.common import load_damsm
-from trainers.registry import get_model_spec
+from models.registry import get_family
 from trainers.runtime import Runtime
 from trainers.sampling import encode_sentences, generate_sentences, sample_test_set
 from tests.helpers import small_config, tiny_encoders, tiny_shapes
@@ -108,7 +108,7 @@ def test_net_g_resume_loads_release_files_and_epoch(attn_cfg, tmp_path):
 
 
 def test_sampling_writes_images_and_captions(attn_cfg, tmp_path):
-    spec = get_model_spec("attngan")
+    spec = get_family("attngan")
     cfg = attn_cfg
     netG = spec.build_generator(cfg).eval()
     test_set = build_dataset(cfg, "test")
@@ -128,7 +128,7 @@ def test_sampling_writes_images_and_captions(attn_cfg, tmp_path):
 
 
 def test_gen_example_and_unknown_words(attn_cfg, tmp_path):
-    spec = get_model_spec("attngan")
+    spec = get_family("attngan")
     netG = spec.build_generator(attn_cfg).eval()
     dataset = build_dataset(attn_cfg, "test")
     text_encoder, _ = load_damsm(attn_cfg, dataset.n_words, "cpu", with_image_encoder=False)

@@ -10,7 +10,7 @@ from miscc.config import load_config
 from models.damsm import build_image_encoder, build_text_encoder
 from tests.helpers import tiny_shapes
 from trainers.base import STATE_FILE
-from trainers.damsm import DAMSMTrainer
+from models.damsm.trainer import DAMSMTrainer
 from trainers.runtime import Runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -26,8 +26,8 @@ from models.srcnn import SRCNN
 from tools import convert_hd5
 from tools.make_shapes import generate_shapes
 from trainers.base import STATE_FILE
-from trainers.gan_int_cls import GANINTCLSTrainer, UpscalingGenerator, WrongImageDataset, sample_hd5
-from trainers.registry import get_model_spec
+from models.gan_int_cls.trainer import GANINTCLSTrainer, UpscalingGenerator, WrongImageDataset, sample_hd5
+from models.registry import get_family
 from trainers.runtime import Runtime
 from trainers.sampling import encode_sentences, sample_test_set
 
@@ -118,7 +118,7 @@ def test_gan_cls_int_step_and_snapshots(shapes, tmp_path):
     assert gen["netG.0.weight"].shape == (100 + 128, 512, 4, 4)  # [text 128, noise 100] -> 512, the port's layer
     same = load_checkpoint(str(model / "netG_epoch_1.pth"))  # no EMA: the sampling G is the live G
     assert all(torch.equal(gen[k], same[k]) for k in gen)
-    spec = get_model_spec("gan_int_cls")
+    spec = get_family("gan_int_cls")
     net = spec.load_generator(spec.build_generator(cfg), str(model / "netG_epoch_1.pth"))
     assert torch.equal(params(net), params(t.netG))
     disc = load_checkpoint(str(model / "disc_1.pth"))
@@ -234,7 +234,7 @@ def test_train_from_hd5_and_sample(shapes, tmp_path, tiny_hd5, small_nets):
     (losses, _), = log
     assert {"D_wrong", "G_int"} <= set(losses) and all(np.isfinite(v) for v in losses.values())
 
-    spec = get_model_spec("gan_int_cls")
+    spec = get_family("gan_int_cls")
     net = spec.load_generator(spec.build_generator(cfg), str(tmp_path / "run" / "Model" / "gen_1.pth")).eval()
     out = tmp_path / "samples"
     result = sample_hd5(net, ReedHd5Dataset(str(tiny_hd5), "test"), str(out), z_dim=100, device="cpu", batch_size=4)
@@ -348,7 +348,7 @@ def test_srcnn_copies_when_sampling(shapes, tmp_path, small_nets):
     torch.manual_seed(0)
     torch.save(SRCNN().state_dict(), tmp_path / "srcnn_x3.pth")
     cfg = make_cfg(shapes, INTCLS__SRCNN_WEIGHTS=str(tmp_path / "srcnn_x3.pth"), INTCLS__SRCNN_SCALE=3)
-    spec = get_model_spec("gan_int_cls")
+    spec = get_family("gan_int_cls")
     net = spec.build_generator(cfg).eval()
     assert isinstance(net, UpscalingGenerator)
     test_set = build_dataset(cfg, "test")

@@ -19,10 +19,10 @@ from models.ssagan import hinge_d_loss, magp_loss
 from tools.make_shapes import generate_shapes
 from trainers.base import STATE_FILE
 from trainers.common import load_damsm
-from trainers.registry import get_model_spec
+from models.registry import get_family
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap
 from trainers.sampling import generate_sentences, sample_test_set
-from trainers.ssagan import SSAGANTrainer, mask_figure, save_last_mask, write_example_masks
+from models.ssagan.trainer import SSAGANTrainer, mask_figure, save_last_mask, write_example_masks
 
 CPU = Runtime(device=torch.device("cpu"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,7 +171,7 @@ def test_snapshot_files_and_continue_from_net_g(tiny, tmp_path):
     t = SSAGANTrainer(_cfg(tiny), CPU, str(tmp_path / "a"), tiny["train_set"])
     t.fit()
     net_g = tmp_path / "a" / "Model" / "netG_001.pth"
-    spec = get_model_spec("ssagan")
+    spec = get_family("ssagan")
     cfg = _cfg(tiny, TRAIN__NET_G=str(net_g))
     net = spec.load_generator(spec.build_generator(cfg), str(net_g))  # strict
     cont = SSAGANTrainer(cfg, CPU, str(tmp_path / "b"), tiny["train_set"])
@@ -187,7 +187,7 @@ def test_sampling_writes_images_masks_and_captions(tiny, tmp_path):
     cfg = _cfg(tiny)
     t = SSAGANTrainer(cfg, CPU, str(tmp_path / "run"), tiny["train_set"])
     t.fit()
-    spec = get_model_spec("ssagan")
+    spec = get_family("ssagan")
     net = spec.load_generator(spec.build_generator(cfg), str(tmp_path / "run" / "Model" / "netG_001.pth")).eval()
     test_set = build_dataset(cfg, "test")
     text_encoder, _ = load_damsm(cfg, test_set.n_words, "cpu", with_image_encoder=False)
@@ -208,7 +208,7 @@ def test_sampling_writes_images_masks_and_captions(tiny, tmp_path):
 
 def test_mask_figure_and_example_masks(tiny, tmp_path):
     cfg = _cfg(tiny)
-    spec = get_model_spec("ssagan")
+    spec = get_family("ssagan")
     torch.manual_seed(0)
     net = spec.build_generator(cfg).eval()
     with torch.no_grad():

@@ -8,6 +8,7 @@ import torch
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
 from miscc.losses import sent_loss, words_loss
+from miscc.modules import freeze
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 
@@ -19,13 +20,6 @@ def text_encoder_path(cfg) -> str:
         raise InputError("no text encoder configured: set TRAIN.NET_E (or TEXT.DAMSM_NAME) to a "
                          "text_encoder*.pth trained by pretrain_DAMSM.py or released with AttnGAN")
     return resolve_path(path)
-
-
-def freeze(module: torch.nn.Module) -> torch.nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def load_damsm(cfg, n_words: int, device, with_image_encoder: bool = True):

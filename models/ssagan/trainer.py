@@ -37,55 +37,27 @@ batch. The MA-GP is computed in float32 even under AMP: ‖∇‖^6 overflows fl
 """
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.vis import image_grid
+from miscc.modules import eval_mode, frozen
+from miscc.vis import image_grid, pil_to_chw
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
                            magp_loss)
+from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm, \
     text_encoder_path
 from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
 
 MAGP_MODES = ("separate", "joint")
-
-
-@contextlib.contextmanager
-def frozen(*modules):
-    """Temporarily stop gradients into the trainable parameters of `modules` (restored afterwards)."""
-    params = [p for m in modules if m is not None for p in m.parameters() if p.requires_grad]
-    for p in params:
-        p.requires_grad_(False)
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-
-
-@contextlib.contextmanager
-def eval_mode(*modules):
-    """Temporarily put `modules` in eval mode (BN running statistics, no dropout); their modes are restored."""
-    modes = [(m, m.training) for m in modules if m is not None]
-    for m, _ in modes:
-        m.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.train(mode)
 
 
 def load_trainable_damsm(cfg, n_words: int, device):
@@ -286,76 +258,5 @@ class SSAGANTrainer(BaseTrainer):
         grid.save(os.path.join(self.image_dir, f"G_{name}.png"))
         figure = mask_figure(fake, masks, captions)
         figure.save(os.path.join(self.image_dir, f"G_{name}_masks.png"))
-        self.logger.image(step, "samples", _pil_to_chw(grid))
-        self.logger.image(step, "masks", _pil_to_chw(figure))
-
-
-# ---- mask pictures ------------------------------------------------------------------------------------------------
-def _display_size(images: torch.Tensor, min_size: int = 128) -> torch.Tensor:
-    """Small images upscaled (nearest) so that their captions fit underneath."""
-    h = images.size(-1)
-    if h >= min_size:
-        return images
-    return F.interpolate(images.float(), scale_factor=-(-min_size // h), mode="nearest")
-
-
-def mask_figure(images: torch.Tensor, masks: list[torch.Tensor], captions: list[str] | None = None,
-                min_tile: int = 128) -> Image.Image:
-    """The paper's mask figure: one row per sample, the image then the mask of every stage (4×4 up to the image
-    size, black 0 to white 1), each scaled (nearest) to one tile size, captioned with the sentence and the stage
-    sizes. `images` [B, 3, H, W] in [-1, 1]; `masks` as NetG returns them, [B, 1, h, w] in [0, 1] per stage."""
-    images = _display_size(images.detach().float().cpu(), min_tile)
-    b, _, size, _ = images.shape
-    tiles, labels = [], []
-    for i in range(b):
-        tiles.append(images[i])
-        labels.append(captions[i] if captions else "")
-        for m in masks:
-            side = m.size(-1)
-            m = F.interpolate(m[i:i + 1].detach().float().cpu(), size=(size, size), mode="nearest")[0]
-            tiles.append((m * 2 - 1).expand(3, -1, -1))
-            labels.append(f"mask {side}x{side}")
-    return image_grid(torch.stack(tiles), labels, ncol=len(masks) + 1, min_tile=min_tile)
-
-
-def save_last_mask(masks: list[torch.Tensor], row: int, path_stem: str) -> None:
-    """The registry's `save_extras` for SSA-GAN: the last (full-size) mask of sample `row` as `<stem>_mask.png`
-    (8-bit grey, rounded; wt wrote it as `fm_<idx>.png`)."""
-    m = masks[-1][row, 0].detach().float().clamp(0, 1).cpu().numpy()
-    os.makedirs(os.path.dirname(os.path.abspath(path_stem)), exist_ok=True)
-    Image.fromarray(np.round(m * 255).astype(np.uint8)).save(path_stem + "_mask.png")
-
-
-def write_example_masks(net, text_encoder, dataset, sentences: list[str], out_dir: str, *, z_dim: int, device,
-                        seed: int = 100, source: str = "<command line>", prefix: str = "0") -> list[str]:
-    """`<prefix>_s_<j>_masks.png` (image + mask of every stage, `mask_figure`) for each sentence j, with the noise
-    `trainers.sampling.generate_sentences` draws for the same sentences and seed, so the pictures show the masks of
-    its `<prefix>_s_<j>_g0.png` images. `net`: a NetG in eval mode."""
-    from trainers.sampling import sample_sentences
-
-    (images, masks), _ = sample_sentences(lambda noise, sent_emb, *_: net(noise, sent_emb), text_encoder, dataset,
-                                          sentences, z_dim=z_dim, device=device, seed=seed, source=source)
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for j, sentence in enumerate(sentences):
-        path = os.path.join(out_dir, f"{prefix}_s_{j}_masks.png")
-        mask_figure(images[j:j + 1], [m[j:j + 1] for m in masks], [sentence]).save(path)
-        written.append(path)
-    return written
-
-
-def gen_example_masks(net, text_encoder, dataset, out_root: str, *, z_dim: int, device, seed: int = 100) -> list[str]:
-    """`write_example_masks` for every entry of `<DATA_DIR>/example_filenames.txt`, into the folders
-    `trainers.sampling.gen_example` writes (`<out_root>/<entry basename>/`)."""
-    from trainers.sampling import example_entries
-
-    written = []
-    for entry, sentences, source in example_entries(dataset.data_dir):
-        written += write_example_masks(net, text_encoder, dataset, sentences,
-                                       os.path.join(out_root, os.path.basename(entry)), z_dim=z_dim,
-                                       device=device, seed=seed, source=source)
-    return written
-
-
-def _pil_to_chw(img: Image.Image) -> torch.Tensor:
-    return torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+        self.logger.image(step, "samples", pil_to_chw(grid))
+        self.logger.image(step, "masks", pil_to_chw(figure))

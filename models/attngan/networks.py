@@ -5,8 +5,8 @@ released torch-0.3 checkpoints (`bird_AttnGAN2.pth`, `coco_AttnGAN2.pth`, `netD%
 (current BatchNorm fills in the missing `num_batches_tracked` itself). BERT-AttnGAN (`HeAinorrt/BERT-AttnGAN-hes`)
 adds word attention at the end of stage 1 (`init_attention=True`) and bilinear upsampling (`upsample_mode`).
 
-Every constructor takes explicit sizes; `build_generator(cfg)` and `build_discriminators(cfg)` are the only functions
-here that read a config tree. Stages and discriminator trunks are built in loops from the channel plan, under the
+Every constructor takes explicit sizes; `models.attngan.build` makes them from a config tree. Stages and
+discriminator trunks are built in loops from the channel plan, under the
 original attribute names (`h_net2`, `img_code_s64_1`, ...).
 """
 from __future__ import annotations
@@ -15,7 +15,6 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from miscc.errors import InputError
 
@@ -451,46 +450,6 @@ def weights_init(m: nn.Module) -> None:
             m.bias.zero_()
 
 
-def _check_base_size(cfg) -> None:
-    if cfg.TREE.BASE_SIZE not in (32, 64):
-        raise InputError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN) or 32 "
-                         f"(small CPU configurations), got TREE.BASE_SIZE={cfg.TREE.BASE_SIZE}")
-
-
-def build_generator(cfg, device: torch.device | str | None = None) -> nn.Module:
-    """G_NET (or G_DCGAN when GAN.B_DCGAN) from the config on `device`, initialised with `weights_init` as AttnGAN
-    does. The init runs after the move: orthogonal init (a QR per layer) takes seconds on a CPU for full sizes."""
-    _check_base_size(cfg)
-    cls = G_DCGAN if cfg.GAN.B_DCGAN else G_NET
-    net = cls(cfg.GAN.GF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.GAN.CONDITION_DIM, cfg.GAN.Z_DIM, cfg.TREE.BRANCH_NUM,
-              cfg.GAN.R_NUM, init_attention=cfg.GAN.B_INIT_ATTENTION, upsample_mode=cfg.GAN.UPSAMPLE,
-              base_size=cfg.TREE.BASE_SIZE).to(device)
-    net.apply(weights_init)
-    return net
-
-
-def build_discriminators(cfg, device: torch.device | str | None = None) -> list[D_NET]:
-    """AttnGAN's discriminators on `device`, initialised with `weights_init`: one per branch (D_NET64, D_NET128,
-    ...) with both heads, or with GAN.B_DCGAN a single conditional-only D for the last branch's size."""
-    _check_base_size(cfg)
-    ndf, nef, branches = cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.TREE.BRANCH_NUM
-    if branches < 1:
-        raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
-    classes = {64: D_NET64, 128: D_NET128, 256: D_NET256}
-    sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(branches)]
-    if cfg.GAN.B_DCGAN:
-        specs = [(sizes[-1], False)]
-    else:
-        specs = [(size, True) for size in sizes]
-    nets = []
-    for size, b_jcu in specs:
-        net = classes[size](ndf, nef, b_jcu) if size in classes else D_NET(ndf, nef, size, b_jcu)
-        net.to(device).apply(weights_init)
-        if cfg.GAN.D_SPECTRAL_NORM:
-            add_spectral_norm(net)
-        nets.append(net)
-    return nets
-
 
 def add_spectral_norm(net: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every conv and linear weight of `net` (GAN.D_SPECTRAL_NORM).
@@ -499,81 +458,3 @@ def add_spectral_norm(net: nn.Module) -> nn.Module:
         if isinstance(module, (nn.Conv2d, nn.Linear)):
             nn.utils.spectral_norm(module)
     return net
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Losses without DAMSM (A/code/miscc/losses.py), on logits
-# ----------------------------------------------------------------------------------------------------------------
-ADV_LOSSES = ("bce", "hinge")
-
-
-def _bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
-
-
-def _d_term(logits: torch.Tensor, labels: torch.Tensor, adv_loss: str) -> torch.Tensor:
-    """One discriminator term: BCE against `labels` (AttnGAN), or the hinge max(0, 1 ∓ logit) (labels 1 / 0)."""
-    if adv_loss == "bce":
-        return _bce(logits, labels)
-    sign = labels.to(logits.dtype) * 2 - 1  # +1 real, -1 fake
-    return F.relu(1.0 - sign * logits).mean()
-
-
-def _g_term(logits: torch.Tensor, adv_loss: str) -> torch.Tensor:
-    return _bce(logits, torch.ones_like(logits)) if adv_loss == "bce" else -logits.mean()
-
-
-def discriminator_loss(netD: D_NET, real_imgs: torch.Tensor, fake_imgs: torch.Tensor, conditions: torch.Tensor,
-                       real_labels: torch.Tensor, fake_labels: torch.Tensor, adv_loss: str = "bce",
-                       augment=None) -> torch.Tensor:
-    """AttnGAN's D loss: (uncond_real + cond_real)/2 + (uncond_fake + cond_fake + cond_wrong)/3, or without an
-    unconditional head cond_real + (cond_fake + cond_wrong)/2. The wrong pair is real[:B-1] with conditions[1:B].
-
-    Computed on logits with BCE-with-logits: the same value as the original's BCE on sigmoid outputs (which clamps
-    log at -100, so the two differ only for saturated scores) and safe under autocast. Fakes are detached.
-    Ours: `adv_loss` "hinge" uses the hinge terms instead of BCE (GAN.ADV_LOSS); `augment` (DiffAugment) is applied
-    to real and fake images before D.
-    """
-    batch_size = real_imgs.size(0)
-    if batch_size < 2:
-        raise InputError("discriminator_loss needs a batch of at least 2: the mismatched pair shifts the sentences "
-                         "by one within the batch")
-    if adv_loss not in ADV_LOSSES:
-        raise InputError(f"GAN.ADV_LOSS must be one of {ADV_LOSSES}, got {adv_loss!r}")
-    fake_imgs = fake_imgs.detach()
-    if augment is not None:
-        real_imgs, fake_imgs = augment(real_imgs), augment(fake_imgs)
-    real_features = netD(real_imgs)
-    fake_features = netD(fake_imgs)
-    cond = netD.COND_DNET
-    cond_real = _d_term(cond(real_features, conditions, logits=True), real_labels, adv_loss)
-    cond_fake = _d_term(cond(fake_features, conditions, logits=True), fake_labels, adv_loss)
-    cond_wrong = _d_term(cond(real_features[:batch_size - 1], conditions[1:batch_size], logits=True),
-                         fake_labels[1:batch_size], adv_loss)
-    if netD.UNCOND_DNET is None:
-        return cond_real + (cond_fake + cond_wrong) / 2.0
-    real = _d_term(netD.UNCOND_DNET(real_features, logits=True), real_labels, adv_loss)
-    fake = _d_term(netD.UNCOND_DNET(fake_features, logits=True), fake_labels, adv_loss)
-    return (real + cond_real) / 2.0 + (fake + cond_fake + cond_wrong) / 3.0
-
-
-def generator_adversarial_loss(netsD: list[D_NET], fake_imgs: list[torch.Tensor], sent_emb: torch.Tensor,
-                               adv_loss: str = "bce", augment=None) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """The adversarial part of AttnGAN's `generator_loss`: Σ over stages of BCE(uncond(fake), 1) + BCE(cond(fake,
-    sent), 1) (the uncond term only where D has that head; with hinge, -logit). Returns (total, per-stage losses
-    for logging); the trainer adds the DAMSM words/sentence terms and the KL term."""
-    if len(netsD) != len(fake_imgs):
-        raise ValueError(f"{len(netsD)} discriminators for {len(fake_imgs)} generated images")
-    stage_losses = []
-    for netD, fake in zip(netsD, fake_imgs):
-        features = netD(augment(fake) if augment is not None else fake)
-        loss = _g_term(netD.COND_DNET(features, sent_emb, logits=True), adv_loss)
-        if netD.UNCOND_DNET is not None:
-            loss = loss + _g_term(netD.UNCOND_DNET(features, logits=True), adv_loss)
-        stage_losses.append(loss)
-    return sum(stage_losses), stage_losses
-
-
-def KL_loss(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) averaged over elements: -0.5·mean(1 + logvar - mu² - exp(logvar))."""
-    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())

@@ -20,7 +20,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
-from miscc.vis import build_super_images, image_grid
+from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
 from trainers.base import EMA, BaseTrainer, loop_settings
@@ -159,10 +159,5 @@ class AttnGANTrainer(BaseTrainer):
             words = [c.split() for c in captions]
             build_super_images(fake_imgs[-1], words, [a.float() for a in att_maps[-1]]).save(
                 os.path.join(self.image_dir, f"G_{name}_attention.png"))
-        self.logger.image(step, "samples", torch.from_numpy(_pil_to_chw(grid)))
+        self.logger.image(step, "samples", pil_to_chw(grid))
 
-
-def _pil_to_chw(img):
-    import numpy as np
-
-    return np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0

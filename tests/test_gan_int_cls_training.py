@@ -26,7 +26,9 @@ from models.srcnn import SRCNN
 from tools import convert_hd5
 from tools.make_shapes import generate_shapes
 from trainers.base import STATE_FILE
-from models.gan_int_cls.trainer import GANINTCLSTrainer, UpscalingGenerator, WrongImageDataset, sample_hd5
+from models.gan_int_cls.dataset import WrongImageDataset
+from models.gan_int_cls.sampling import UpscalingGenerator, sample_hd5
+from models.gan_int_cls.trainer import GANINTCLSTrainer
 from models.registry import get_family
 from trainers.runtime import Runtime
 from trainers.sampling import encode_sentences, sample_test_set

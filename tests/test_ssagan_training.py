@@ -22,7 +22,8 @@ from trainers.common import load_damsm
 from models.registry import get_family
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap
 from trainers.sampling import generate_sentences, sample_test_set
-from models.ssagan.trainer import SSAGANTrainer, mask_figure, save_last_mask, write_example_masks
+from models.ssagan.sampling import mask_figure, save_last_mask, write_example_masks
+from models.ssagan.trainer import SSAGANTrainer
 
 CPU = Runtime(device=torch.device("cpu"))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,3 +5,4 @@ from models.gan_int_cls.networks import (Concat_embed, discriminator, generate_w
 from models.gan_int_cls.losses import (clip_weights, critic_iterations, d_loss, DLoss, g_loss, GLoss,
                                        gradient_penalty, IntClsLossOptions)  # noqa: F401
 from models.gan_int_cls.build import (build_gan_int_cls, build_loss_options)  # noqa: F401
+from miscc.classes import wrong_indices  # noqa: F401  (CLS's wrong-image pick, kept under this name)

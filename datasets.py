@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import tempfile
 import warnings
 from dataclasses import dataclass
 
@@ -35,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from miscc.classes import other_class_indices
 from miscc.errors import InputError, MissingFileError, UnreadableFileError
+from miscc.files import atomic_path
 from miscc.safe_pickle import safe_load_pickle
 from miscc.text import (build_vocabulary, encode_tokens, read_caption_file, read_text_lines, swap_pad_id,
                         tokenize_caption)
@@ -225,16 +225,8 @@ def build_captions(data_dir: str, train_keys: list[str], test_keys: list[str], c
 
 def write_captions_pickle(path: str, captions) -> None:
     """Save `captions.pickle` with protocol 2 (the original's), atomically (temporary file + rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".pickle", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            pickle.dump(captions, f, protocol=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path, ".pickle") as tmp, open(tmp, "wb") as f:
+        pickle.dump(captions, f, protocol=2)
 
 
 def _check_captions_pickle(path: str, data, split: str, n_images: int, captions_per_image: int):

@@ -102,8 +102,8 @@ def run_examples(cfg, spec, rt, net_g_path: str) -> list[str]:
 
 
 def run_own_data_sampling(cfg, spec, rt, net_g_path: str) -> None:
-    """A family without a text encoder (precomputed text embeddings in its own data file) samples that file's test split into
-    `<NET_G stem>/valid/`."""
+    """A family without a text encoder (precomputed text embeddings in its own data file) samples that file's test
+    split into `<NET_G stem>/valid/`."""
     netG, path = spec.open_generator(cfg, net_g_path, rt.device)
     out_dir = os.path.join(os.path.splitext(path)[0], "valid")
     result = spec.sample_own_data(cfg, netG, out_dir, rt.device)

@@ -25,7 +25,8 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
     generator_adversarial_loss
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm
-from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
+from trainers.optim import gan_step
+from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
 
 class AttnGANTrainer(BaseTrainer):
@@ -97,10 +98,7 @@ class AttnGANTrainer(BaseTrainer):
             with rt.autocast():
                 err_d = discriminator_loss(netD, reals[i], fake_imgs[i], sent_emb, real_labels, fake_labels,
                                            cfg.GAN.ADV_LOSS, self.augment)
-            optD.zero_grad(set_to_none=True)
-            self.scaler.scale(err_d).backward()
-            average_gradients(netD, rt)
-            self.scaler.step(optD)
+            gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
             losses[f"errD{i}"] = err_d.detach()
 
         for d in self.netsD:
@@ -110,10 +108,7 @@ class AttnGANTrainer(BaseTrainer):
             w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch, cfg)
         kl = KL_loss(mu.float(), logvar.float())
         err_g = adv.float() + w_loss + s_loss + kl
-        self.optG.zero_grad(set_to_none=True)
-        self.scaler.scale(err_g).backward()
-        self.scaler.step(self.optG)
-        self.scaler.update()
+        gan_step(err_g, self.optG, self.scaler)
         for d in self.netsD:
             d.requires_grad_(True)
         if self.ema is not None:

@@ -27,6 +27,7 @@ from miscc.losses import sent_loss, words_loss
 from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
 from trainers.base import BaseTrainer, loop_settings
+from trainers.optim import gan_step
 from trainers.runtime import unwrap, wrap_ddp
 
 
@@ -118,12 +119,7 @@ class DAMSMTrainer(BaseTrainer):
 
     def train_step(self, batch):
         loss, parts, attn = damsm_losses(self.image_encoder, self.text_encoder, batch, self.gammas, self.rt)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.text_params, self.cfg.TRAIN.RNN_GRAD_CLIP)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        gan_step(loss, self.optimizer, self.scaler, clip_params=self.text_params, max_norm=self.cfg.TRAIN.RNN_GRAD_CLIP)
         self.last_attn = (batch.imgs[-1][:8].detach(), batch.captions[:8].cpu(), batch.cap_lens[:8].cpu(),
                           [a.detach().cpu()[0] for a in attn[:8]])  # each [1, L, h, w]
         return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}

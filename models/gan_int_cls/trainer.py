@@ -62,7 +62,8 @@ from models.gan_int_cls.dataset import (IntClsBatch, WrongImageDataset, check_em
                                         text_source)
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, epoch_from_name, load_damsm
-from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
+from trainers.optim import gan_step
+from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
 
 
@@ -208,10 +209,7 @@ class GANINTCLSTrainer(BaseTrainer):
         if o.cls:
             losses["D_wrong"] = out.wrong_score
         losses.update(extra)
-        self.optD.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        average_gradients(self.netD, rt)
-        self.scaler.step(self.optD)
+        gan_step(loss, self.optD, self.scaler, module=self.netD, rt=rt)
         if self.loss_type == "wgan":
             clip_weights(self.netD, self.clip_value)
         return losses
@@ -230,9 +228,7 @@ class GANINTCLSTrainer(BaseTrainer):
             out = g_loss(self.netD, fake, b.embed, o, real_images=b.images, int_fake_images=int_fake,
                          int_embed=int_embed)
         loss = out.loss.float()
-        self.optG.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.step(self.optG)
+        gan_step(loss, self.optG, self.scaler)
         self.netD.requires_grad_(True)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
@@ -250,7 +246,6 @@ class GANINTCLSTrainer(BaseTrainer):
         losses = self._d_step(batch)
         if self._g_step_due():
             self._last_g = self._g_step(batch)
-        self.scaler.update()
         return {**losses, **self._last_g}
 
     # ---- outputs ------------------------------------------------------------------------------------------------

@@ -55,7 +55,8 @@ from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm, \
     text_encoder_path
-from trainers.runtime import average_gradients, broadcast_parameters, unwrap, wrap_ddp
+from trainers.optim import gan_step
+from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
 MAGP_MODES = ("separate", "joint")
 
@@ -166,14 +167,6 @@ class SSAGANTrainer(BaseTrainer):
         losses.update(self.generator_step(fake, words_emb, sent_emb, batch))
         return losses
 
-    def _step(self, loss, optimizer, module=None):
-        optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if module is not None:
-            average_gradients(module, self.rt)
-        self.scaler.step(optimizer)
-        self.scaler.update()  # after every step: a GradScaler steps each optimizer at most once per update
-
     def encoder_step(self, batch):
         """`main_finetune.py`: LAMBDA·DAMSM(real images, captions) trains the encoders; returns the detached
         (words_emb, sent_emb) of that forward for G and D, and the loss."""
@@ -182,7 +175,7 @@ class SSAGANTrainer(BaseTrainer):
             w_loss, s_loss = damsm_generator_loss(self.image_encoder, batch.imgs[-1], words_emb.float(),
                                                   sent_emb.float(), batch, self.cfg)
         loss = w_loss + s_loss
-        self._step(loss, self.optE)
+        gan_step(loss, self.optE, self.scaler)
         return words_emb.detach().float(), sent_emb.detach().float(), loss.detach()
 
     def discriminator_step(self, real, fake, sent_emb) -> dict:
@@ -193,11 +186,11 @@ class SSAGANTrainer(BaseTrainer):
         err_d = d.total.float()
         if self.magp_mode == "joint":
             magp = magp_loss(self.netD, real, sent_emb, ssa.MAGP_P, ssa.MAGP_WEIGHT)
-            self._step(err_d + magp, self.optD, self.netD)
+            gan_step(err_d + magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         else:
-            self._step(err_d, self.optD, self.netD)
+            gan_step(err_d, self.optD, self.scaler, module=self.netD, rt=self.rt)
             magp = magp_loss(self.netD, real, sent_emb, ssa.MAGP_P, ssa.MAGP_WEIGHT)
-            self._step(magp, self.optD, self.netD)
+            gan_step(magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
 
@@ -210,7 +203,7 @@ class SSAGANTrainer(BaseTrainer):
                 w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
             err_g = adv.float() + damsm
-            self._step(err_g, self.optG)
+            gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
         return {"errG": err_g.detach(), "errG_adv": adv.detach(), "DAMSM_G": damsm.detach(),

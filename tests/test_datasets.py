@@ -368,8 +368,8 @@ def test_image_cache_avoids_reopening(tiny):
 
 
 def test_auto_cache_off_for_large_splits(tiny, monkeypatch):
-    import datasets
-    monkeypatch.setattr(datasets, "AUTO_CACHE_BYTES", 100)
+    import data_utils.text_dataset
+    monkeypatch.setattr(data_utils.text_dataset, "AUTO_CACHE_BYTES", 100)
     assert not custom_ds(tiny).cache_images
     assert custom_ds(tiny, cache_images=1).cache_images
 

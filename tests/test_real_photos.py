@@ -98,7 +98,8 @@ def test_one_damsm_attngan_and_ssagan_step_on_real_birds(real_birds, tmp_path):
 def test_damsm_validation_on_real_photographs_is_not_zero(real_birds, tmp_path, capsys):
     """The 179 test photographs are 3 classes, sorted: an unshuffled batch is one class, every mismatched pair is
     masked and the losses read 0 (what validation logged before it shuffled); the shuffled validation is not 0."""
-    from models.damsm.trainer import DAMSMTrainer, damsm_losses
+    from models.damsm.losses import damsm_losses
+    from models.damsm.trainer import DAMSMTrainer
 
     cfg = _cfg("cfg/DAMSM/bird.yml", real_birds, **{"TREE.BASE_SIZE": 64, "TRAIN.BATCH_SIZE": 16,
                                                      "DAMSM.VALID_BATCHES": 3, "DAMSM.RPREC_SAMPLES": 40})

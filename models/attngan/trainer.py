@@ -20,11 +20,12 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
+from miscc.losses import damsm_generator_loss
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm
+from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 

@@ -23,28 +23,12 @@ import torch
 from datasets import build_dataloader, prepare_data
 from eval.rprecision import r_precision
 from miscc.checkpoint import atomic_save
-from miscc.losses import sent_loss, words_loss
 from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
+from models.damsm.losses import damsm_losses
 from trainers.base import BaseTrainer, loop_settings
 from trainers.optim import gan_step
 from trainers.runtime import unwrap, wrap_ddp
-
-
-def damsm_losses(image_encoder, text_encoder, batch, gammas, rt):
-    """(total, parts dict, attention maps) of one batch; `gammas` = (GAMMA1, GAMMA2, GAMMA3)."""
-    g1, g2, g3 = gammas
-    with rt.autocast():
-        words_features, sent_code = image_encoder(batch.imgs[-1])
-        words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
-    words_features, sent_code = words_features.float(), sent_code.float()
-    words_emb, sent_emb = words_emb.float(), sent_emb.float()
-    b = words_emb.size(0)
-    labels = torch.arange(b, device=words_emb.device)
-    w0, w1, attn = words_loss(words_features, words_emb, labels, batch.cap_lens, batch.class_ids, b, g1, g2, g3)
-    s0, s1 = sent_loss(sent_code, sent_emb, labels, batch.class_ids, b, g3)
-    parts = {"w_loss0": w0, "w_loss1": w1, "s_loss0": s0, "s_loss1": s1}
-    return w0 + w1 + s0 + s1, parts, attn
 
 
 @torch.no_grad()

@@ -46,6 +46,7 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
+from miscc.losses import damsm_generator_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import image_grid, pil_to_chw
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -53,7 +54,7 @@ from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, 
                            magp_loss)
 from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import damsm_generator_loss, decode_ids, encode_captions, epoch_from_name, load_damsm, \
+from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm, \
     text_encoder_path
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp

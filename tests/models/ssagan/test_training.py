@@ -27,7 +27,7 @@ from models.ssagan.sampling import mask_figure, save_last_mask, write_example_ma
 from models.ssagan.trainer import SSAGANTrainer
 
 CPU = Runtime(device=torch.device("cpu"))
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

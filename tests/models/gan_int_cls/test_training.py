@@ -33,7 +33,7 @@ from models.registry import get_family
 from trainers.runtime import Runtime
 from trainers.sampling import encode_sentences, sample_test_set
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[3]
 CFG = str(ROOT / "cfg" / "shapes_gan_int_cls.yml")
 CPU = Runtime(device=torch.device("cpu"))
 EMB = 16

@@ -5,7 +5,7 @@ import pytest
 
 from miscc.config import ConfigError, data_layout, image_encoder_path, load_config, parse_overrides, resolve_path
 
-CFG = pathlib.Path(__file__).resolve().parents[1] / "cfg"
+CFG = pathlib.Path(__file__).resolve().parents[2] / "cfg"
 
 
 @pytest.mark.parametrize("name, batch, words, lam", [
@@ -131,7 +131,7 @@ def test_layout_is_a_config_value():
 
 def test_resolve_path_maps_original_relative_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    root = pathlib.Path(__file__).resolve().parents[1]
+    root = pathlib.Path(__file__).resolve().parents[2]
     assert resolve_path("../cfg/bird_attn2.yml") == str(root / "cfg/bird_attn2.yml")
     (tmp_path / "here.txt").write_text("x")
     assert resolve_path("here.txt") == "here.txt"

@@ -13,7 +13,7 @@ from trainers.base import STATE_FILE
 from models.damsm.trainer import DAMSMTrainer
 from trainers.runtime import Runtime
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 SHAPES_CFG = os.path.join(ROOT, "cfg", "DAMSM", "shapes.yml")
 
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from miscc.config import default_config, load_config
 from models.registry import FAMILIES, get_family
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -122,3 +123,17 @@ def test_registry_entries(name):
     assert family.name == name and FAMILIES[name] == f"models.{name}.family"
     assert family.trainer.startswith(f"models.{name}.trainer:")
     assert family.snapshot % 7 != family.snapshot % 8  # the epoch is in the file name
+    assert family.config_section in default_config()
+    for text_encoder, path in family.demo_configs.items():
+        assert load_config(os.path.join(ROOT, path)).MODEL == name, (text_encoder, path)
+
+
+def test_latest_generator_asks_the_family(tmp_path):
+    for name in ("netG_epoch_2.pth", "netG_epoch_10.pth", "netG_003.pth", "gen_12.pth", "netD_011.pth"):
+        (tmp_path / name).write_bytes(b"")
+    assert os.path.basename(get_family("attngan").latest_generator(str(tmp_path))) == "netG_epoch_10.pth"
+    assert os.path.basename(get_family("ssagan").latest_generator(str(tmp_path))) == "netG_003.pth"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="netG_<NNN>.pth"):
+        get_family("ssagan").latest_generator(str(empty))

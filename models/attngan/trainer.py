@@ -21,9 +21,11 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
 from miscc.losses import damsm_generator_loss
+from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
+from models.attngan.family import FAMILY
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm
 from trainers.optim import gan_step
@@ -102,16 +104,14 @@ class AttnGANTrainer(BaseTrainer):
             gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
             losses[f"errD{i}"] = err_d.detach()
 
-        for d in self.netsD:
-            d.requires_grad_(False)
-        with rt.autocast():
-            adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb, cfg.GAN.ADV_LOSS, self.augment)
-            w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch, cfg)
-        kl = KL_loss(mu.float(), logvar.float())
-        err_g = adv.float() + w_loss + s_loss + kl
-        gan_step(err_g, self.optG, self.scaler)
-        for d in self.netsD:
-            d.requires_grad_(True)
+        with frozen(*self.netsD):
+            with rt.autocast():
+                adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb, cfg.GAN.ADV_LOSS, self.augment)
+                w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
+                                                      cfg)
+            kl = KL_loss(mu.float(), logvar.float())
+            err_g = adv.float() + w_loss + s_loss + kl
+            gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
@@ -122,7 +122,7 @@ class AttnGANTrainer(BaseTrainer):
         return self.ema.shadow if self.ema is not None else unwrap(self.netG)
 
     def save_snapshot(self, epoch):
-        atomic_save(self.sampling_generator().state_dict(), os.path.join(self.model_dir, f"netG_epoch_{epoch}.pth"))
+        atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         for i, d in enumerate(self.netsD):
             atomic_save(d.state_dict(), os.path.join(self.model_dir, f"netD{i}.pth"))
         self.log_images(self.step, tag=f"epoch_{epoch}")
@@ -141,11 +141,9 @@ class AttnGANTrainer(BaseTrainer):
                 self.fixed = self._fixed_batch(self.train_set, 8)
         batch, noise = self.fixed
         netG = self.sampling_generator()
-        was_training = netG.training
-        netG.eval()
-        words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
-        fake_imgs, att_maps, _, _ = netG(noise, sent_emb, words_emb, mask)
-        netG.train(was_training)
+        with eval_mode(netG):
+            words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
+            fake_imgs, att_maps, _, _ = netG(noise, sent_emb, words_emb, mask)
         captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
                     for i in range(len(batch.keys))]
         name = tag or f"step_{step}"

@@ -54,12 +54,14 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save
 from miscc.config import resolve_path
 from miscc.errors import InputError
+from miscc.modules import eval_mode, frozen
 from miscc.reed_hd5 import ReedHd5Dataset
 from miscc.vis import image_grid, pil_to_chw
 from models.gan_int_cls import (MODEL_TYPES, build_gan_int_cls, build_loss_options, clip_weights, critic_iterations,
                                 d_loss, g_loss, generate_with_interpolation, gradient_penalty, load_gan_int_cls)
 from models.gan_int_cls.dataset import (IntClsBatch, WrongImageDataset, check_embed_dim, check_image_size, open_hd5,
                                         text_source)
+from models.gan_int_cls.family import FAMILY
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, epoch_from_name, load_damsm
 from trainers.optim import gan_step
@@ -217,19 +219,18 @@ class GANINTCLSTrainer(BaseTrainer):
     def _g_step(self, b: IntClsBatch) -> dict:
         rt, o = self.rt, self.options
         bsz = len(b)
-        self.netD.requires_grad_(False)
         int_fake = int_embed = None
-        with rt.autocast():
-            if o.interp:
-                noise = torch.randn(bsz + bsz // 2, self.z_dim, device=rt.device)
-                fake, int_fake, int_embed = generate_with_interpolation(self.netG, b.embed, noise)
-            else:
-                fake = self.netG(b.embed, torch.randn(bsz, self.z_dim, device=rt.device))
-            out = g_loss(self.netD, fake, b.embed, o, real_images=b.images, int_fake_images=int_fake,
-                         int_embed=int_embed)
-        loss = out.loss.float()
-        gan_step(loss, self.optG, self.scaler)
-        self.netD.requires_grad_(True)
+        with frozen(self.netD):
+            with rt.autocast():
+                if o.interp:
+                    noise = torch.randn(bsz + bsz // 2, self.z_dim, device=rt.device)
+                    fake, int_fake, int_embed = generate_with_interpolation(self.netG, b.embed, noise)
+                else:
+                    fake = self.netG(b.embed, torch.randn(bsz, self.z_dim, device=rt.device))
+                out = g_loss(self.netD, fake, b.embed, o, real_images=b.images, int_fake_images=int_fake,
+                             int_embed=int_embed)
+            loss = out.loss.float()
+            gan_step(loss, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
         self.gen_iteration += 1
@@ -255,7 +256,7 @@ class GANINTCLSTrainer(BaseTrainer):
     def save_snapshot(self, epoch):
         atomic_save(unwrap(self.netG).state_dict(), os.path.join(self.model_dir, f"gen_{epoch}.pth"))
         atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, f"disc_{epoch}.pth"))
-        atomic_save(self.sampling_generator().state_dict(), os.path.join(self.model_dir, f"netG_epoch_{epoch}.pth"))
+        atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         self.log_images(self.step, tag=f"epoch_{epoch}")
 
     def _fixed_batch(self):
@@ -286,10 +287,8 @@ class GANINTCLSTrainer(BaseTrainer):
         """Samples of the sampling generator for the fixed texts and noise, captioned, as `Image/G_<tag>.png`."""
         batch, noise = self.fixed
         netG = self.sampling_generator()
-        was_training = netG.training
-        netG.eval()
-        fake = netG(batch.embed, noise)
-        netG.train(was_training)
+        with eval_mode(netG):
+            fake = netG(batch.embed, noise)
         grid = image_grid(fake, batch.captions if self.conditional else None, ncol=4)
         grid.save(os.path.join(self.image_dir, f"G_{tag or f'step_{step}'}.png"))
         self.logger.image(step, "samples", pil_to_chw(grid))

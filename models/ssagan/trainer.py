@@ -52,6 +52,7 @@ from miscc.vis import image_grid, pil_to_chw
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
                            magp_loss)
+from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm, \
@@ -215,7 +216,7 @@ class SSAGANTrainer(BaseTrainer):
         return self.ema.shadow if self.ema is not None else unwrap(self.netG)
 
     def save_snapshot(self, epoch):
-        atomic_save(self.sampling_generator().state_dict(), os.path.join(self.model_dir, f"netG_{epoch:03d}.pth"))
+        atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, f"netD_{epoch:03d}.pth"))
         if self.finetune:
             atomic_save(unwrap(self.text_encoder).state_dict(),

@@ -1,4 +1,4 @@
-"""DAMSM pre-training (pretrain_DAMSM.py, trainers/damsm.py): release files, learning-rate schedule, exact resume."""
+"""DAMSM pre-training (pretrain_DAMSM.py, models/damsm/trainer.py): release files, learning-rate schedule, exact resume."""
 import os
 
 import pytest

@@ -1,4 +1,4 @@
-"""SSA-GAN training (trainers/ssagan.py): one step per variant, D-step semantics, exact resumption, release files,
+"""SSA-GAN training (models/ssagan/trainer.py): one step per variant, D-step semantics, exact resumption, release files,
 continuing from TRAIN.NET_G, registry sampling with masks, mask pictures, DDP rank consistency, the shipped configs."""
 import copy
 import json

@@ -37,9 +37,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from miscc.classes import wrong_indices
 from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
 from miscc.files import atomic_path
-from miscc.classes import wrong_indices
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_FIELDS = ("img", "embeddings", "class", "txt")

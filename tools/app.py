@@ -38,8 +38,8 @@ from miscc.config import RUN_CONFIG, add_config_arguments, config_from_args, loa
 from miscc.errors import InputError, MissingFileError, run_cli
 from miscc.text import cut_sentence, tokenize_caption
 from miscc.vis import attention_tile, image_grid, to_uint8
-from trainers.common import load_damsm
 from models.registry import get_family
+from trainers.common import load_damsm
 from trainers.runtime import setup_runtime
 from trainers.sampling import example_entries, sample_sentences
 

@@ -14,8 +14,8 @@ from datasets import build_dataset
 from miscc.config import add_config_arguments, config_from_args
 from miscc.errors import ensure_output_dir, run_cli
 from miscc.text import cut_sentence
-from trainers.common import load_damsm
 from models.registry import get_family
+from trainers.common import load_damsm
 from trainers.runtime import setup_runtime
 from trainers.sampling import generate_sentences
 

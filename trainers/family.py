@@ -79,7 +79,8 @@ class ModelFamily:
     def use_trained_text_encoder(self, cfg, net_g_path: str) -> None:
         """Point TRAIN.NET_E at the text encoder saved with `net_g_path` when the family fine-tunes its own."""
         if self.text_source(cfg) == "finetuned":
-            cfg.TRAIN.NET_E = os.path.join(os.path.dirname(net_g_path), f"text_encoder{epoch_from_name(net_g_path)}.pth")
+            epoch = epoch_from_name(net_g_path)
+            cfg.TRAIN.NET_E = os.path.join(os.path.dirname(net_g_path), f"text_encoder{epoch}.pth")
 
     def open_generator(self, cfg, path: str, device):
         """(generator in eval mode on `device`, resolved path) of the snapshot `path`."""

@@ -10,12 +10,12 @@ from datasets import build_dataset
 from main import main as main_entry
 from miscc.checkpoint import load_checkpoint
 from models.attngan.trainer import AttnGANTrainer
+from models.registry import get_family
+from tests.helpers import small_config, tiny_encoders, tiny_shapes
 from trainers.base import STATE_FILE, ResumeRefusedError
 from trainers.common import load_damsm
-from models.registry import get_family
 from trainers.runtime import Runtime
 from trainers.sampling import encode_sentences, generate_sentences, sample_test_set
-from tests.helpers import small_config, tiny_encoders, tiny_shapes
 
 CPU = Runtime(device=torch.device("cpu"))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1,

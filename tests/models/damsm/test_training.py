@@ -1,4 +1,5 @@
-"""DAMSM pre-training (pretrain_DAMSM.py, models/damsm/trainer.py): release files, learning-rate schedule, exact resume."""
+"""DAMSM pre-training (pretrain_DAMSM.py, models/damsm/trainer.py): release files, learning-rate schedule,
+exact resume."""
 import os
 
 import pytest
@@ -8,9 +9,9 @@ import pretrain_DAMSM
 from miscc.checkpoint import load_checkpoint
 from miscc.config import load_config
 from models.damsm import build_image_encoder, build_text_encoder
+from models.damsm.trainer import DAMSMTrainer
 from tests.helpers import tiny_shapes
 from trainers.base import STATE_FILE
-from models.damsm.trainer import DAMSMTrainer
 from trainers.runtime import Runtime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

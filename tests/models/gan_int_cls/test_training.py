@@ -22,14 +22,14 @@ from miscc.config import load_config
 from miscc.errors import run_cli
 from miscc.reed_hd5 import ReedHd5Dataset, write_reed_hd5
 from models.damsm import build_text_encoder
-from models.srcnn import SRCNN
-from tools import convert_hd5
-from tools.make_shapes import generate_shapes
-from trainers.base import STATE_FILE
 from models.gan_int_cls.dataset import WrongImageDataset
 from models.gan_int_cls.sampling import UpscalingGenerator, sample_hd5
 from models.gan_int_cls.trainer import GANINTCLSTrainer
 from models.registry import get_family
+from models.srcnn import SRCNN
+from tools import convert_hd5
+from tools.make_shapes import generate_shapes
+from trainers.base import STATE_FILE
 from trainers.runtime import Runtime
 from trainers.sampling import encode_sentences, sample_test_set
 

@@ -15,16 +15,16 @@ from datasets import build_dataset
 from miscc.checkpoint import load_checkpoint
 from miscc.config import load_config
 from models.damsm import build_image_encoder, build_text_encoder
+from models.registry import get_family
 from models.ssagan import hinge_d_loss, magp_loss
+from models.ssagan.sampling import mask_figure, save_last_mask, write_example_masks
+from models.ssagan.trainer import SSAGANTrainer
 from tools.make_shapes import generate_shapes
 from trainers.base import STATE_FILE
 from trainers.common import load_damsm
 from trainers.optim import gan_step
-from models.registry import get_family
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap
 from trainers.sampling import generate_sentences, sample_test_set
-from models.ssagan.sampling import mask_figure, save_last_mask, write_example_masks
-from models.ssagan.trainer import SSAGANTrainer
 
 CPU = Runtime(device=torch.device("cpu"))
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))

@@ -17,6 +17,9 @@ minimum; `PROTOCOLS` lists the standard ones. Metrics:
 | `cliprprec` | CLIP-R-precision in %, mismatched captions drawn from the other samples                |
 | `attracc`   | shapes attribute accuracy: share of images whose caption objects are all as described  |
 
+Each metric is one function registered by name (`@register_metric`, at the end of this module): a new one is
+that function and its registration line, plus an optional `collect` hook for what it needs from every batch.
+
 Values are raw (KID is not scaled by 1000); `std` is the population std over IS splits, KID subsets or R-precision
 folds, and the per-sample std for CLIP score. KID subsets hold min(1000, N, N_real) samples. Real images for FID/KID
 are a folder, a list of files (e.g. the test split's) or a statistics .npz (FID only); `real_resize` first resizes
@@ -55,18 +58,21 @@ import torch
 from eval.images import list_image_files, load_image_uint8, to_uint8
 from miscc.errors import InputError, MissingKeyError
 
-NEEDS = ("captions", "clip", "heads", "rprec")  # what a metric may need from the sample stream (see `_Collector`)
+NEEDS = ("captions", "clip", "heads")  # what the sample stream must give or the collector load (see `_Collector`)
 
 
 @dataclass(frozen=True)
 class Metric:
-    """One registered metric: `compute(protocol, collector, context, real_cache) -> dict` (value, std, provenance)."""
+    """One registered metric: `compute(protocol, collector, context, real_cache) -> dict` (value, std, provenance),
+    from what `collect(collector, batch)` stored per batch (`collector.store(name, tensor)`, read back with
+    `collector.get(name, n)`); metrics on Inception / classifier features need no `collect`."""
     name: str
     description: str
     min_samples: int
     compute: Callable
-    needs: frozenset = frozenset()  # of NEEDS: one caption per sample, CLIP codes, classifier heads, DAMSM codes
+    needs: frozenset = frozenset()  # of NEEDS: one caption per sample, the CLIP model, the classifier's heads
     classifier_description: str | None = None  # set for metrics on features (Inception, or `_cls` the classifier)
+    collect: Callable | None = None
 
     @property
     def on_features(self) -> bool:
@@ -76,12 +82,14 @@ class Metric:
 METRICS: dict[str, Metric] = {}  # by name, in registration order
 
 
-def register_metric(name: str, description: str, min_samples: int, needs=(), classifier_description=None):
+def register_metric(name: str, description: str, min_samples: int, needs=(), classifier_description=None,
+                    collect=None):
     """Decorator: register `compute` as metric `name` (adding a metric = one function + this line)."""
     assert set(needs) <= set(NEEDS), needs
 
     def register(compute):
-        METRICS[name] = Metric(name, description, min_samples, compute, frozenset(needs), classifier_description)
+        METRICS[name] = Metric(name, description, min_samples, compute, frozenset(needs), classifier_description,
+                               collect)
         return compute
     return register
 
@@ -311,7 +319,8 @@ class _Collector:
         self.grid_images: list[torch.Tensor] = []
         self.n = 0
 
-    def _add(self, name: str, value):
+    def store(self, name: str, value):
+        """Keep one batch of per-sample values under `name` (concatenated by `get`)."""
         self.data.setdefault(name, []).append(value)
 
     def _need_captions(self, batch: SampleBatch):
@@ -328,15 +337,9 @@ class _Collector:
             self._need_captions(batch)
         for tag, extractor in self.extractors.items():
             for name, f in extractor(batch.images).items():
-                self._add(f"{tag}:{name}", f)
-        if "heads" in self.needs:
-            for name, logit in self.classifier(to_uint8(batch.images).to(self.device)).items():
-                self._add("heads:" + name, logit.float().cpu())
-        if self.clip is not None:
-            self._add("clip_image", self.clip.encode_images(batch.images))
-            self._add("clip_text", self.clip.encode_texts(list(batch.captions)))
-        if "rprec" in self.needs:
-            self._add_rprec(batch)
+                self.store(f"{tag}:{name}", f)
+        for collect in dict.fromkeys(METRICS[m].collect for m in sorted(self.metrics) if METRICS[m].collect):
+            collect(self, batch)
         if batch.captions is not None:
             self.captions += list(batch.captions)
         if "class_ids" in batch.extra:
@@ -344,36 +347,6 @@ class _Collector:
         if ctx.grid_png and len(self.grid_images) < ctx.grid_n:
             self.grid_images += list(to_uint8(batch.images[:ctx.grid_n - len(self.grid_images)]).cpu())
         self.n += batch.images.shape[0]
-
-    def _add_rprec(self, batch: SampleBatch):
-        ctx, extra = self.ctx, batch.extra
-        if "image_codes" in extra:
-            img = torch.as_tensor(extra["image_codes"])
-        elif ctx.image_encoder is not None:
-            img = ctx.image_encoder(batch.images)
-        else:
-            raise InputError("rprec needs image codes: extra['image_codes'] from the source or "
-                             "EvalContext.image_encoder (the DAMSM image encoder)")
-        if "text_codes" in extra:
-            txt = torch.as_tensor(extra["text_codes"])
-        elif ctx.text_encoder is not None:
-            txt = ctx.text_encoder(list(batch.captions))
-        else:
-            raise InputError("rprec needs text codes: extra['text_codes'] from the source or "
-                             "EvalContext.text_encoder (the DAMSM text encoder)")
-        self._add("rprec_image", torch.as_tensor(img).float().cpu())
-        self._add("rprec_text", torch.as_tensor(txt).float().cpu())
-        if "mismatched_text_codes" in extra:
-            self._add("rprec_mis", torch.as_tensor(extra["mismatched_text_codes"]).float().cpu())
-        elif ctx.mismatched_captions is not None:
-            if ctx.text_encoder is None:
-                raise InputError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
-            lists = ctx.mismatched_captions(list(batch.captions), batch.keys, extra)
-            if len(lists) != len(batch.captions) or any(len(x) != ctx.rprec_k for x in lists):
-                raise InputError(f"mismatched_captions must return {len(batch.captions)} lists of "
-                                 f"{ctx.rprec_k} captions")
-            flat = ctx.text_encoder([c for x in lists for c in x])
-            self._add("rprec_mis", torch.as_tensor(flat).float().cpu().view(len(lists), ctx.rprec_k, -1))
 
     def get(self, name: str, n: int) -> torch.Tensor:
         return torch.cat(self.data[name])[:n]
@@ -460,8 +433,39 @@ def _is(p, col, ctx, real_cache) -> dict:
     return {"value": value, "std": std, "seed": ctx.metric_seed, "splits": ctx.is_splits}
 
 
+def _collect_rprec(col: _Collector, batch: SampleBatch):
+    ctx, extra = col.ctx, batch.extra
+    if "image_codes" in extra:
+        img = torch.as_tensor(extra["image_codes"])
+    elif ctx.image_encoder is not None:
+        img = ctx.image_encoder(batch.images)
+    else:
+        raise InputError("rprec needs image codes: extra['image_codes'] from the source or "
+                         "EvalContext.image_encoder (the DAMSM image encoder)")
+    if "text_codes" in extra:
+        txt = torch.as_tensor(extra["text_codes"])
+    elif ctx.text_encoder is not None:
+        txt = ctx.text_encoder(list(batch.captions))
+    else:
+        raise InputError("rprec needs text codes: extra['text_codes'] from the source or "
+                         "EvalContext.text_encoder (the DAMSM text encoder)")
+    col.store("rprec_image", torch.as_tensor(img).float().cpu())
+    col.store("rprec_text", torch.as_tensor(txt).float().cpu())
+    if "mismatched_text_codes" in extra:
+        col.store("rprec_mis", torch.as_tensor(extra["mismatched_text_codes"]).float().cpu())
+    elif ctx.mismatched_captions is not None:
+        if ctx.text_encoder is None:
+            raise InputError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
+        lists = ctx.mismatched_captions(list(batch.captions), batch.keys, extra)
+        if len(lists) != len(batch.captions) or any(len(x) != ctx.rprec_k for x in lists):
+            raise InputError(f"mismatched_captions must return {len(batch.captions)} lists of "
+                             f"{ctx.rprec_k} captions")
+        flat = ctx.text_encoder([c for x in lists for c in x])
+        col.store("rprec_mis", torch.as_tensor(flat).float().cpu().view(len(lists), ctx.rprec_k, -1))
+
+
 @register_metric("rprec", "R-precision % (DAMSM codes; 1 true + 99 mismatched captions; top-1; folds)", 10,
-                 needs=("captions", "rprec"))
+                 needs=("captions",), collect=_collect_rprec)
 def _rprec(p, col, ctx, real_cache) -> dict:
     from eval.rprecision import r_precision, r_precision_from_pool
 
@@ -479,7 +483,13 @@ def _rprec(p, col, ctx, real_cache) -> dict:
     return out
 
 
-@register_metric("clip", "CLIP score (mean of 100 * max(cos, 0))", 1, needs=("captions", "clip"))
+def _collect_clip(col: _Collector, batch: SampleBatch):
+    col.store("clip_image", col.clip.encode_images(batch.images))
+    col.store("clip_text", col.clip.encode_texts(list(batch.captions)))
+
+
+@register_metric("clip", "CLIP score (mean of 100 * max(cos, 0))", 1, needs=("captions", "clip"),
+                 collect=_collect_clip)
 def _clip(p, col, ctx, real_cache) -> dict:
     from eval.clip_score import clip_score
 
@@ -488,7 +498,7 @@ def _clip(p, col, ctx, real_cache) -> dict:
 
 
 @register_metric("cliprprec", "CLIP-R-precision % (mismatched captions from other samples)", 10,
-                 needs=("captions", "clip"))
+                 needs=("captions", "clip"), collect=_collect_clip)
 def _cliprprec(p, col, ctx, real_cache) -> dict:
     from eval.rprecision import r_precision_from_pool
 
@@ -500,8 +510,13 @@ def _cliprprec(p, col, ctx, real_cache) -> dict:
             "mismatched": "other samples' captions" + (" of other classes" if col.class_ids else "")}
 
 
+def _collect_heads(col: _Collector, batch: SampleBatch):
+    for name, logit in col.classifier(to_uint8(batch.images).to(col.device)).items():
+        col.store("heads:" + name, logit.float().cpu())
+
+
 @register_metric("attracc", "shapes attribute accuracy (share of images matching their caption)", 1,
-                 needs=("captions", "heads"))
+                 needs=("captions", "heads"), collect=_collect_heads)
 def _attracc(p, col, ctx, real_cache) -> dict:
     from eval.classifier import score_attributes
 

@@ -17,10 +17,12 @@ from eval.classifier import (CELL_PREFIX, DatasetClassifier, classifier_extracto
 from eval.images import to_uint8
 from eval.inception import FeatureExtractor
 from eval.metrics import fid_from_features, inception_score, kernel_inception_distance
+from eval import protocols
 from eval.protocols import (PROTOCOLS, EvalContext, SampleBatch, build_eval_context, parse_protocol, parse_protocols,
                             run_protocols)
 from eval.report import read_jsonl, save_caption_grid, write_report
 from eval.rprecision import r_precision, r_precision_from_pool
+from miscc.errors import InputError
 
 N = 24
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
@@ -288,3 +290,21 @@ def test_folder_source_with_captions(tmp_path, real_folder):
         folder_source(real_folder, ["a", "b", "c"])
     with pytest.raises(ValueError, match="40 samples requested, the folder has 30"):
         list(folder_source(real_folder)(40, 8))
+
+
+def test_a_registered_metric_is_one_function_and_one_registration(monkeypatch):
+    """A new metric plugs in with `register_metric` (here: the mean brightness of the images, in [0, 255])."""
+    monkeypatch.setattr(protocols, "METRICS", dict(protocols.METRICS))
+
+    def collect(col, batch):
+        col.store("brightness", to_uint8(batch.images).float().mean(dim=(1, 2, 3)))
+
+    @protocols.register_metric("bright", "mean brightness", 2, collect=collect)
+    def _bright(p, col, ctx, real_cache):
+        return {"value": float(col.get("brightness", p.n).mean()), "std": None}
+
+    images = torch.full((6, 3, 8, 8), 51, dtype=torch.uint8)
+    result = run_protocols(["bright4"], lambda n, bs: [SampleBatch(images[:n])], EvalContext(device="cpu"))[0]
+    assert (result["protocol"], result["n"], result["value"]) == ("bright4", 4, 51.0)
+    with pytest.raises(InputError, match="bright"):
+        parse_protocol("bright1")  # below its minimum of 2 samples

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import os
 
-from data_utils.batches import Batch, build_dataloader, prepare_data  # noqa: F401
-from data_utils.captions import build_captions, read_caption_lines, write_captions_pickle  # noqa: F401
-from data_utils.images import open_rgb  # noqa: F401
-from data_utils.layout import (CUSTOM_IMAGE_EXTS, LAYOUTS, SPLITS, CorruptImageError, DatasetLayoutError,  # noqa: F401
+from data_utils.batches import Batch, build_dataloader, prepare_data
+from data_utils.captions import build_captions, read_caption_lines, write_captions_pickle
+from data_utils.images import open_rgb
+from data_utils.layout import (CUSTOM_IMAGE_EXTS, LAYOUTS, SPLITS, CorruptImageError, DatasetLayoutError,
                                bbox_crop_box, expected_layout, load_bboxes, load_class_ids, load_filenames)
-from data_utils.sampling import ordered_subset  # noqa: F401
-from data_utils.text_dataset import FLIP_MODES, TextDataset  # noqa: F401
+from data_utils.sampling import ordered_subset
+from data_utils.text_dataset import FLIP_MODES, TextDataset
 from miscc.errors import MissingFileError
-from miscc.text import swap_pad_id  # noqa: F401  (imported from here by older code)
+from miscc.text import swap_pad_id
+
+__all__ = [
+    "Batch", "build_dataloader", "prepare_data", "build_captions", "read_caption_lines", "write_captions_pickle",
+    "open_rgb", "CUSTOM_IMAGE_EXTS", "LAYOUTS", "SPLITS", "CorruptImageError", "DatasetLayoutError",
+    "bbox_crop_box", "expected_layout", "load_bboxes", "load_class_ids", "load_filenames", "ordered_subset",
+    "FLIP_MODES", "TextDataset", "swap_pad_id", "load_bert_tokenizer", "build_dataset"
+]
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Config entry point

@@ -56,7 +56,7 @@ def build_dataset(cfg, split, **kwargs) -> TextDataset:
         words_num=cfg.TEXT.WORDS_NUM, captions_per_image=cfg.TEXT.CAPTIONS_PER_IMAGE,
         skip_corrupt=cfg.DATA.SKIP_CORRUPT, cache_images=cfg.DATA.CACHE_IMAGES, flip=cfg.DATA.FLIP,
         random_crop=cfg.DATA.RANDOM_CROP, flip_word_pairs=[p.split(":") for p in cfg.DATA.FLIP_WORD_PAIRS],
-        strict_text=cfg.DATA.STRICT_TEXT,
+        strict_text=cfg.DATA.STRICT_TEXT, load_scale=cfg.DATA.LOAD_SCALE,
     )
     if cfg.TEXT.ENCODER == "bert" and "bert_tokenizer" not in kwargs:
         args["bert_tokenizer"] = load_bert_tokenizer(resolve_path(cfg.TEXT.BERT_PATH))

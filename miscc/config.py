@@ -54,6 +54,9 @@ _DEFAULTS = {
         "RANDOM_CROP": True,
         "FLIP": "random",  # random | none | text
         "FLIP_WORD_PAIRS": ["left:right"],
+        # the shorter edge is resized to int(LOAD_SCALE * image size), then cropped (randomly with RANDOM_CROP, else
+        # centred): AttnGAN's 76/64; 1.0 keeps the whole frame (captions naming positions near the border)
+        "LOAD_SCALE": 1.1875,
     },
     "TREE": {"BRANCH_NUM": 3, "BASE_SIZE": 64},
     "TRAIN": {
@@ -323,6 +326,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
+    "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
     "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",
 )

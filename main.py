@@ -1,6 +1,6 @@
 """Train or sample a text-to-image GAN: `python main.py --cfg cfg/bird_attn2.yml`.
 
-- TRAIN.FLAG True (and B_VALIDATION False): train the generator named by MODEL (attngan, ssagan, ...) against the
+- TRAIN.FLAG True (and B_VALIDATION False): train the generator named by MODEL (`models.registry`) against the
   frozen DAMSM encoders of TRAIN.NET_E; the resolved config (`config.yml`), snapshots, logs and image grids go to
   the run folder; afterwards the example sentences are drawn and the EVAL.PROTOCOLS metrics (if any) are computed.
 - B_VALIDATION True: sample the test set with the generator in TRAIN.NET_G (the 30,000 protocol, EVAL.SAMPLE_MODE)
@@ -11,29 +11,21 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 
 import torch
 
 from datasets import build_dataset
 from miscc.config import RUN_CONFIG, parse_training_args, resolve_path, save_config
-from miscc.errors import InputError, MissingFileError, run_cli
+from miscc.errors import InputError, run_cli
+from models.registry import get_family
 from trainers.common import load_damsm
-from trainers.registry import get_model_spec
 from trainers.runtime import shutdown_runtime, start_runtime
 from trainers.sampling import gen_example, sample_test_set
 
 
 def default_output_dir(cfg) -> str:
     return os.path.join(cfg.OUTPUT_DIR, f"{cfg.DATASET_NAME}_{cfg.CONFIG_NAME or cfg.MODEL}")
-
-
-def load_generator(cfg, spec, path: str, device):
-    path = resolve_path(path)
-    net = spec.build_generator(cfg)
-    spec.load_generator(net, path)
-    return net.to(device).eval(), path
 
 
 def run_sampling(cfg, spec, rt, net_g_path: str) -> dict:
@@ -43,7 +35,7 @@ def run_sampling(cfg, spec, rt, net_g_path: str) -> dict:
     if cfg.EVAL.PROTOCOLS:  # enough images for the largest protocol (fid30k: 30,000)
         from eval.protocols import parse_protocols
         n_samples = max([n_samples] + [p.n for p in parse_protocols(cfg.EVAL.PROTOCOLS)])
-    netG, path = load_generator(cfg, spec, net_g_path, rt.device)
+    netG, path = spec.open_generator(cfg, net_g_path, rt.device)
     text_encoder, _ = load_damsm(cfg, test_set.n_words, rt.device, with_image_encoder=False)
     out_dir = os.path.join(os.path.splitext(path)[0], "valid")
     result = sample_test_set(
@@ -63,7 +55,7 @@ def evaluate_samples(cfg, rt, result: dict, net_g_path: str, test_set) -> list[d
     from eval.images import to_float
     from eval.protocols import build_eval_context, run_protocols
     from eval.report import write_report
-    from trainers.damsm import sentence_codes
+    from models.damsm.trainer import sentence_codes
     from trainers.sampling import encode_sentences, records_source
 
     text_encoder, image_encoder = load_damsm(cfg, test_set.n_words, rt.device)
@@ -96,7 +88,7 @@ def evaluate_samples(cfg, rt, result: dict, net_g_path: str, test_set) -> list[d
 def run_examples(cfg, spec, rt, net_g_path: str) -> list[str]:
     """AttnGAN `gen_example`: every example_filenames.txt entry → `<NET_G stem>/<entry basename>/`."""
     dataset = build_dataset(cfg, "test")
-    netG, path = load_generator(cfg, spec, net_g_path, rt.device)
+    netG, path = spec.open_generator(cfg, net_g_path, rt.device)
     text_encoder, _ = load_damsm(cfg, dataset.n_words, rt.device, with_image_encoder=False)
     out_root = os.path.splitext(path)[0]
     written = gen_example(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset, out_root,
@@ -109,33 +101,18 @@ def run_examples(cfg, spec, rt, net_g_path: str) -> list[str]:
     return written
 
 
-def run_hd5_sampling(cfg, spec, rt, net_g_path: str) -> None:
-    """GAN-INT-CLS on Reed's hd5 (precomputed embeddings, no text encoder): the test split's captions →
-    `<NET_G stem>/valid/single/<example>.png` (the port's `predict`)."""
-    from trainers.gan_int_cls import open_hd5, sample_hd5
-
-    netG, path = load_generator(cfg, spec, net_g_path, rt.device)
+def run_own_data_sampling(cfg, spec, rt, net_g_path: str) -> None:
+    """A family without a text encoder (precomputed text embeddings in its own data file) samples that file's test
+    split into `<NET_G stem>/valid/`."""
+    netG, path = spec.open_generator(cfg, net_g_path, rt.device)
     out_dir = os.path.join(os.path.splitext(path)[0], "valid")
-    result = sample_hd5(netG, open_hd5(cfg, "test"), out_dir, z_dim=cfg.GAN.Z_DIM, device=rt.device,
-                        batch_size=cfg.EVAL.BATCH_SIZE, seed=cfg.EVAL.SEED, limit=cfg.EVAL.N_SAMPLES)
-    print(f"wrote hd5 samples to {out_dir}: {result}", flush=True)
-
-
-def latest_generator(model_dir: str) -> str:
-    """The newest generator snapshot: `netG_epoch_%d.pth` (AttnGAN) or `netG_%03d.pth` (SSA-GAN)."""
-    found = {}
-    for name in os.listdir(model_dir):
-        m = re.fullmatch(r"netG_(?:epoch_)?(\d+)\.pth", name)
-        if m:
-            found[int(m.group(1))] = name
-    if not found:
-        raise MissingFileError(f"no netG_epoch_<N>.pth or netG_<NNN>.pth in {model_dir}")
-    return os.path.join(model_dir, found[max(found)])
+    result = spec.sample_own_data(cfg, netG, out_dir, rt.device)
+    print(f"wrote {spec.text_source(cfg)} samples to {out_dir}: {result}", flush=True)
 
 
 def main(argv=None) -> int:
     args, cfg = parse_training_args(__doc__.splitlines()[0], argv)
-    spec = get_model_spec(cfg.MODEL)
+    spec = get_family(cfg.MODEL)
     rt = start_runtime(cfg)
     if cfg.TRAIN.FLAG and not cfg.B_VALIDATION:
         output_dir = args.output_dir or default_output_dir(cfg)
@@ -150,12 +127,11 @@ def main(argv=None) -> int:
                   flush=True)
         trainer.fit()
         if rt.is_main:
-            net_g = latest_generator(trainer.model_dir)
+            net_g = spec.latest_generator(trainer.model_dir)
             print(f"generator: {net_g}", flush=True)
-            if cfg.MODEL == "ssagan" and cfg.TRAIN.FINETUNE_TEXT_ENCODER:  # sample with the fine-tuned encoder
-                cfg.TRAIN.NET_E = os.path.join(trainer.model_dir, f"text_encoder{trainer.epoch}.pth")
+            spec.use_trained_text_encoder(cfg, net_g)
             if not spec.uses_text_dataset(cfg):
-                run_hd5_sampling(cfg, spec, rt, net_g)
+                run_own_data_sampling(cfg, spec, rt, net_g)
             else:
                 run_examples(cfg, spec, rt, net_g)
                 if cfg.EVAL.PROTOCOLS:
@@ -163,7 +139,7 @@ def main(argv=None) -> int:
     elif not cfg.TRAIN.NET_G:
         raise InputError("sampling needs TRAIN.NET_G: the generator file (e.g. netG_epoch_600.pth)")
     elif not spec.uses_text_dataset(cfg):
-        run_hd5_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
+        run_own_data_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
     elif cfg.B_VALIDATION:
         run_sampling(cfg, spec, rt, cfg.TRAIN.NET_G)
     else:

@@ -12,7 +12,7 @@ import sys
 from datasets import build_dataset
 from miscc.config import parse_training_args
 from miscc.errors import run_cli
-from trainers.damsm import DAMSMTrainer
+from models.damsm.trainer import DAMSMTrainer
 from trainers.runtime import shutdown_runtime, start_runtime
 
 

@@ -10,7 +10,7 @@ import os
 
 from bench.common import SyntheticText, run_cases, synthetic_batch, time_steps
 from miscc.config import load_config
-from trainers.damsm import DAMSMTrainer
+from models.damsm.trainer import DAMSMTrainer
 from trainers.runtime import Runtime
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from bench.common import SyntheticText, run_cases, save_random_encoders, synthetic_batch, time_steps
 from miscc.config import load_config
 from models.damsm import build_image_encoder, build_text_encoder
-from trainers.registry import get_model_spec
+from models.registry import get_family
 from trainers.runtime import Runtime
 
 CASES = {
@@ -28,7 +28,7 @@ def bench_case(name, device, amp, steps):
     batch_size = gpu_bs if device.type == "cuda" else cpu_bs
     cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
     cfg.TRAIN.NET_G = ""
-    spec = get_model_spec(cfg.MODEL)
+    spec = get_family(cfg.MODEL)
     rt = Runtime(device=device, amp=amp)
     trainer = spec.trainer_class()(cfg, rt, "/tmp/bench_train_run", SyntheticText(n_words))
     imsizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]

@@ -114,14 +114,14 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2
     rt = Runtime(device=device, amp="none")
     out = tempfile.mkdtemp(prefix="step_seconds_")
     if cfg.CONFIG_NAME == "DAMSM":
-        from trainers.damsm import DAMSMTrainer
+        from models.damsm.trainer import DAMSMTrainer
         trainer = DAMSMTrainer(cfg, rt, out, SyntheticText(n_words), None)
         sizes = [cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1)]
     else:
-        from trainers.registry import get_model_spec
+        from models.registry import get_family
         cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
         cfg.TRAIN.NET_G = ""
-        trainer = get_model_spec(cfg.MODEL).trainer_class()(cfg, rt, out, SyntheticText(n_words))
+        trainer = get_family(cfg.MODEL).trainer_class()(cfg, rt, out, SyntheticText(n_words))
         sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
     batch = synthetic_batch(batch_size, sizes, n_words, cfg.TEXT.WORDS_NUM, device)
     return batch_size / time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)

@@ -195,7 +195,7 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
                      parse_caption=None) -> dict:
     """How often images show what their captions say, judged from a shapes classifier's cell-head `logits`.
 
-    Captions are parsed with `parse_caption` (default `tools.make_shapes.parse_caption`) into objects with shape,
+    Captions are parsed with `parse_caption` (default `miscc.shapes_spec.parse_caption`) into objects with shape,
     colour and (when named) position. Per caption object: `color`/`shape` are right when the predicted object in
     the named cell (or, with no position named, any predicted object) has that colour/shape; `position` (objects
     with a named position only) when an object of the caption's colour (its shape, if no colour is named) is
@@ -209,7 +209,7 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     predicted number of objects equals the caption's. Captions naming no shape are skipped (`n_unparsed`).
     """
     if parse_caption is None:
-        from tools.make_shapes import parse_caption
+        from miscc.shapes_spec import parse_caption
     if not model.cell_heads:
         raise InputError("attribute_accuracy needs a classifier trained on a shapes dataset (with cell heads); "
                          f"this one has heads {sorted(model.heads)}")

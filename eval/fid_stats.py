@@ -17,6 +17,7 @@ import torch
 from eval.images import list_image_files
 from eval.metrics import feature_statistics
 from miscc.errors import InputError, MissingFileError, MissingKeyError
+from miscc.files import atomic_path
 
 
 @dataclass
@@ -32,15 +33,11 @@ def save_statistics(path: str, mu, sigma, meta: dict | None = None) -> None:
     mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
         raise InputError(f"{path}: mu must be [D] and sigma [D, D], got {mu.shape} and {sigma.shape}")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".tmp_{os.getpid()}_{os.path.basename(path)}")
     arrays = {"mu": mu, "sigma": sigma}
     if meta:
         arrays["meta"] = np.array(json.dumps(meta, sort_keys=True))
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez_compressed(f, **arrays)
-    os.replace(tmp, path)
 
 
 def load_statistics(path: str) -> FIDStatistics:
@@ -113,9 +110,8 @@ def real_features(source, extractor, split: str = "custom", n: int | None = None
     stats = statistics_from_features(feats, meta)
     if cache_dir:
         os.makedirs(cache_dir, exist_ok=True)
-        tmp = f"{stem}.tmp_{os.getpid()}.npy"
-        np.save(tmp, feats.numpy())
-        os.replace(tmp, stem + "_features.npy")
+        with atomic_path(stem + "_features.npy") as tmp:
+            np.save(tmp, feats.numpy())
         save_statistics(stem + ".npz", stats.mu, stats.sigma, meta)
         stats.path = stem + ".npz"
     return feats, stats

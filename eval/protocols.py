@@ -17,6 +17,9 @@ minimum; `PROTOCOLS` lists the standard ones. Metrics:
 | `cliprprec` | CLIP-R-precision in %, mismatched captions drawn from the other samples                |
 | `attracc`   | shapes attribute accuracy: share of images whose caption objects are all as described  |
 
+Each metric is one function registered by name (`@register_metric`, at the end of this module): a new one is
+that function and its registration line, plus an optional `collect` hook for what it needs from every batch.
+
 Values are raw (KID is not scaled by 1000); `std` is the population std over IS splits, KID subsets or R-precision
 folds, and the per-sample std for CLIP score. KID subsets hold min(1000, N, N_real) samples. Real images for FID/KID
 are a folder, a list of files (e.g. the test split's) or a statistics .npz (FID only); `real_resize` first resizes
@@ -55,22 +58,42 @@ import torch
 from eval.images import list_image_files, load_image_uint8, to_uint8
 from miscc.errors import InputError, MissingKeyError
 
-METRICS = {
-    "fid": "Frechet Inception distance (pool3 features) to the real set",
-    "kid": "kernel Inception distance (unbiased MMD^2, cubic polynomial kernel) to the real set",
-    "is": "Inception score (ImageNet Inception-v3 logits_unbiased)",
-    "rprec": "R-precision % (DAMSM codes; 1 true + 99 mismatched captions; top-1; folds)",
-    "clip": "CLIP score (mean of 100 * max(cos, 0))",
-    "cliprprec": "CLIP-R-precision % (mismatched captions from other samples)",
-    "attracc": "shapes attribute accuracy (share of images matching their caption)",
-}
-CLASSIFIER_METRICS = {  # the `_cls` variants
-    "fid": "Frechet distance of the dataset classifier's features to the real set",
-    "kid": "KID formula on the dataset classifier's features against the real set",
-    "is": "IS formula over the dataset classifier's classes",
-}
-MIN_SAMPLES = {"fid": 2, "kid": 2, "is": 10, "rprec": 10, "clip": 1, "cliprprec": 10, "attracc": 1}
-FEATURE_METRICS = ("fid", "kid", "is")  # the ones with an Inception or dataset-classifier variant
+NEEDS = ("captions", "clip", "heads")  # what the sample stream must give or the collector load (see `_Collector`)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One registered metric: `compute(protocol, collector, context, real_cache) -> dict` (value, std, provenance),
+    from what `collect(collector, batch)` stored per batch (`collector.store(name, tensor)`, read back with
+    `collector.get(name, n)`); metrics on Inception / classifier features need no `collect`."""
+    name: str
+    description: str
+    min_samples: int
+    compute: Callable
+    needs: frozenset = frozenset()  # of NEEDS: one caption per sample, the CLIP model, the classifier's heads
+    classifier_description: str | None = None  # set for metrics on features (Inception, or `_cls` the classifier)
+    collect: Callable | None = None
+
+    @property
+    def on_features(self) -> bool:
+        return self.classifier_description is not None
+
+
+METRICS: dict[str, Metric] = {}  # by name, in registration order
+
+
+def register_metric(name: str, description: str, min_samples: int, needs=(), classifier_description=None,
+                    collect=None):
+    """Decorator: register `compute` as metric `name` (adding a metric = one function + this line)."""
+    assert set(needs) <= set(NEEDS), needs
+
+    def register(compute):
+        METRICS[name] = Metric(name, description, min_samples, compute, frozenset(needs), classifier_description,
+                               collect)
+        return compute
+    return register
+
+
 _NAME = re.compile(r"^(?P<metric>[a-z_]+?)(?P<count>\d+)(?P<k>k?)(?P<cls>_cls)?$")
 
 
@@ -83,7 +106,8 @@ class Protocol:
 
     @property
     def description(self) -> str:
-        text = CLASSIFIER_METRICS[self.metric] if self.extractor == "classifier" else METRICS[self.metric]
+        metric = METRICS[self.metric]
+        text = metric.classifier_description if self.extractor == "classifier" else metric.description
         return f"{text}, N = {self.n}"
 
 
@@ -96,21 +120,16 @@ def parse_protocol(name: str) -> Protocol:
     classifier = bool(m and m.group("cls"))
     if metric == "isc_cls" and not classifier:
         metric, classifier = "is", True
-    if metric not in METRICS or (classifier and metric not in FEATURE_METRICS):
+    on_features = [k for k, v in METRICS.items() if v.on_features]
+    if metric not in METRICS or (classifier and metric not in on_features):
         raise InputError(f"unknown protocol {name!r}: names are <metric><count>[k][_cls] with metric one of "
-                         f"{', '.join(METRICS)} (_cls only for {', '.join(FEATURE_METRICS)}; isc_cls<count> = "
+                         f"{', '.join(METRICS)} (_cls only for {', '.join(on_features)}; isc_cls<count> = "
                          "is<count>_cls), e.g. fid30k, is1k, kid500, fid1k_cls")
     n = int(m.group("count")) * (1000 if m.group("k") else 1)
-    if n < MIN_SAMPLES[metric]:
-        raise InputError(f"protocol {name!r}: {metric} needs at least {MIN_SAMPLES[metric]} samples, got {n}")
-    extractor = ("classifier" if classifier else "inception") if metric in FEATURE_METRICS else None
+    if n < METRICS[metric].min_samples:
+        raise InputError(f"protocol {name!r}: {metric} needs at least {METRICS[metric].min_samples} samples, got {n}")
+    extractor = ("classifier" if classifier else "inception") if METRICS[metric].on_features else None
     return Protocol(name.strip().lower(), metric, n, extractor)
-
-
-PROTOCOLS = {p.name: p for p in map(parse_protocol, (
-    "fid30k", "kid30k", "is30k", "isc_cls30k", "rprec30k", "clip30k", "cliprprec30k", "attracc1k",
-    "fid1k", "kid1k", "is1k", "isc_cls1k", "rprec1k", "clip1k", "cliprprec1k", "fid50k",
-    "fid1k_cls", "kid1k_cls", "is1k_cls", "fid30k_cls", "kid30k_cls"))}
 
 
 def parse_protocols(names) -> list[Protocol]:
@@ -157,7 +176,7 @@ class EvalContext:
     text_encoder: Callable | None = None      # rprec: list[str] -> [B, D]
     mismatched_captions: Callable | None = None
     encoders_name: str | None = None          # rprec provenance, e.g. the DAMSM checkpoint paths
-    parse_caption: Callable | None = None     # attracc (default tools.make_shapes.parse_caption)
+    parse_caption: Callable | None = None     # attracc (default miscc.shapes_spec.parse_caption)
     device: str | None = None
     bf16: bool = False
     batch_size: int = 50
@@ -263,6 +282,7 @@ class _Collector:
 
     def __init__(self, protocols: list[Protocol], ctx: EvalContext, device):
         self.protocols, self.metrics = protocols, {p.metric for p in protocols}
+        self.needs = set().union(*(METRICS[p.metric].needs for p in protocols))
         self.ctx, self.device = ctx, device
         self.classifier = self.clip = None
         self.extractors = {}
@@ -274,11 +294,12 @@ class _Collector:
                 ctx.extractor = InceptionExtractor(ctx.inception_weights, ("2048", "logits_unbiased"),
                                                    device=device, bf16=ctx.bf16, batch_size=ctx.batch_size)
             self.extractors["inception"] = ctx.extractor
-        if "classifier" in tags or "attracc" in self.metrics:
+        if "classifier" in tags or "heads" in self.needs:
             from eval.classifier import classifier_extractor, load_classifier
 
             if ctx.classifier is None:
-                need = sorted({p.name for p in protocols if p.extractor == "classifier" or p.metric == "attracc"})
+                need = sorted({p.name for p in protocols
+                               if p.extractor == "classifier" or "heads" in METRICS[p.metric].needs})
                 raise InputError(f"{', '.join(need)} need a dataset classifier (EvalContext.classifier / "
                                  "--classifier; train one with python -m eval.train_classifier)")
             if isinstance(ctx.classifier, (str, os.PathLike)):
@@ -286,7 +307,7 @@ class _Collector:
             self.classifier = ctx.classifier.eval()
             if "classifier" in tags:
                 self.extractors["classifier"] = classifier_extractor(self.classifier, device, ctx.batch_size)
-        if self.metrics & {"clip", "cliprprec"}:
+        if "clip" in self.needs:
             from eval.clip_score import LocalCLIP
 
             if ctx.clip is None:
@@ -298,32 +319,27 @@ class _Collector:
         self.grid_images: list[torch.Tensor] = []
         self.n = 0
 
-    def _add(self, name: str, value):
+    def store(self, name: str, value):
+        """Keep one batch of per-sample values under `name` (concatenated by `get`)."""
         self.data.setdefault(name, []).append(value)
 
     def _need_captions(self, batch: SampleBatch):
         if batch.captions is None or len(batch.captions) != batch.images.shape[0]:
-            need = sorted(self.metrics & {"rprec", "clip", "cliprprec", "attracc"})
+            need = sorted(m for m in self.metrics if "captions" in METRICS[m].needs)
             raise InputError(f"{', '.join(need)} need one caption per sample; the source gave "
                              f"{None if batch.captions is None else len(batch.captions)} for "
                              f"{batch.images.shape[0]} images")
 
     @torch.no_grad()
     def add(self, batch: SampleBatch):
-        ctx, m = self.ctx, self.metrics
-        if m & {"rprec", "clip", "cliprprec", "attracc"}:
+        ctx = self.ctx
+        if "captions" in self.needs:
             self._need_captions(batch)
         for tag, extractor in self.extractors.items():
             for name, f in extractor(batch.images).items():
-                self._add(f"{tag}:{name}", f)
-        if "attracc" in m:
-            for name, logit in self.classifier(to_uint8(batch.images).to(self.device)).items():
-                self._add("heads:" + name, logit.float().cpu())
-        if self.clip is not None:
-            self._add("clip_image", self.clip.encode_images(batch.images))
-            self._add("clip_text", self.clip.encode_texts(list(batch.captions)))
-        if "rprec" in m:
-            self._add_rprec(batch)
+                self.store(f"{tag}:{name}", f)
+        for collect in dict.fromkeys(METRICS[m].collect for m in sorted(self.metrics) if METRICS[m].collect):
+            collect(self, batch)
         if batch.captions is not None:
             self.captions += list(batch.captions)
         if "class_ids" in batch.extra:
@@ -331,36 +347,6 @@ class _Collector:
         if ctx.grid_png and len(self.grid_images) < ctx.grid_n:
             self.grid_images += list(to_uint8(batch.images[:ctx.grid_n - len(self.grid_images)]).cpu())
         self.n += batch.images.shape[0]
-
-    def _add_rprec(self, batch: SampleBatch):
-        ctx, extra = self.ctx, batch.extra
-        if "image_codes" in extra:
-            img = torch.as_tensor(extra["image_codes"])
-        elif ctx.image_encoder is not None:
-            img = ctx.image_encoder(batch.images)
-        else:
-            raise InputError("rprec needs image codes: extra['image_codes'] from the source or "
-                             "EvalContext.image_encoder (the DAMSM image encoder)")
-        if "text_codes" in extra:
-            txt = torch.as_tensor(extra["text_codes"])
-        elif ctx.text_encoder is not None:
-            txt = ctx.text_encoder(list(batch.captions))
-        else:
-            raise InputError("rprec needs text codes: extra['text_codes'] from the source or "
-                             "EvalContext.text_encoder (the DAMSM text encoder)")
-        self._add("rprec_image", torch.as_tensor(img).float().cpu())
-        self._add("rprec_text", torch.as_tensor(txt).float().cpu())
-        if "mismatched_text_codes" in extra:
-            self._add("rprec_mis", torch.as_tensor(extra["mismatched_text_codes"]).float().cpu())
-        elif ctx.mismatched_captions is not None:
-            if ctx.text_encoder is None:
-                raise InputError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
-            lists = ctx.mismatched_captions(list(batch.captions), batch.keys, extra)
-            if len(lists) != len(batch.captions) or any(len(x) != ctx.rprec_k for x in lists):
-                raise InputError(f"mismatched_captions must return {len(batch.captions)} lists of "
-                                 f"{ctx.rprec_k} captions")
-            flat = ctx.text_encoder([c for x in lists for c in x])
-            self._add("rprec_mis", torch.as_tensor(flat).float().cpu().view(len(lists), ctx.rprec_k, -1))
 
     def get(self, name: str, n: int) -> torch.Tensor:
         return torch.cat(self.data[name])[:n]
@@ -395,65 +381,150 @@ def _real_set(ctx: EvalContext, extractor, feature: str, need_features: bool):
 
 def _compute(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict) -> dict:
     """Value, std, details and metric-specific provenance of one protocol."""
+    out = {}
+    if p.extractor:
+        out.update(col.extractors[p.extractor].describe())
+    out.update(METRICS[p.metric].compute(p, col, ctx, real_cache))
+    return out
+
+
+def _feature_keys(p: Protocol, col: _Collector) -> tuple[str, str]:
+    return col.extractors[p.extractor].features  # ("2048", "logits_unbiased") or ("pooled", "class")
+
+
+def _fid_kid_real(p: Protocol, col: _Collector, ctx: EvalContext, real_cache: dict):
+    if p.extractor not in real_cache:
+        real_cache[p.extractor] = _real_set(ctx, col.extractors[p.extractor], _feature_keys(p, col)[0],
+                                            need_features=any(q.metric == "kid" and q.extractor == p.extractor
+                                                              for q in col.protocols))
+    return real_cache[p.extractor]
+
+
+@register_metric("fid", "Frechet Inception distance (pool3 features) to the real set", 2,
+                 classifier_description="Frechet distance of the dataset classifier's features to the real set")
+def _fid(p, col, ctx, real_cache) -> dict:
     from eval import metrics as M
-    from eval.clip_score import clip_score
+
+    _, real_stats, prov = _fid_kid_real(p, col, ctx, real_cache)
+    mu, sigma = M.feature_statistics(col.get(f"{p.extractor}:{_feature_keys(p, col)[0]}", p.n))
+    return {**prov, "value": M.fid_from_statistics(mu, sigma, real_stats.mu, real_stats.sigma), "std": None}
+
+
+@register_metric("kid", "kernel Inception distance (unbiased MMD^2, cubic polynomial kernel) to the real set", 2,
+                 classifier_description="KID formula on the dataset classifier's features against the real set")
+def _kid(p, col, ctx, real_cache) -> dict:
+    from eval import metrics as M
+
+    real_feats, _, prov = _fid_kid_real(p, col, ctx, real_cache)
+    size = min(1000, p.n, real_feats.shape[0])
+    value, std = M.kernel_inception_distance(col.get(f"{p.extractor}:{_feature_keys(p, col)[0]}", p.n), real_feats,
+                                             ctx.kid_subsets, size, seed=ctx.metric_seed)
+    return {**prov, "value": value, "std": std, "seed": ctx.metric_seed, "subsets": ctx.kid_subsets,
+            "subset_size": size}
+
+
+@register_metric("is", "Inception score (ImageNet Inception-v3 logits_unbiased)", 10,
+                 classifier_description="IS formula over the dataset classifier's classes")
+def _is(p, col, ctx, real_cache) -> dict:
+    from eval import metrics as M
+
+    value, std = M.inception_score(logits=col.get(f"{p.extractor}:{_feature_keys(p, col)[1]}", p.n),
+                                   splits=ctx.is_splits, seed=ctx.metric_seed)
+    return {"value": value, "std": std, "seed": ctx.metric_seed, "splits": ctx.is_splits}
+
+
+def _collect_rprec(col: _Collector, batch: SampleBatch):
+    ctx, extra = col.ctx, batch.extra
+    if "image_codes" in extra:
+        img = torch.as_tensor(extra["image_codes"])
+    elif ctx.image_encoder is not None:
+        img = ctx.image_encoder(batch.images)
+    else:
+        raise InputError("rprec needs image codes: extra['image_codes'] from the source or "
+                         "EvalContext.image_encoder (the DAMSM image encoder)")
+    if "text_codes" in extra:
+        txt = torch.as_tensor(extra["text_codes"])
+    elif ctx.text_encoder is not None:
+        txt = ctx.text_encoder(list(batch.captions))
+    else:
+        raise InputError("rprec needs text codes: extra['text_codes'] from the source or "
+                         "EvalContext.text_encoder (the DAMSM text encoder)")
+    col.store("rprec_image", torch.as_tensor(img).float().cpu())
+    col.store("rprec_text", torch.as_tensor(txt).float().cpu())
+    if "mismatched_text_codes" in extra:
+        col.store("rprec_mis", torch.as_tensor(extra["mismatched_text_codes"]).float().cpu())
+    elif ctx.mismatched_captions is not None:
+        if ctx.text_encoder is None:
+            raise InputError("EvalContext.mismatched_captions needs EvalContext.text_encoder to encode them")
+        lists = ctx.mismatched_captions(list(batch.captions), batch.keys, extra)
+        if len(lists) != len(batch.captions) or any(len(x) != ctx.rprec_k for x in lists):
+            raise InputError(f"mismatched_captions must return {len(batch.captions)} lists of "
+                             f"{ctx.rprec_k} captions")
+        flat = ctx.text_encoder([c for x in lists for c in x])
+        col.store("rprec_mis", torch.as_tensor(flat).float().cpu().view(len(lists), ctx.rprec_k, -1))
+
+
+@register_metric("rprec", "R-precision % (DAMSM codes; 1 true + 99 mismatched captions; top-1; folds)", 10,
+                 needs=("captions",), collect=_collect_rprec)
+def _rprec(p, col, ctx, real_cache) -> dict:
     from eval.rprecision import r_precision, r_precision_from_pool
 
     n, out = p.n, {}
-    if p.extractor:
-        ex = col.extractors[p.extractor]
-        pool, logits_key = ex.features  # ("2048", "logits_unbiased") or ("pooled", "class")
-        out.update(ex.describe())
-    if p.metric in ("fid", "kid"):
-        if p.extractor not in real_cache:
-            real_cache[p.extractor] = _real_set(ctx, ex, pool, need_features=any(
-                q.metric == "kid" and q.extractor == p.extractor for q in col.protocols))
-        real_feats, real_stats, prov = real_cache[p.extractor]
-        out.update(prov)
-        fake = col.get(f"{p.extractor}:{pool}", n)
-        if p.metric == "fid":
-            mu, sigma = M.feature_statistics(fake)
-            out["value"] = M.fid_from_statistics(mu, sigma, real_stats.mu, real_stats.sigma)
-            out["std"] = None
-        else:
-            size = min(1000, n, real_feats.shape[0])
-            out["value"], out["std"] = M.kernel_inception_distance(fake, real_feats, ctx.kid_subsets, size,
-                                                                   seed=ctx.metric_seed)
-            out.update(seed=ctx.metric_seed, subsets=ctx.kid_subsets, subset_size=size)
-    elif p.metric == "is":
-        logits = col.get(f"{p.extractor}:{logits_key}", n)
-        out["value"], out["std"] = M.inception_score(logits=logits, splits=ctx.is_splits, seed=ctx.metric_seed)
-        out.update(seed=ctx.metric_seed, splits=ctx.is_splits)
-    elif p.metric == "rprec":
-        img, txt = col.get("rprec_image", n), col.get("rprec_text", n)
-        if "rprec_mis" in col.data:
-            out["value"], out["std"] = r_precision(img, txt, col.get("rprec_mis", n), ctx.rprec_folds, ctx.seed)
-            out["mismatched"] = "caller-supplied captions/codes"
-        else:
-            out["value"], out["std"] = r_precision_from_pool(img, txt, col.captions[:n], ctx.rprec_k,
-                                                             _class_ids(col, n), ctx.rprec_folds, ctx.seed)
-            out["mismatched"] = "other samples' captions" + (" of other classes" if col.class_ids else "")
-        out.update(seed=ctx.seed, folds=ctx.rprec_folds, k=ctx.rprec_k,
-                   feature_extractor=ctx.encoders_name or "caller-supplied image/text encoders")
-    elif p.metric == "clip":
-        out["value"], out["std"] = clip_score(col.get("clip_image", n), col.get("clip_text", n))
-        out.update(_clip_prov(col.clip))
-    elif p.metric == "cliprprec":
-        out["value"], out["std"] = r_precision_from_pool(col.get("clip_image", n), col.get("clip_text", n),
-                                                         col.captions[:n], ctx.rprec_k, _class_ids(col, n),
-                                                         ctx.rprec_folds, ctx.seed)
-        out.update(seed=ctx.seed, folds=ctx.rprec_folds, k=ctx.rprec_k, **_clip_prov(col.clip),
-                   mismatched="other samples' captions" + (" of other classes" if col.class_ids else ""))
-    elif p.metric == "attracc":
-        from eval.classifier import score_attributes
-
-        logits = {k[len("heads:"):]: col.get(k, n) for k in col.data if k.startswith("heads:")}
-        details = score_attributes(col.classifier, logits, col.captions[:n], ctx.parse_caption)
-        if details["value"] is None:
-            raise InputError("attracc: no caption names a shape, nothing to score")
-        out["value"], out["std"], out["details"] = details.pop("value"), None, details
-        out.update(_classifier_prov(col.classifier))
+    img, txt = col.get("rprec_image", n), col.get("rprec_text", n)
+    if "rprec_mis" in col.data:
+        out["value"], out["std"] = r_precision(img, txt, col.get("rprec_mis", n), ctx.rprec_folds, ctx.seed)
+        out["mismatched"] = "caller-supplied captions/codes"
+    else:
+        out["value"], out["std"] = r_precision_from_pool(img, txt, col.captions[:n], ctx.rprec_k,
+                                                         _class_ids(col, n), ctx.rprec_folds, ctx.seed)
+        out["mismatched"] = "other samples' captions" + (" of other classes" if col.class_ids else "")
+    out.update(seed=ctx.seed, folds=ctx.rprec_folds, k=ctx.rprec_k,
+               feature_extractor=ctx.encoders_name or "caller-supplied image/text encoders")
     return out
+
+
+def _collect_clip(col: _Collector, batch: SampleBatch):
+    col.store("clip_image", col.clip.encode_images(batch.images))
+    col.store("clip_text", col.clip.encode_texts(list(batch.captions)))
+
+
+@register_metric("clip", "CLIP score (mean of 100 * max(cos, 0))", 1, needs=("captions", "clip"),
+                 collect=_collect_clip)
+def _clip(p, col, ctx, real_cache) -> dict:
+    from eval.clip_score import clip_score
+
+    value, std = clip_score(col.get("clip_image", p.n), col.get("clip_text", p.n))
+    return {"value": value, "std": std, **_clip_prov(col.clip)}
+
+
+@register_metric("cliprprec", "CLIP-R-precision % (mismatched captions from other samples)", 10,
+                 needs=("captions", "clip"), collect=_collect_clip)
+def _cliprprec(p, col, ctx, real_cache) -> dict:
+    from eval.rprecision import r_precision_from_pool
+
+    n = p.n
+    value, std = r_precision_from_pool(col.get("clip_image", n), col.get("clip_text", n), col.captions[:n],
+                                       ctx.rprec_k, _class_ids(col, n), ctx.rprec_folds, ctx.seed)
+    return {"value": value, "std": std, "seed": ctx.seed, "folds": ctx.rprec_folds, "k": ctx.rprec_k,
+            **_clip_prov(col.clip),
+            "mismatched": "other samples' captions" + (" of other classes" if col.class_ids else "")}
+
+
+def _collect_heads(col: _Collector, batch: SampleBatch):
+    for name, logit in col.classifier(to_uint8(batch.images).to(col.device)).items():
+        col.store("heads:" + name, logit.float().cpu())
+
+
+@register_metric("attracc", "shapes attribute accuracy (share of images matching their caption)", 1,
+                 needs=("captions", "heads"), collect=_collect_heads)
+def _attracc(p, col, ctx, real_cache) -> dict:
+    from eval.classifier import score_attributes
+
+    logits = {k[len("heads:"):]: col.get(k, p.n) for k in col.data if k.startswith("heads:")}
+    details = score_attributes(col.classifier, logits, col.captions[:p.n], ctx.parse_caption)
+    if details["value"] is None:
+        raise InputError("attracc: no caption names a shape, nothing to score")
+    return {"value": details.pop("value"), "std": None, "details": details, **_classifier_prov(col.classifier)}
 
 
 def _class_ids(col: _Collector, n: int):
@@ -527,3 +598,9 @@ def run_protocols(names, sample, context: EvalContext | None = None) -> list[dic
             append_jsonl(ctx.jsonl, record)
         results.append(record)
     return results
+
+
+PROTOCOLS = {p.name: p for p in map(parse_protocol, (
+    "fid30k", "kid30k", "is30k", "isc_cls30k", "rprec30k", "clip30k", "cliprprec30k", "attracc1k",
+    "fid1k", "kid1k", "is1k", "isc_cls1k", "rprec1k", "clip1k", "cliprprec1k", "fid50k",
+    "fid1k_cls", "kid1k_cls", "is1k_cls", "fid30k_cls", "kid30k_cls"))}

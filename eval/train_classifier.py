@@ -76,7 +76,7 @@ def first_captions(data_dir: str, keys: list[str]) -> list[str]:
 
 def shapes_heads_and_labels(attributes: dict, keys: list[str], source: str):
     """Cell heads {"cell:<position>": ["empty", "<color> <shape>", ...]} and their labels [N, 9]."""
-    from tools.make_shapes import COLORS, POSITIONS, SHAPES
+    from miscc.shapes_spec import COLORS, POSITIONS, SHAPES
 
     contents = [EMPTY] + [f"{c} {s}" for s in SHAPES for c in COLORS]
     heads = {CELL_PREFIX + p: contents for p in POSITIONS}

@@ -9,50 +9,23 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections import OrderedDict
 
 import torch
 
 from miscc.errors import CheckpointError, MissingFileError
+from miscc.files import TMP_PREFIX, atomic_path
 
 
-TMP_PREFIX, TMP_SUFFIX = ".tmp_", ".pth"
+TMP_SUFFIX = ".pth"
 # exactly what `tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX)` names a file: 8 of [a-z0-9_]
 TMP_PATTERN = re.compile(re.escape(TMP_PREFIX) + r"[a-z0-9_]{8}" + re.escape(TMP_SUFFIX))
 
 
-def _fsync_folder(folder: str) -> None:
-    """Flush a folder's entries (the rename) to disk where the OS allows opening a folder (not on Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def atomic_save(obj, path: str) -> None:
-    """`torch.save` to `path` via a temporary file (flushed and fsync'ed) and `os.replace` (atomic on POSIX and
-    Windows), then an fsync of the folder so that the rename survives a power cut."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_folder(folder)
+    """`torch.save` to `path` via a temporary file and `os.replace`, fsync'ed (file, then folder)."""
+    with atomic_path(path, TMP_SUFFIX, durable=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def remove_stale_temporaries(folder: str) -> list[str]:

@@ -5,7 +5,7 @@
 an unknown key or a value of the wrong type raises `ConfigError` naming the file, the dotted key and the closest valid
 key. Two deliberate relaxations, both lossless: an int is accepted where a float is expected (`LAMBDA: 5`), and so is
 a string that spells a float (`2e-4`, which YAML 1.1 reads as a string). DF-GAN 2022's own lower-case files
-(`imsize`, `z_dim`, `nf`, ...) are recognised by their keys and mapped first (`models.dfgan.original_config`).
+(`imsize`, `z_dim`, `nf`, ...) are recognised by their keys and mapped first (`miscc.dfgan_yaml`).
 
 Nothing in `models/` or `datasets.py` reads this tree: entry points pass the values they need explicitly.
 """
@@ -20,6 +20,7 @@ import re
 import yaml
 from easydict import EasyDict
 
+from miscc.dfgan_yaml import is_dfgan_original, map_dfgan_original
 from miscc.errors import InputError, add_debug_argument
 
 # The originals ran from `code/` with data one level up (`../data/birds`); see `resolve_path`.
@@ -55,6 +56,9 @@ _DEFAULTS = {
         "RANDOM_CROP": True,
         "FLIP": "random",  # random | none | text
         "FLIP_WORD_PAIRS": ["left:right"],
+        # the shorter edge is resized to int(LOAD_SCALE * image size), then cropped (randomly with RANDOM_CROP, else
+        # centred): AttnGAN's 76/64; 1.0 keeps the whole frame (captions naming positions near the border)
+        "LOAD_SCALE": 1.1875,
     },
     "TREE": {"BRANCH_NUM": 3, "BASE_SIZE": 64},
     "TRAIN": {
@@ -282,7 +286,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | None = 
             except yaml.YAMLError as e:
                 raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if data is not None:
-            from models.dfgan.original_config import is_dfgan_original, map_dfgan_original
             if is_dfgan_original(data):  # DF-GAN 2022's own lower-case format (its code/cfg/bird.yml, coco.yml)
                 data = map_dfgan_original(data, path)
             _merge(path, data, cfg)
@@ -336,6 +339,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
+    "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
     "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",
     "DFGAN.",

@@ -1,4 +1,6 @@
-"""DAMSM losses (AttnGAN `code/GlobalAttention.py` `func_attention`, `code/miscc/losses.py` `words_loss`/`sent_loss`).
+"""DAMSM losses (AttnGAN `code/GlobalAttention.py` `func_attention`, `code/miscc/losses.py` `words_loss`/`sent_loss`),
+and the DAMSM term every generator family adds to its own losses (`damsm_generator_loss`); a family's other losses
+live in `models/<family>/losses.py`.
 
 Numerically the original's, with the Python-3 / modern-torch fixes: bool masks instead of `torch.ByteTensor`,
 masks built on the scores' device (no `cfg.CUDA`), `class_ids` accepted as a numpy array, list or tensor, and
@@ -137,3 +139,15 @@ def sent_loss(cnn_code, rnn_code, labels, class_ids, batch_size, gamma3: float =
     if labels is None:
         return None, None
     return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)
+
+
+def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg):
+    """LAMBDA·(words_loss0 + words_loss1) + LAMBDA·(sent_loss0 + sent_loss1) of generated images (AttnGAN Eq. 7)."""
+    sm = cfg.TRAIN.SMOOTH
+    region_features, cnn_code = image_encoder(fake)
+    b = fake.size(0)
+    labels = torch.arange(b, device=fake.device)
+    w0, w1, _ = words_loss(region_features.float(), words_emb, labels, batch.cap_lens, batch.class_ids, b,
+                           sm.GAMMA1, sm.GAMMA2, sm.GAMMA3)
+    s0, s1 = sent_loss(cnn_code.float(), sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
+    return (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA

@@ -21,7 +21,7 @@ Differences from the port's `Text2ImageDataset`, each deliberate:
   grayscale (stacked to 3 channels, which `convert('RGB')` also does).
 * `txt` has its trailing newline (and a CR before it) stripped; the samples also carry `wrong_embed`, `class` and
   `name`. `inter_embed` is, as in the port, the embedding of a random example; Reed's INT texts are built from the
-  batch by `models.gan_int_cls.interpolate_embeddings`.
+  batch by `models.gan_int_cls.networks.interpolate_embeddings`.
 """
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ import argparse
 import io
 import os
 import sys
-import tempfile
 from typing import Callable, Iterable, Mapping, Sequence
 
 import h5py
@@ -38,8 +37,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from miscc.classes import wrong_indices
 from miscc.errors import InputError, MissingFileError, MissingKeyError, add_debug_argument, run_cli
-from models.gan_int_cls import wrong_indices
+from miscc.files import atomic_path
 
 SPLITS = ("train", "valid", "test")
 REQUIRED_FIELDS = ("img", "embeddings", "class", "txt")
@@ -227,14 +227,10 @@ def write_reed_hd5(path: str, split_examples: Mapping) -> dict[str, int]:
     """
     splits = {split_name(s): v for s, v in split_examples.items()}
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".hdf5", dir=folder)
-    os.close(fd)
     str_dt = h5py.string_dtype("utf-8")
     counts = {s: 0 for s in SPLITS}
     dim = None
-    try:
+    with atomic_path(path, ".hdf5") as tmp:
         with h5py.File(tmp, "w") as f:
             for split in SPLITS:
                 group = f.create_group(split)
@@ -256,11 +252,6 @@ def write_reed_hd5(path: str, split_examples: Mapping) -> dict[str, int]:
                     ex.create_dataset("class", data=str(cls), dtype=str_dt)
                     ex.create_dataset("txt", data=txt if txt.endswith("\n") else txt + "\n", dtype=str_dt)
                     counts[split] += 1
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return counts
 
 

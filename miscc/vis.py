@@ -19,6 +19,11 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def pil_to_chw(img: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a float [3, H, W] tensor in [0, 1] (what loggers take)."""
+    return torch.from_numpy(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+
+
 def save_png(image: torch.Tensor, path: str) -> None:
     """Save one [3, H, W] image in [-1, 1]."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

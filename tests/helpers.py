@@ -50,13 +50,13 @@ def tiny_run(root, family: str, data_dir: str, net_e: str, config: str | None = 
     """A run folder as main.py leaves it (config.yml, Model/<generator>) holding an untrained tiny generator of
     `family`, built from `config` (default: the family's shipped shapes config); returns the folder."""
     from miscc.config import save_config
-    from trainers.registry import get_model_spec
+    from models.registry import get_family
 
     cfg = small_config(config or RUN_CONFIGS[family], data_dir, **{**TINY_RUN, "TRAIN.NET_E": net_e, **overrides})
     folder = os.path.join(str(root), f"{family}_run")
     os.makedirs(os.path.join(folder, "Model"), exist_ok=True)
     torch.manual_seed(0)
-    net = get_model_spec(family).build_generator(cfg)
+    net = get_family(family).build_generator(cfg)
     name = "netG_001.pth" if family == "ssagan" else "netG_epoch_1.pth"
     torch.save(net.state_dict(), os.path.join(folder, "Model", name))
     save_config(cfg, os.path.join(folder, "config.yml"))

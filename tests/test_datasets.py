@@ -368,8 +368,8 @@ def test_image_cache_avoids_reopening(tiny):
 
 
 def test_auto_cache_off_for_large_splits(tiny, monkeypatch):
-    import datasets
-    monkeypatch.setattr(datasets, "AUTO_CACHE_BYTES", 100)
+    import data_utils.text_dataset
+    monkeypatch.setattr(data_utils.text_dataset, "AUTO_CACHE_BYTES", 100)
     assert not custom_ds(tiny).cache_images
     assert custom_ds(tiny, cache_images=1).cache_images
 
@@ -474,3 +474,18 @@ def test_branch_images_cached_without_random_crop(tmp_path):
     cropped = custom_ds(root, base_size=8, branch_num=2, random_crop=True, cache_images=1)
     cropped.get_imgs(0)
     assert not cropped._branch_cache  # random crops differ per draw: only the decoded image is cached
+
+
+def test_load_scale_one_keeps_the_whole_frame(tmp_path):
+    """DATA.LOAD_SCALE 1.0: the image is the whole (square) frame resized to imsize, so an object at the border
+    stays; AttnGAN's 76/64 cuts 8 % off every side even without a random crop."""
+    root = make_custom(tmp_path / "d", size=(32, 32))
+    whole = custom_ds(root, base_size=16, branch_num=1, augment=False, load_scale=1.0).get_imgs(0)[-1]
+    cut = custom_ds(root, base_size=16, branch_num=1, augment=False).get_imgs(0)[-1]
+    src = Image.open(root / "images" / "red" / "red_0.png").convert("RGB").resize((16, 16), Image.BILINEAR)
+    expected = torch.from_numpy(np.asarray(src)).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.allclose(whole, expected, atol=1e-6)
+    assert (cut - expected).abs().max() > 0.1  # the 19-px resize, centre-cropped: a different (enlarged) view
+    for bad in (0.5, "1", 5.0):
+        with pytest.raises(ValueError, match="DATA.LOAD_SCALE"):
+            custom_ds(root, load_scale=bad)

@@ -69,9 +69,9 @@ def test_crops_equal_attngans(real_birds, key):
 # ---- (b) one step per family ----------------------------------------------------------------------------------------
 
 def test_one_damsm_attngan_and_ssagan_step_on_real_birds(real_birds, tmp_path):
-    from trainers.attngan import AttnGANTrainer
-    from trainers.damsm import DAMSMTrainer
-    from trainers.ssagan import SSAGANTrainer
+    from models.attngan.trainer import AttnGANTrainer
+    from models.damsm.trainer import DAMSMTrainer
+    from models.ssagan.trainer import SSAGANTrainer
 
     damsm_cfg = _cfg("cfg/DAMSM/bird.yml", real_birds, **{"TREE.BASE_SIZE": 64})
     attn_cfg = _cfg("cfg/bird_attn2.yml", real_birds, **{"TREE.BRANCH_NUM": 2, "TREE.BASE_SIZE": 32,
@@ -98,7 +98,8 @@ def test_one_damsm_attngan_and_ssagan_step_on_real_birds(real_birds, tmp_path):
 def test_damsm_validation_on_real_photographs_is_not_zero(real_birds, tmp_path, capsys):
     """The 179 test photographs are 3 classes, sorted: an unshuffled batch is one class, every mismatched pair is
     masked and the losses read 0 (what validation logged before it shuffled); the shuffled validation is not 0."""
-    from trainers.damsm import DAMSMTrainer, damsm_losses
+    from models.damsm.losses import damsm_losses
+    from models.damsm.trainer import DAMSMTrainer
 
     cfg = _cfg("cfg/DAMSM/bird.yml", real_birds, **{"TREE.BASE_SIZE": 64, "TRAIN.BATCH_SIZE": 16,
                                                      "DAMSM.VALID_BATCHES": 3, "DAMSM.RPREC_SAMPLES": 40})
@@ -127,13 +128,13 @@ def test_damsm_validation_on_real_photographs_is_not_zero(real_birds, tmp_path, 
 @pytest.mark.filterwarnings("ignore:sentence")
 def test_official_example_sentences_produce_images_and_attention_maps(real_birds, tmp_path):
     from trainers.common import load_damsm
-    from trainers.registry import get_model_spec
+    from models.registry import get_family
     from trainers.sampling import gen_example
 
     cfg = _cfg("cfg/bird_attn2.yml", real_birds, **{"TREE.BRANCH_NUM": 2, "TREE.BASE_SIZE": 32, "GAN.GF_DIM": 4,
                                                      "GAN.DF_DIM": 4})
     cfg.TRAIN.NET_E = tiny_encoders(cfg, tmp_path / "enc")
-    spec = get_model_spec("attngan")
+    spec = get_family("attngan")
     torch.manual_seed(0)
     netG = spec.build_generator(cfg).eval()
     dataset = build_dataset(cfg, "test")

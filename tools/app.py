@@ -1,6 +1,6 @@
 """A web page for trained generators: type a sentence, get images of every stage, attention maps or masks, scores.
 
-`python -m tools.app --run output/demo/attngan_rnn [--run output/demo/ssagan_rnn ...]` serves the page on
+`python -m tools.app --run output/demo/<model>_rnn [--run <another run folder> ...]` serves the page on
 http://127.0.0.1:8000 (`--host`, `--port`); a run folder gives its `config.yml` (written by main.py), its newest
 generator and the DAMSM encoders the config names. `--cfg FILE --set TRAIN.NET_G=...` names a model without a run
 folder (and `--cfg` is the config of run folders written before main.py saved one). Several `--run` give a picker.
@@ -34,13 +34,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from datasets import build_dataset
-from main import latest_generator, load_generator
 from miscc.config import RUN_CONFIG, add_config_arguments, config_from_args, load_config, parse_overrides
 from miscc.errors import InputError, MissingFileError, run_cli
 from miscc.text import cut_sentence, tokenize_caption
 from miscc.vis import attention_tile, image_grid, to_uint8
-from trainers.common import epoch_from_name, load_damsm
-from trainers.registry import get_model_spec
+from models.registry import get_family
+from trainers.common import load_damsm
 from trainers.runtime import setup_runtime
 from trainers.sampling import example_entries, sample_sentences
 
@@ -49,7 +48,6 @@ MAX_VARIANTS = 16
 MAX_BODY = 16 * 1024  # bytes of a request
 MAX_EXAMPLES = 40  # example sentences listed on the page
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app_static")
-FAMILIES = {"attngan": "AttnGAN", "ssagan": "SSA-GAN", "gan_int_cls": "GAN-INT-CLS", "dfgan": "DF-GAN"}
 
 
 class RequestError(ValueError):
@@ -85,12 +83,12 @@ class AppModel:
 
     def __post_init__(self):
         cfg = self.cfg
-        self.spec = get_model_spec(cfg.MODEL)
+        self.spec = get_family(cfg.MODEL)
         if not self.spec.uses_text_dataset(cfg):
-            raise InputError(f"{self.name}: this GAN-INT-CLS model reads precomputed hd5 embeddings "
-                             "(INTCLS.TEXT_SOURCE hd5), so it cannot encode typed sentences")
+            raise InputError(f"{self.name}: this {self.spec.title} model reads precomputed "
+                             f"{self.spec.text_source(cfg)} embeddings, so it cannot encode typed sentences")
         self.dataset = build_dataset(cfg, "test", augment=False, cache_images=0)  # the vocabulary / tokenizer
-        self.net, self.net_g = load_generator(cfg, self.spec, self.net_g, self.device)
+        self.net, self.net_g = self.spec.open_generator(cfg, self.net_g, self.device)
         self.text_encoder, self.image_encoder = load_damsm(cfg, self.dataset.n_words, self.device)
         self.words_num = cfg.TEXT.WORDS_NUM
         self.vocabulary = sorted(w for w in self.dataset.wordtoix if w != "<end>") \
@@ -106,7 +104,7 @@ class AppModel:
         return [s for _, sentences, _ in entries for s in sentences][:MAX_EXAMPLES]
 
     def info(self) -> dict:
-        return {"name": self.name, "family": FAMILIES[self.cfg.MODEL], "text_encoder": self.cfg.TEXT.ENCODER,
+        return {"name": self.name, "family": self.spec.title, "text_encoder": self.cfg.TEXT.ENCODER,
                 "generator": os.path.basename(self.net_g), "words_num": self.words_num, "examples": self.examples}
 
     def prepare(self, sentence: str) -> tuple[str, dict]:
@@ -330,9 +328,9 @@ def run_config(run_dir: str, cfg_file: str | None, overrides: dict) -> tuple[dic
     else:
         raise MissingFileError(f"{saved} not found: main.py writes it when it trains; for an older run folder "
                                 "give the config it was trained with, --cfg FILE")
-    net_g = cfg.TRAIN.NET_G if "TRAIN.NET_G" in overrides else latest_generator(model_dir)
-    if cfg.MODEL == "ssagan" and cfg.TRAIN.FINETUNE_TEXT_ENCODER:
-        cfg.TRAIN.NET_E = os.path.join(model_dir, f"text_encoder{epoch_from_name(net_g)}.pth")
+    family = get_family(cfg.MODEL)
+    net_g = cfg.TRAIN.NET_G if "TRAIN.NET_G" in overrides else family.latest_generator(model_dir)
+    family.use_trained_text_encoder(cfg, net_g)
     return cfg, net_g
 
 
@@ -340,7 +338,7 @@ def load_models(args) -> list[AppModel]:
     """The models the command line names: every `--run`, or the `--cfg`/`--set` config with TRAIN.NET_G."""
     if not args.run:
         if not args.cfg_file:
-            raise InputError("give a run folder (--run output/demo/attngan_rnn) or a config (--cfg FILE --set "
+            raise InputError("give a run folder (--run output/demo/<model>_rnn) or a config (--cfg FILE --set "
                              "TRAIN.NET_G=...)")
         cfg = config_from_args(args)
         if not cfg.TRAIN.NET_G:
@@ -359,7 +357,7 @@ def load_models(args) -> list[AppModel]:
     for name, cfg, net_g in specs:
         label = name if names.count(name) == 1 else f"{name} ({len(models) + 1})"
         models.append(AppModel(label, cfg, net_g, setup_runtime(cfg.GPU_ID).device))
-        print(f"loaded {label}: {FAMILIES[cfg.MODEL]}, {net_g}", flush=True)
+        print(f"loaded {label}: {get_family(cfg.MODEL).title}, {net_g}", flush=True)
     return models
 
 

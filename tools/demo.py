@@ -1,7 +1,7 @@
 """The whole pipeline on the built-in `shapes` data, on a laptop CPU: `make demo` (or `python -m tools.demo`).
 
 Steps, each printed as the command a user would type: generate `data/shapes`; pre-train the DAMSM encoders; train
-the generator (AttnGAN by default; `--model ssagan`, `gan_int_cls` or `dfgan`); draw the example sentences with
+the generator (`--model`, a family of `models.registry`; AttnGAN by default); draw the example sentences with
 attention maps; sample the test captions; write the evaluation report with the shapes classifier shipped in
 `eval/shapes_classifier.pth` (`--train_classifier` trains one instead). Before training it prints its plan with the
 time each step will take on this machine (measured: a few training steps of each model on a synthetic batch). Every
@@ -18,16 +18,6 @@ import time
 
 from miscc.errors import UserError, add_debug_argument, run_cli
 
-CONFIGS = {
-    ("attngan", "rnn"): "cfg/shapes_attn.yml",
-    ("attngan", "bert"): "cfg/shapes_bert_attn.yml",
-    ("ssagan", "rnn"): "cfg/shapes_ssa.yml",
-    ("ssagan", "bert"): "cfg/shapes_ssa_bert.yml",
-    ("gan_int_cls", "rnn"): "cfg/shapes_gan_int_cls.yml",
-    ("gan_int_cls", "bert"): "cfg/shapes_bert_gan_int_cls.yml",
-    ("dfgan", "rnn"): "cfg/shapes_dfgan.yml",
-    ("dfgan", "bert"): "cfg/shapes_dfgan_bert.yml",
-}
 DAMSM_CONFIGS = {"rnn": "cfg/DAMSM/shapes.yml", "bert": "cfg/DAMSM/shapes_bert.yml"}
 SHIPPED_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval",
                                   "shapes_classifier.pth")
@@ -91,12 +81,10 @@ def latest(folder: str, prefix: str) -> str | None:
     return os.path.join(folder, max(found, key=lambda f: int("".join(ch for ch in f[len(prefix):] if ch.isdigit()))))
 
 
-def latest_generator_or_none(model_dir: str) -> str | None:
-    """The newest `netG_epoch_%d.pth` (AttnGAN, GAN-INT-CLS) or `netG_%03d.pth` (SSA-GAN), if any."""
-    from main import latest_generator
-
+def latest_generator_or_none(family, model_dir: str) -> str | None:
+    """The family's newest generator snapshot, if any."""
     try:
-        return latest_generator(model_dir) if os.path.isdir(model_dir) else None
+        return family.latest_generator(model_dir) if os.path.isdir(model_dir) else None
     except FileNotFoundError:
         return None
 
@@ -147,7 +135,9 @@ def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["attngan", "ssagan", "gan_int_cls", "dfgan"], default="attngan")
+    from models.registry import get_family, model_names
+
+    parser.add_argument("--model", choices=model_names(), default=model_names()[0])
     parser.add_argument("--text_encoder", choices=["rnn", "bert"], default="rnn")
     parser.add_argument("--data_dir", default="data/shapes")
     parser.add_argument("--out", default="output/demo")
@@ -172,8 +162,9 @@ def main(argv=None) -> int:
     damsm_dir = os.path.join(args.out, "damsm" if args.text_encoder == "rnn" else "damsm_bert")
     text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
     gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}")
-    cfg = CONFIGS[(args.model, args.text_encoder)]
-    net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
+    family = get_family(args.model)
+    cfg = family.demo_configs[args.text_encoder]
+    net_g = latest_generator_or_none(family, os.path.join(gan_dir, "Model"))
     print_plan(args, cfg, bert, text_encoder is None, net_g is None)
 
     if text_encoder is None:
@@ -184,7 +175,7 @@ def main(argv=None) -> int:
     overrides = [f"TRAIN.NET_E={text_encoder}", *bert, *args.set]
     if net_g is None:
         run([py, "main.py", "--cfg", cfg, *common, "--output_dir", gan_dir, "--set", *overrides])
-        net_g = latest_generator_or_none(os.path.join(gan_dir, "Model"))
+        net_g = latest_generator_or_none(family, os.path.join(gan_dir, "Model"))
 
     classifier = SHIPPED_CLASSIFIER
     if args.train_classifier or not os.path.isfile(classifier):

@@ -11,12 +11,11 @@ import argparse
 import sys
 
 from datasets import build_dataset
-from main import load_generator
 from miscc.config import add_config_arguments, config_from_args
 from miscc.errors import ensure_output_dir, run_cli
 from miscc.text import cut_sentence
+from models.registry import get_family
 from trainers.common import load_damsm
-from trainers.registry import get_model_spec
 from trainers.runtime import setup_runtime
 from trainers.sampling import generate_sentences
 
@@ -35,10 +34,10 @@ def main(argv=None) -> int:
         parser.error("give the generator with --netG or TRAIN.NET_G")
     ensure_output_dir(args.out, "--out")
     sentences = [cut_sentence(s, cfg.TEXT.WORDS_NUM, f"sentence {j}") for j, s in enumerate(args.sentences)]
-    spec = get_model_spec(cfg.MODEL)
+    spec = get_family(cfg.MODEL)
     rt = setup_runtime(cfg.GPU_ID)
     dataset = build_dataset(cfg, "test")  # its vocabulary (or BERT tokenizer) maps the words
-    netG, _ = load_generator(cfg, spec, net_g, rt.device)
+    netG, _ = spec.open_generator(cfg, net_g, rt.device)
     text_encoder, _ = load_damsm(cfg, dataset.n_words, rt.device, with_image_encoder=False)
     written = generate_sentences(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset, sentences,
                                  args.out, z_dim=cfg.GAN.Z_DIM, device=rt.device, seed=args.seed)

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict, remove_stale_temporaries
 from miscc.config import ConfigError, plain_config, resume_changes
 from miscc.errors import MissingFileError, MissingKeyError, UserError, ensure_output_dir
+from miscc.modules import freeze
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 
 STATE_FILE = "training_state.pth"
@@ -57,9 +58,7 @@ class EMA:
 
     def __init__(self, model: torch.nn.Module, decay: float = 0.999):
         self.decay = decay
-        self.shadow = copy.deepcopy(unwrap(model)).eval()
-        for p in self.shadow.parameters():
-            p.requires_grad_(False)
+        self.shadow = freeze(copy.deepcopy(unwrap(model)))
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module, step: int | None = None) -> None:

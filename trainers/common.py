@@ -7,7 +7,7 @@ import torch
 
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import sent_loss, words_loss
+from miscc.modules import freeze
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
 
@@ -19,13 +19,6 @@ def text_encoder_path(cfg) -> str:
         raise InputError("no text encoder configured: set TRAIN.NET_E (or TEXT.DAMSM_NAME) to a "
                          "text_encoder*.pth trained by pretrain_DAMSM.py or released with AttnGAN")
     return resolve_path(path)
-
-
-def freeze(module: torch.nn.Module) -> torch.nn.Module:
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
 
 
 def load_damsm(cfg, n_words: int, device, with_image_encoder: bool = True):
@@ -61,18 +54,6 @@ def decode_ids(dataset, ids) -> str:
     if tokenizer is not None:
         return tokenizer.decode(swap_pad_id(ids, dataset.pad_token_id))
     return " ".join(dataset.ixtoword.get(i, "?") for i in ids)
-
-
-def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg):
-    """LAMBDA·(words_loss0 + words_loss1) + LAMBDA·(sent_loss0 + sent_loss1) of generated images (AttnGAN Eq. 7)."""
-    sm = cfg.TRAIN.SMOOTH
-    region_features, cnn_code = image_encoder(fake)
-    b = fake.size(0)
-    labels = torch.arange(b, device=fake.device)
-    w0, w1, _ = words_loss(region_features.float(), words_emb, labels, batch.cap_lens, batch.class_ids, b,
-                           sm.GAMMA1, sm.GAMMA2, sm.GAMMA3)
-    s0, s1 = sent_loss(cnn_code.float(), sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
-    return (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA
 
 
 def encode_captions(text_encoder, batch):

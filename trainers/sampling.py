@@ -30,10 +30,10 @@ from miscc.vis import build_super_images, save_png
 
 
 def noise_for(batch_size: int, z_dim: int, device, generator: torch.Generator, truncation: float | None = None):
-    """Standard normal noise, or DF-GAN's truncated noise (`models.ssagan.truncated_noise`: [-2, 2]·rate) when
+    """Standard normal noise, or DF-GAN's truncated noise (`miscc.noise.truncated_noise`: [-2, 2]·rate) when
     `truncation` is set; drawn on the CPU from `generator`, then moved to `device`."""
     if truncation is not None:
-        from models.ssagan import truncated_noise
+        from miscc.noise import truncated_noise
 
         return truncated_noise(batch_size, z_dim, truncation, generator=generator).to(device)
     return torch.randn(batch_size, z_dim, generator=generator).to(device)

@@ -16,8 +16,10 @@ import torch
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict, strip_module_prefix
 from miscc.errors import CheckpointError
+from models.dfgan.networks import NetG2021
 
-STATE_EPOCH_NAME = "state_epoch_%03d.pth"
+STATE_EPOCH_NAME = "state_epoch_%03d.pth"  # DF-GAN 2022's training state, % epoch
+NETD_NAME_2021 = "netD_%03d.pth"  # DF-GAN 2021's discriminator, % epoch
 
 
 def is_state_epoch(obj) -> bool:
@@ -77,8 +79,6 @@ def generator_settings(state: dict) -> dict:
 
 
 def _version_of(net) -> str:
-    from models.dfgan.networks_2021 import NetG as NetG2021
-
     return "2021" if isinstance(net, NetG2021) else "2022"
 
 

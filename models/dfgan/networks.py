@@ -1,4 +1,5 @@
-"""DF-GAN 2022 networks (Tao et al., "DF-GAN: A Simple and Effective Baseline for Text-to-Image Synthesis", CVPR 2022).
+"""DF-GAN 2022 and 2021 networks (Tao et al., "DF-GAN: A Simple and Effective Baseline for Text-to-Image Synthesis",
+CVPR 2022).
 
 Written after tobran/DF-GAN `code/models/GAN.py` (the code of the CVPR paper and of the released
 `state_epoch_*.pth`): the module names, registration order and every parameter shape are the original's, so a
@@ -14,8 +15,20 @@ been checked).
 - `NetD(ndf, imsize, ch_size)`: `conv_img` then `DBlocks` down to 4×4 (the residual block of DF-GAN 2021 / SSA-GAN,
   `models.ssagan.resD`); `NetC(ndf, cond_dim)`: the sentence tiled 4×4, `joint_conv` → one logit.
 
-Difference from the original: `NetC` returns logits of shape [B] (the original [B, 1, 1, 1]; every loss takes a
-mean, so values are equal). Inputs are checked and a wrong shape is an error naming the expected one.
+DF-GAN 2021 (arXiv 2104.00567 v1–v3; tobran/DF-GAN at `9015356`, `code/model.py`), the classes suffixed `2021`:
+
+- `NetG2021(ngf, nz, cond_dim, imsize)`: `fc` → 8ngf×4×4 → `block0..blockK` (block i at 4·2^i px; nearest ×2 before
+  every block but the first) → `conv_img` (LReLU, conv, tanh). The channel plan is SSA-GAN's (which copied this
+  generator and added masks), `models.ssagan.generator_channel_plan`: (8,8)×4, (8,4), (4,2), (2,1)·ngf at 256 px.
+- `G_Block2021`: `shortcut(x) + gamma·[affine0 → LReLU → affine1 → LReLU → c1 → affine2 → LReLU → affine3 → LReLU →
+  c2]`, `gamma` a learnable scalar starting at 0; the affines (`affine`) are conditioned on the sentence only (no
+  noise) through MLPs with a fixed 256-wide hidden layer.
+- `NetD2021`: SSA-GAN's `NetD` (with `resD` and `D_GET_LOGITS`), which is this code's.
+
+Differences from the originals: `NetC` returns logits of shape [B] (the original [B, 1, 1, 1]; every loss takes a
+mean, so values are equal); the 2021 sentence width is `cond_dim` (hard-coded 256 there) and its image size any
+power of two ≥ 8 (hard-coded 256); at 256 px with cond_dim 256 every key and shape is the original's. Inputs are
+checked and a wrong shape is an error naming the expected one.
 """
 from __future__ import annotations
 
@@ -26,7 +39,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miscc.errors import InputError
-from models.ssagan import resD
+from models.ssagan import NetD as NetD2021  # noqa: F401  (DF-GAN 2021's discriminator)
+from models.ssagan import generator_channel_plan, resD
 
 MIN_IMSIZE = 32  # below this NetD would end narrower than the 8·ndf NetC reads
 
@@ -66,7 +80,7 @@ def condition_mlp(cond_dim: int, hidden: int, out_ch: int) -> nn.Sequential:
 
 class Affine(nn.Module):
     """Text-conditioned channel affine `γ(c) ⊙ x + β(c)` (no normalisation). `hidden` is the MLPs' width: the
-    layer's own width in DF-GAN 2022 (default), a fixed 256 in DF-GAN 2021 (`networks_2021.affine`)."""
+    layer's own width in DF-GAN 2022 (default), a fixed 256 in DF-GAN 2021 (`affine`)."""
 
     def __init__(self, cond_dim: int, num_features: int, hidden: int | None = None):
         super().__init__()
@@ -193,3 +207,68 @@ class NetC(nn.Module):
                              f"got {list(sentence.shape)}")
         tiled = sentence[:, :, None, None].expand(-1, -1, features.size(2), features.size(3))
         return self.joint_conv(torch.cat((features, tiled), 1)).view(-1)
+
+
+# ---- DF-GAN 2021 ----------------------------------------------------------------------------------------------------
+AFFINE_HIDDEN_2021 = 256  # width of the 2021 condition MLPs' hidden layer, fixed in the original
+
+
+class affine(Affine):
+    """The 2021 affine layer: `Affine` with the fixed 256-wide hidden layer (`fc_gamma`/`fc_beta.linear1/2`)."""
+
+    def __init__(self, num_features: int, cond_dim: int = 256):
+        super().__init__(cond_dim, num_features, hidden=AFFINE_HIDDEN_2021)
+
+
+class G_Block2021(nn.Module):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 256):
+        super().__init__()
+        self.learnable_sc = in_ch != out_ch
+        self.c1 = nn.Conv2d(in_ch, out_ch, 3, 1, 1)
+        self.c2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1)
+        self.affine0 = affine(in_ch, cond_dim)
+        self.affine1 = affine(in_ch, cond_dim)
+        self.affine2 = affine(out_ch, cond_dim)
+        self.affine3 = affine(out_ch, cond_dim)
+        self.gamma = nn.Parameter(torch.zeros(1))
+        if self.learnable_sc:
+            self.c_sc = nn.Conv2d(in_ch, out_ch, 1, 1, 0)
+
+    def residual(self, x: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
+        h = F.leaky_relu(self.affine0(x, sent), 0.2)
+        h = F.leaky_relu(self.affine1(h, sent), 0.2)
+        h = self.c1(h)
+        h = F.leaky_relu(self.affine2(h, sent), 0.2)
+        h = F.leaky_relu(self.affine3(h, sent), 0.2)
+        return self.c2(h)
+
+    def forward(self, x: torch.Tensor, sent: torch.Tensor) -> torch.Tensor:
+        shortcut = self.c_sc(x) if self.learnable_sc else x
+        return shortcut + self.gamma * self.residual(x, sent)
+
+
+class NetG2021(nn.Module):
+    """DF-GAN 2021 generator; `forward(noise [B, nz], sentence [B, cond_dim]) -> image [B, 3, imsize, imsize]`."""
+
+    def __init__(self, ngf: int = 64, nz: int = 100, cond_dim: int = 256, imsize: int = 256):
+        super().__init__()
+        self.ngf, self.nz, self.cond_dim, self.imsize = ngf, nz, cond_dim, imsize
+        plan = generator_channel_plan(ngf, imsize)
+        self.num_blocks = len(plan)
+        self.fc = nn.Linear(nz, ngf * 8 * 4 * 4)
+        for i, (cin, cout) in enumerate(plan):
+            self.add_module(f"block{i}", G_Block2021(cin, cout, cond_dim))
+        self.conv_img = nn.Sequential(
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ngf, 3, 3, 1, 1),
+            nn.Tanh(),
+        )
+
+    def forward(self, noise: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        check_inputs("NetG (DF-GAN 2021)", noise, sentence, self.nz, self.cond_dim)
+        out = self.fc(noise).view(noise.size(0), 8 * self.ngf, 4, 4)
+        for i in range(self.num_blocks):
+            if i > 0:
+                out = F.interpolate(out, scale_factor=2, mode="nearest")
+            out = getattr(self, f"block{i}")(out, sentence)
+        return self.conv_img(out)

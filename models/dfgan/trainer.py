@@ -36,22 +36,20 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import resolve_path
 from miscc.errors import InputError
-from miscc.vis import image_grid
-from models.dfgan.checkpoint import (STATE_EPOCH_NAME, generator_state, is_state_epoch, load_generator_state,
-                                     load_state_epoch, state_epoch_dict)
-from models.dfgan.family import NETD_NAME_2021, NETG_NAME, build_discriminator, build_generator, version
-from models.dfgan.losses import d_loss_2022, g_loss_2021, g_loss_2022, hinge_d_loss, magp_loss
+from miscc.modules import eval_mode, frozen
+from miscc.vis import image_grid, pil_to_chw
+from models.dfgan import build_discriminator, build_generator, d_loss_2022, g_loss_2021, g_loss_2022, version
+from models.dfgan.checkpoint import (NETD_NAME_2021, STATE_EPOCH_NAME, generator_state, is_state_epoch,
+                                     load_generator_state, load_state_epoch, state_epoch_dict)
+from models.dfgan.family import FAMILY
+from models.ssagan import hinge_d_loss, magp_loss
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, encode_captions, load_damsm
+from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
-from trainers.ssagan import SSAGANTrainer, _pil_to_chw, eval_mode, frozen
 
 
 class DFGANTrainer(BaseTrainer):
-    # the same optimiser step (GradScaler, explicit D gradient averaging) and fixed grid batch as SSA-GAN's trainer
-    _step = SSAGANTrainer._step
-    _fixed_batch = SSAGANTrainer._fixed_batch
-
     def __init__(self, cfg, rt, output_dir, train_set):
         self.version = version(cfg)
         if cfg.TRAIN.BATCH_SIZE < 2:
@@ -137,13 +135,13 @@ class DFGANTrainer(BaseTrainer):
         df = self.cfg.DFGAN
         if self.version == 2022:
             d = d_loss_2022(self.netD, self.netC, real, fake, sent_emb, df.MAGP_P, df.MAGP_WEIGHT)
-            self._step(d.total, self.optD, self.discriminators)
+            gan_step(d.total, self.optD, self.scaler, module=self.discriminators, rt=self.rt)
             hinge_total, magp = d.total - d.magp, d.magp
         else:
             d = hinge_d_loss(self.netD, real, fake, sent_emb)
-            self._step(d.total, self.optD, self.discriminators)
+            gan_step(d.total, self.optD, self.scaler, module=self.discriminators, rt=self.rt)
             magp = magp_loss(self.netD, real, sent_emb, df.MAGP_P, df.MAGP_WEIGHT)
-            self._step(magp, self.optD, self.discriminators)
+            gan_step(magp, self.optD, self.scaler, module=self.discriminators, rt=self.rt)
             hinge_total = d.total
         return {"errD": hinge_total.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
@@ -155,7 +153,7 @@ class DFGANTrainer(BaseTrainer):
                     err_g = g_loss_2022(self.netD, self.netC, fake, sent_emb)
                 else:
                     err_g = g_loss_2021(self.netD, fake, sent_emb)
-            self._step(err_g.float(), self.optG)
+            gan_step(err_g.float(), self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
         return {"errG": err_g.detach()}
@@ -165,13 +163,22 @@ class DFGANTrainer(BaseTrainer):
         return self.ema.shadow if self.ema is not None else unwrap(self.netG)
 
     def save_snapshot(self, epoch):
-        atomic_save(self.sampling_generator().state_dict(), os.path.join(self.model_dir, NETG_NAME % epoch))
+        atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         if self.version == 2022:
             state = state_epoch_dict(unwrap(self.netG), self.netD, self.netC, self.optG, self.optD, epoch)
             atomic_save(state, os.path.join(self.model_dir, STATE_EPOCH_NAME % epoch))
         else:
             atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, NETD_NAME_2021 % epoch))
         self.log_images(self.step, tag=f"epoch_{epoch}")
+
+    def _fixed_batch(self, dataset, n):
+        """The first `n` training items and noise for the image grids, drawn from a forked RNG seeded with SEED, so
+        they are the same in every run and drawing them leaves the training randomness untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+            noise = torch.randn(min(n, len(dataset)), self.z_dim)
+        return prepare_data(raw, self.rt.device), noise.to(self.rt.device)
 
     @torch.no_grad()
     def log_images(self, step, tag=None):
@@ -187,4 +194,4 @@ class DFGANTrainer(BaseTrainer):
                     for i in range(len(batch.keys))]
         grid = image_grid(fake, captions, ncol=4)
         grid.save(os.path.join(self.image_dir, f"G_{tag or f'step_{step}'}.png"))
-        self.logger.image(step, "samples", _pil_to_chw(grid))
+        self.logger.image(step, "samples", pil_to_chw(grid))

@@ -1,0 +1,460 @@
+"""AttnGAN and BERT-AttnGAN generators and discriminators, with the adversarial losses that need no DAMSM.
+
+Names, module order and state_dict keys follow `taoxugit/AttnGAN` `code/model.py` and `GlobalAttention.py`, so the
+released torch-0.3 checkpoints (`bird_AttnGAN2.pth`, `coco_AttnGAN2.pth`, `netD%d.pth`) load with `strict=True`
+(current BatchNorm fills in the missing `num_batches_tracked` itself). BERT-AttnGAN (`HeAinorrt/BERT-AttnGAN-hes`)
+adds word attention at the end of stage 1 (`init_attention=True`) and bilinear upsampling (`upsample_mode`).
+
+Every constructor takes explicit sizes; `models.attngan.build` makes them from a config tree. Stages and
+discriminator trunks are built in loops from the channel plan, under the
+original attribute names (`h_net2`, `img_code_s64_1`, ...).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from miscc.errors import InputError
+
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------------------------------------------
+class GLU(nn.Module):
+    """Gated linear unit over channels: first half * sigmoid(second half) (AttnGAN's `GLU`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nc = x.size(1)
+        if nc % 2:
+            raise ValueError(f"GLU needs an even number of channels, got {nc} (input shape {tuple(x.shape)})")
+        nc //= 2
+        return x[:, :nc] * torch.sigmoid(x[:, nc:])
+
+
+def conv1x1(in_planes: int, out_planes: int, bias: bool = False) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=1, stride=1, padding=0, bias=bias)
+
+
+def conv3x3(in_planes: int, out_planes: int) -> nn.Conv2d:
+    return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=1, padding=1, bias=False)
+
+
+def _check_upsample_mode(mode: str) -> None:
+    if mode not in UPSAMPLE_MODES:
+        raise InputError(f"upsample_mode must be one of {UPSAMPLE_MODES}, got {mode!r}")
+
+
+def upBlock(in_planes: int, out_planes: int, mode: str = "nearest") -> nn.Sequential:
+    """×2 upsampling, conv3x3 to 2·out, BN, GLU; keys `1.weight`, `2.*`.
+
+    AttnGAN upsamples with 'nearest'; BERT-AttnGAN with 'bilinear' and align_corners=True.
+    """
+    _check_upsample_mode(mode)
+    up = (nn.Upsample(scale_factor=2, mode="nearest") if mode == "nearest"
+          else nn.Upsample(scale_factor=2, mode="bilinear", align_corners=True))
+    return nn.Sequential(up, conv3x3(in_planes, out_planes * 2), nn.BatchNorm2d(out_planes * 2), GLU())
+
+
+class ResBlock(nn.Module):
+    """x + [conv3x3(c, 2c), BN, GLU, conv3x3(c, c), BN](x); keys `block.{0,1,3,4}.*`."""
+
+    def __init__(self, channel_num: int):
+        super().__init__()
+        self.block = nn.Sequential(
+            conv3x3(channel_num, channel_num * 2), nn.BatchNorm2d(channel_num * 2), GLU(),
+            conv3x3(channel_num, channel_num), nn.BatchNorm2d(channel_num))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.block(x) + x
+
+
+def Block3x3_leakRelu(in_planes: int, out_planes: int) -> nn.Sequential:
+    """conv3x3, BN, LeakyReLU(0.2): keeps the spatial size."""
+    return nn.Sequential(conv3x3(in_planes, out_planes), nn.BatchNorm2d(out_planes), nn.LeakyReLU(0.2, inplace=True))
+
+
+def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:
+    """conv4x4 stride 2 (no bias), BN, LeakyReLU(0.2): halves the spatial size."""
+    return nn.Sequential(nn.Conv2d(in_planes, out_planes, 4, 2, 1, bias=False), nn.BatchNorm2d(out_planes),
+                         nn.LeakyReLU(0.2, inplace=True))
+
+
+def encode_image_by_16times(ndf: int, last_stride: int = 2) -> nn.Sequential:
+    """3 → ndf → 2ndf → 4ndf → 8ndf with four stride-2 convs; BN on all but the first (keys 0, 2, 3, 5, 6, 8, 9).
+
+    `last_stride=1` (a 3×3 conv instead of the last 4×4 stride-2 one) downsamples by 8, for 32-pixel images."""
+    layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+    for i in range(3):
+        cin, cout = ndf * 2 ** i, ndf * 2 ** (i + 1)
+        conv = nn.Conv2d(cin, cout, 4, 2, 1, bias=False) if i < 2 or last_stride == 2 else \
+            nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
+        layers += [conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+    return nn.Sequential(*layers)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Conditioning augmentation and word attention
+# ----------------------------------------------------------------------------------------------------------------
+class CA_NET(nn.Module):
+    """Conditioning augmentation (StackGAN): fc → GLU → (mu, logvar); c = mu + eps·exp(logvar / 2).
+
+    As in the original, c is sampled in eval mode too (the released samples are drawn that way).
+    """
+
+    def __init__(self, t_dim: int, c_dim: int):
+        super().__init__()
+        self.t_dim, self.c_dim = t_dim, c_dim
+        self.fc = nn.Linear(t_dim, c_dim * 4, bias=True)
+        self.glu = GLU()
+
+    def encode(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if text_embedding.dim() != 2 or text_embedding.size(1) != self.t_dim:
+            raise ValueError(f"CA_NET expects a sentence embedding [B, {self.t_dim}], "
+                             f"got {tuple(text_embedding.shape)}")
+        x = self.glu(self.fc(text_embedding))
+        return x[:, :self.c_dim], x[:, self.c_dim:]
+
+    def forward(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        mu, logvar = self.encode(text_embedding)
+        c_code = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return c_code, mu, logvar
+
+
+class GlobalAttentionGeneral(nn.Module):
+    """Word-context attention of the generator (AttnGAN Eq. 2): each pixel attends over the words.
+
+    `forward(input [B, idf, H, W], context [B, cdf, T], mask bool [B, T] or None, True at padding)` returns the
+    word-context feature [B, idf, H, W] and the attention [B, T, H, W] (softmax over words per pixel).
+
+    Bug fixes against the originals:
+    - AttnGAN expands the mask with `mask.repeat(queryL, 1)`, which applies mask row `r mod B` to attention row
+      `b·HW + q`, so for B > 1 pixels of one sample are masked by other samples' padding (taoxugit/AttnGAN#93).
+      Here every sample is masked by its own padding.
+    - BERT-AttnGAN's non-in-place `masked_fill` dropped the mask altogether; here it is applied.
+    - A sample whose words are all padding would give NaN (softmax over -inf only); it gets zero attention and a zero
+      context instead.
+    """
+
+    def __init__(self, idf: int, cdf: int):
+        super().__init__()
+        self.idf, self.cdf = idf, cdf
+        self.conv_context = conv1x1(cdf, idf)
+
+    def forward(self, input: torch.Tensor, context: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        batch_size, _, ih, iw = input.shape
+        if input.size(1) != self.idf:
+            raise ValueError(f"attention query must have {self.idf} channels, got {tuple(input.shape)}")
+        if context.dim() != 3 or context.size(0) != batch_size or context.size(1) != self.cdf:
+            raise ValueError(f"word features must be [B={batch_size}, {self.cdf}, T], got {tuple(context.shape)}")
+        source_len = context.size(2)
+        target_t = input.reshape(batch_size, self.idf, ih * iw).transpose(1, 2)  # B x HW x idf
+        source = self.conv_context(context.unsqueeze(3)).squeeze(3)  # B x idf x T
+        attn = torch.bmm(target_t, source)  # B x HW x T
+        if mask is not None:
+            if mask.dtype != torch.bool:
+                raise TypeError(f"word mask must be a bool tensor (True at padding), got dtype {mask.dtype}")
+            if tuple(mask.shape) != (batch_size, source_len):
+                raise ValueError(f"word mask must be [B, T] = [{batch_size}, {source_len}] to match the word "
+                                 f"features, got {tuple(mask.shape)}; cut it to words_embs.size(2)")
+            all_padding = mask.all(dim=1, keepdim=True)  # B x 1
+            attn = attn.masked_fill((mask & ~all_padding).unsqueeze(1), float("-inf"))
+            attn = torch.softmax(attn, dim=2) * (~all_padding).unsqueeze(2).to(attn.dtype)
+        else:
+            attn = torch.softmax(attn, dim=2)
+        attn = attn.transpose(1, 2)  # B x T x HW
+        weighted = torch.bmm(source, attn)  # B x idf x HW
+        return weighted.reshape(batch_size, self.idf, ih, iw), attn.reshape(batch_size, source_len, ih, iw)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Generator
+# ----------------------------------------------------------------------------------------------------------------
+def _residual_stack(channels: int, r_num: int) -> nn.Sequential:
+    return nn.Sequential(*[ResBlock(channels) for _ in range(r_num)])
+
+
+class INIT_STAGE_G(nn.Module):
+    """Stage 1: cat(c_code, z) → fc → (ngf, 4, 4) → four upBlocks → (ngf/16, 64, 64).
+
+    `base_size` 32 (ours, for small CPU configurations) starts the same four upBlocks from 2×2; only the `fc`
+    shape differs from AttnGAN's 64-pixel layout.
+
+    With `init_attention` (BERT-AttnGAN) the 64² features then attend over the words, are concatenated with the
+    word context, go through `r_num` ResBlocks, are upsampled to 128² and average-pooled back to 64². BERT-AttnGAN
+    hard-codes 32 channels there (GF_DIM 32 only); here they are ngf/16 for any GF_DIM.
+
+    `forward(z_code, c_code, word_embs=None, mask=None) -> (h [B, ngf/16, 64, 64], attention [B, T, 64, 64] or None)`.
+    """
+
+    def __init__(self, ngf: int, ncf: int, z_dim: int, nef: int | None = None, r_num: int = 0,
+                 init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
+        super().__init__()
+        if base_size not in (32, 64):
+            raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
+        if ngf % 16:
+            raise InputError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
+        if init_attention and nef is None:
+            raise ValueError("INIT_STAGE_G with init_attention needs nef (the word feature size)")
+        self.gf_dim, self.in_dim = ngf, ncf + z_dim
+        self.c_dim, self.z_dim = ncf, z_dim
+        self.init_attention = init_attention
+        self.start = base_size // 16
+        self.fc = nn.Sequential(nn.Linear(self.in_dim, ngf * self.start ** 2 * 2, bias=False),
+                                nn.BatchNorm1d(ngf * self.start ** 2 * 2), GLU())
+        for i in range(1, 5):
+            self.add_module(f"upsample{i}", upBlock(ngf // 2 ** (i - 1), ngf // 2 ** i, upsample_mode))
+        if init_attention:
+            out_ch = ngf // 16
+            self.att = GlobalAttentionGeneral(out_ch, nef)
+            self.residual = _residual_stack(out_ch * 2, r_num)
+            self.upsample = upBlock(out_ch * 2, out_ch, upsample_mode)
+            self.avgpooling = nn.AvgPool2d(2, stride=2)
+
+    def forward(self, z_code: torch.Tensor, c_code: torch.Tensor, word_embs: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if z_code.dim() != 2 or z_code.size(1) != self.z_dim:
+            raise ValueError(f"noise must be [B, Z_DIM={self.z_dim}], got {tuple(z_code.shape)}")
+        out = self.fc(torch.cat((c_code, z_code), 1)).view(-1, self.gf_dim, self.start, self.start)
+        for i in range(1, 5):
+            out = getattr(self, f"upsample{i}")(out)
+        if not self.init_attention:
+            return out, None
+        if word_embs is None:
+            raise ValueError("INIT_STAGE_G with init_attention needs word_embs")
+        context, att = self.att(out, word_embs, mask)
+        out = self.upsample(self.residual(torch.cat((out, context), 1)))
+        return self.avgpooling(out), att
+
+
+class NEXT_STAGE_G(nn.Module):
+    """Refinement stage: word attention, cat[h, context], `r_num` ResBlock(2ngf), upBlock(2ngf → ngf) (×2 size).
+
+    The original also took the sentence code `c_code` and `ncf`, both unused; they are dropped here.
+    `forward(h_code, word_embs, mask) -> (h [B, ngf, 2H, 2W], attention [B, T, H, W])`.
+    """
+
+    def __init__(self, ngf: int, nef: int, r_num: int, upsample_mode: str = "nearest"):
+        super().__init__()
+        self.gf_dim, self.ef_dim = ngf, nef
+        self.att = GlobalAttentionGeneral(ngf, nef)
+        self.residual = _residual_stack(ngf * 2, r_num)
+        self.upsample = upBlock(ngf * 2, ngf, upsample_mode)
+
+    def forward(self, h_code: torch.Tensor, word_embs: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        context, att = self.att(h_code, word_embs, mask)
+        return self.upsample(self.residual(torch.cat((h_code, context), 1))), att
+
+
+class GET_IMAGE_G(nn.Module):
+    """conv3x3(ngf → 3) + Tanh: an RGB image in [-1, 1]; key `img.0.weight`."""
+
+    def __init__(self, ngf: int):
+        super().__init__()
+        self.img = nn.Sequential(conv3x3(ngf, 3), nn.Tanh())
+
+    def forward(self, h_code: torch.Tensor) -> torch.Tensor:
+        return self.img(h_code)
+
+
+class _AttnGANGenerator(nn.Module):
+    """Shared body of G_NET and G_DCGAN: `ca_net`, `h_net1` (INIT_STAGE_G), `h_net2..N` (NEXT_STAGE_G)."""
+
+    def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int, r_num: int,
+                 init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64):
+        super().__init__()
+        if branch_num < 1:
+            raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
+        if r_num < 0:
+            raise InputError(f"GAN.R_NUM must be >= 0, got {r_num}")
+        _check_upsample_mode(upsample_mode)
+        self.gf_dim, self.ef_dim, self.z_dim, self.branch_num = gf_dim, ef_dim, z_dim, branch_num
+        self.ca_net = CA_NET(ef_dim, condition_dim)
+        for i in range(1, branch_num + 1):
+            if i == 1:
+                stage = INIT_STAGE_G(gf_dim * 16, condition_dim, z_dim, ef_dim, r_num, init_attention, upsample_mode,
+                                     base_size)
+            else:
+                stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode)
+            self.add_module(f"h_net{i}", stage)
+            if image_heads:
+                self.add_module(f"img_net{i}", GET_IMAGE_G(gf_dim))
+
+    def _check_text(self, sent_emb: torch.Tensor, word_embs: torch.Tensor) -> None:
+        if word_embs.dim() != 3 or word_embs.size(1) != self.ef_dim:
+            raise ValueError(f"word features must be [B, {self.ef_dim}, T], got {tuple(word_embs.shape)}")
+        if word_embs.size(0) != sent_emb.size(0):
+            raise ValueError(f"batch sizes differ: sentence {tuple(sent_emb.shape)}, words {tuple(word_embs.shape)}")
+
+    def _stages(self, z_code, c_code, word_embs, mask):
+        """Yield (stage index, hidden code, attention map or None) for each branch."""
+        h, att = self.h_net1(z_code, c_code, word_embs, mask)
+        yield 1, h, att
+        for i in range(2, self.branch_num + 1):
+            h, att = getattr(self, f"h_net{i}")(h, word_embs, mask)
+            yield i, h, att
+
+
+class G_NET(_AttnGANGenerator):
+    """AttnGAN generator: one image per branch, 64·2^i pixels.
+
+    `forward(z_code [B, Z], sent_emb [B, E], word_embs [B, E, T], mask bool [B, T] True at padding)
+    -> (fake_imgs list, att_maps list, mu, logvar)`; att_maps has one map per attention (BERT-AttnGAN: stage 1 too).
+    """
+
+    def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
+                 r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
+        super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
+                         image_heads=True, base_size=base_size)
+
+    def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
+                mask: torch.Tensor | None = None):
+        self._check_text(sent_emb, word_embs)
+        c_code, mu, logvar = self.ca_net(sent_emb)
+        fake_imgs, att_maps = [], []
+        for i, h, att in self._stages(z_code, c_code, word_embs, mask):
+            fake_imgs.append(getattr(self, f"img_net{i}")(h))
+            if att is not None:
+                att_maps.append(att)
+        return fake_imgs, att_maps, mu, logvar
+
+
+class G_DCGAN(_AttnGANGenerator):
+    """AttnGAN's single-output variant (`B_DCGAN`): the same stages, one `img_net` after the last; returns
+    ([image], att_maps, mu, logvar)."""
+
+    def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
+                 r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
+        super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
+                         image_heads=False, base_size=base_size)
+        self.img_net = GET_IMAGE_G(gf_dim)
+
+    def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
+                mask: torch.Tensor | None = None):
+        self._check_text(sent_emb, word_embs)
+        c_code, mu, logvar = self.ca_net(sent_emb)
+        att_maps = []
+        for _, h, att in self._stages(z_code, c_code, word_embs, mask):
+            if att is not None:
+                att_maps.append(att)
+        return [self.img_net(h)], att_maps, mu, logvar
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Discriminators
+# ----------------------------------------------------------------------------------------------------------------
+class D_GET_LOGITS(nn.Module):
+    """Discriminator head on 8ndf×4×4 features; conditional heads first fuse the sentence (`jointConv`).
+
+    `forward(h_code, c_code=None, logits=False)` returns [B] probabilities as the original (Sigmoid at
+    `outlogits.1`), or raw logits with `logits=True` for `binary_cross_entropy_with_logits`, which is autocast-safe
+    where BCE on probabilities is not.
+    """
+
+    def __init__(self, ndf: int, nef: int, bcondition: bool = False):
+        super().__init__()
+        self.df_dim, self.ef_dim, self.bcondition = ndf, nef, bcondition
+        if bcondition:
+            self.jointConv = Block3x3_leakRelu(ndf * 8 + nef, ndf * 8)
+        self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4), nn.Sigmoid())
+
+    def forward(self, h_code: torch.Tensor, c_code: torch.Tensor | None = None, logits: bool = False) -> torch.Tensor:
+        if self.bcondition:
+            if c_code is None:
+                raise ValueError("the conditional D head (COND_DNET) needs the sentence embedding c_code")
+            if c_code.dim() != 2 or c_code.size(1) != self.ef_dim or c_code.size(0) != h_code.size(0):
+                raise ValueError(f"sentence embedding must be [B={h_code.size(0)}, {self.ef_dim}], "
+                                 f"got {tuple(c_code.shape)}")
+            c_code = c_code[:, :, None, None].expand(-1, -1, h_code.size(2), h_code.size(3))
+            h_code = self.jointConv(torch.cat((h_code, c_code), 1))
+        out = self.outlogits[0](h_code)
+        if not logits:
+            out = self.outlogits[1](out)
+        return out.view(-1)
+
+
+class D_NET(nn.Module):
+    """AttnGAN discriminator trunk for `img_size` = 64·2^n images, with its heads `UNCOND_DNET` / `COND_DNET`.
+
+    Layer plan: `img_code_s16` (÷16, 8ndf), then n downBlocks `img_code_s32`, `img_code_s64`, ... doubling channels,
+    then n Block3x3_leakRelu `<last>_1`, `<last>_2`, ... halving them back to 8ndf at 4×4. `forward(x)` returns the
+    [B, 8ndf, 4, 4] features; the heads turn them into scores. Without `b_jcu` there is no unconditional head.
+    """
+
+    def __init__(self, ndf: int, nef: int, img_size: int, b_jcu: bool = True):
+        super().__init__()
+        n = int(round(math.log2(img_size / 64))) if img_size >= 32 else -2
+        if n < -1 or 64 * 2 ** n != img_size:
+            raise InputError(f"discriminator image size must be 32 or 64·2^n, got {img_size}")
+        self.df_dim, self.ef_dim, self.img_size = ndf, nef, img_size
+        self.img_code_s16 = encode_image_by_16times(ndf, last_stride=1 if n < 0 else 2)
+        self._trunk = ["img_code_s16"]
+        n = max(n, 0)
+        for i in range(1, n + 1):
+            name = f"img_code_s{16 * 2 ** i}"
+            self.add_module(name, downBlock(ndf * 8 * 2 ** (i - 1), ndf * 8 * 2 ** i))
+            self._trunk.append(name)
+        last = self._trunk[-1]
+        for j in range(1, n + 1):
+            name = f"{last}_{j}"
+            self.add_module(name, Block3x3_leakRelu(ndf * 8 * 2 ** (n - j + 1), ndf * 8 * 2 ** (n - j)))
+            self._trunk.append(name)
+        self.UNCOND_DNET = D_GET_LOGITS(ndf, nef, bcondition=False) if b_jcu else None
+        self.COND_DNET = D_GET_LOGITS(ndf, nef, bcondition=True)
+
+    def forward(self, x_var: torch.Tensor) -> torch.Tensor:
+        if x_var.dim() != 4 or x_var.size(1) != 3 or x_var.shape[2:] != (self.img_size, self.img_size):
+            raise ValueError(f"{type(self).__name__} expects images [B, 3, {self.img_size}, {self.img_size}], "
+                             f"got {tuple(x_var.shape)}")
+        for name in self._trunk:
+            x_var = getattr(self, name)(x_var)
+        return x_var
+
+
+class D_NET64(D_NET):
+    def __init__(self, ndf: int, nef: int, b_jcu: bool = True):
+        super().__init__(ndf, nef, 64, b_jcu)
+
+
+class D_NET128(D_NET):
+    def __init__(self, ndf: int, nef: int, b_jcu: bool = True):
+        super().__init__(ndf, nef, 128, b_jcu)
+
+
+class D_NET256(D_NET):
+    def __init__(self, ndf: int, nef: int, b_jcu: bool = True):
+        super().__init__(ndf, nef, 256, b_jcu)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Initialisation and factories
+# ----------------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def weights_init(m: nn.Module) -> None:
+    """AttnGAN's init (`miscc/utils.py`), for `module.apply`: orthogonal conv and linear weights (gain 1), linear
+    biases 0 (conv biases keep PyTorch's default), BatchNorm weight ~ N(1, 0.02) and bias 0."""
+    if isinstance(m, nn.modules.conv._ConvNd):
+        nn.init.orthogonal_(m.weight, 1.0)
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        if m.weight is not None:
+            m.weight.normal_(1.0, 0.02)
+            m.bias.zero_()
+    elif isinstance(m, nn.Linear):
+        nn.init.orthogonal_(m.weight, 1.0)
+        if m.bias is not None:
+            m.bias.zero_()
+
+
+
+def add_spectral_norm(net: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al. 2018) on every conv and linear weight of `net` (GAN.D_SPECTRAL_NORM).
+    The state dict then holds `weight_orig` / `weight_u` / `weight_v` instead of `weight`."""
+    for module in list(net.modules()):
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.utils.spectral_norm(module)
+    return net

@@ -1,0 +1,157 @@
+"""AttnGAN / BERT-AttnGAN training (A/code/trainer.py `condGANTrainer.train`).
+
+One iteration, as the original: encode the captions with the frozen DAMSM text encoder; G(z, sentence, words,
+mask) makes one image per branch; every discriminator takes one Adam step on its AttnGAN loss (real / fake /
+mismatched, conditional and unconditional); then G takes one step on Σ_stages adversarial loss + LAMBDA·(DAMSM words
+loss + sentence loss on the last image, both directions) + KL(mu, logvar); then the EMA of G is updated (0.999).
+Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
+
+Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their
+gradients are averaged explicitly (`average_gradients`), which gives the gradient DDP would. The mismatched pair
+(sentences shifted by one) and the DAMSM loss's B×B matching are formed within each process's batch, as every
+multi-GPU text-to-image GAN does.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from datasets import prepare_data
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
+from miscc.diffaugment import diff_augment, parse_policy
+from miscc.losses import damsm_generator_loss
+from miscc.modules import eval_mode, frozen
+from miscc.vis import build_super_images, image_grid, pil_to_chw
+from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
+    generator_adversarial_loss
+from models.attngan.family import FAMILY
+from trainers.base import EMA, BaseTrainer, loop_settings
+from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm
+from trainers.optim import gan_step
+from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
+
+
+class AttnGANTrainer(BaseTrainer):
+    def __init__(self, cfg, rt, output_dir, train_set):
+        torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
+        self.text_encoder, self.image_encoder = load_damsm(cfg, train_set.n_words, rt.device)
+        net_g = build_generator(cfg, rt.device)
+        self.netsD = build_discriminators(cfg, rt.device)
+        for d in self.netsD:
+            broadcast_parameters(d, rt)
+        self.netG = wrap_ddp(net_g, rt, cfg.TRAIN.SYNC_BN)
+        betas = (cfg.TRAIN.BETA1, cfg.TRAIN.BETA2)
+        self.optG = torch.optim.Adam(self.netG.parameters(), lr=cfg.TRAIN.GENERATOR_LR, betas=betas)
+        self.optsD = [torch.optim.Adam(d.parameters(), lr=cfg.TRAIN.DISCRIMINATOR_LR, betas=betas)
+                      for d in self.netsD]
+        self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
+        self.z_dim = cfg.GAN.Z_DIM
+        policy = parse_policy(cfg.TRAIN.DIFFAUGMENT)
+        self.augment = (lambda x: diff_augment(x, policy, cfg.TRAIN.DIFFAUGMENT_TRANSLATION,
+                                               cfg.TRAIN.DIFFAUGMENT_CUTOUT)) if policy else None
+        super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
+        self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
+        if cfg.TRAIN.NET_G:
+            self.load_release_weights(cfg.TRAIN.NET_G)
+
+    # ---- state --------------------------------------------------------------------------------------------------
+    def modules(self):
+        mods = {"netG": self.netG, **{f"netD{i}": d for i, d in enumerate(self.netsD)}}
+        if self.ema is not None:
+            mods["netG_ema"] = self.ema.shadow
+        return mods
+
+    def optimizers(self):
+        return {"optG": self.optG, **{f"optD{i}": o for i, o in enumerate(self.optsD)}}
+
+    def load_release_weights(self, net_g_path: str) -> None:
+        """AttnGAN's TRAIN.NET_G resume: G (and with B_NET_D, `netD%d.pth` beside it); the epoch after the one in
+        the file name. A released file holds EMA weights, which seed both G and its EMA."""
+        from miscc.config import resolve_path
+
+        path = resolve_path(net_g_path)
+        load_state_dict_strict(unwrap(self.netG), load_checkpoint(path, "generator (TRAIN.NET_G)"), path)
+        if self.ema is not None:
+            self.ema.shadow.load_state_dict(unwrap(self.netG).state_dict())
+        if self.cfg.TRAIN.B_NET_D:
+            folder = os.path.dirname(path)
+            for i, d in enumerate(self.netsD):
+                d_path = os.path.join(folder, f"netD{i}.pth")
+                load_state_dict_strict(d, load_checkpoint(d_path, f"discriminator {i} (B_NET_D)"), d_path)
+        self.epoch = epoch_from_name(path) + 1
+
+    # ---- one iteration ------------------------------------------------------------------------------------------
+    def make_batch(self, raw):
+        return prepare_data(raw, self.rt.device)
+
+    def train_step(self, batch):
+        rt, cfg = self.rt, self.cfg
+        words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
+        b = words_emb.size(0)
+        noise = torch.randn(b, self.z_dim, device=rt.device)
+        with rt.autocast():
+            fake_imgs, _, mu, logvar = self.netG(noise, sent_emb, words_emb, mask)
+        real_labels = torch.ones(b, device=rt.device)
+        fake_labels = torch.zeros(b, device=rt.device)
+
+        losses = {}
+        reals = batch.imgs[len(batch.imgs) - len(self.netsD):]  # G_DCGAN: one D, for the last size
+        for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD)):
+            with rt.autocast():
+                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], sent_emb, real_labels, fake_labels,
+                                           cfg.GAN.ADV_LOSS, self.augment)
+            gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
+            losses[f"errD{i}"] = err_d.detach()
+
+        with frozen(*self.netsD):
+            with rt.autocast():
+                adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb, cfg.GAN.ADV_LOSS, self.augment)
+                w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
+                                                      cfg)
+            kl = KL_loss(mu.float(), logvar.float())
+            err_g = adv.float() + w_loss + s_loss + kl
+            gan_step(err_g, self.optG, self.scaler)
+        if self.ema is not None:
+            self.ema.update(self.netG, self.step)
+        losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
+        return losses
+
+    # ---- outputs ------------------------------------------------------------------------------------------------
+    def sampling_generator(self):
+        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
+
+    def save_snapshot(self, epoch):
+        atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
+        for i, d in enumerate(self.netsD):
+            atomic_save(d.state_dict(), os.path.join(self.model_dir, f"netD{i}.pth"))
+        self.log_images(self.step, tag=f"epoch_{epoch}")
+
+    def _fixed_batch(self, dataset, n):
+        raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+        batch = prepare_data(raw, self.rt.device)
+        noise = torch.randn(len(batch.keys), self.z_dim, generator=torch.Generator().manual_seed(self.seed))
+        return batch, noise.to(self.rt.device)
+
+    @torch.no_grad()
+    def log_images(self, step, tag=None):
+        """Samples of the (EMA) generator for a fixed batch and noise, with captions, plus attention maps."""
+        if self.fixed is None:
+            with torch.random.fork_rng(devices=[]):  # drawing it must not shift the training randomness
+                self.fixed = self._fixed_batch(self.train_set, 8)
+        batch, noise = self.fixed
+        netG = self.sampling_generator()
+        with eval_mode(netG):
+            words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
+            fake_imgs, att_maps, _, _ = netG(noise, sent_emb, words_emb, mask)
+        captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
+                    for i in range(len(batch.keys))]
+        name = tag or f"step_{step}"
+        grid = image_grid(fake_imgs[-1], captions, ncol=4)
+        grid.save(os.path.join(self.image_dir, f"G_{name}.png"))
+        if att_maps:
+            words = [c.split() for c in captions]
+            build_super_images(fake_imgs[-1], words, [a.float() for a in att_maps[-1]]).save(
+                os.path.join(self.image_dir, f"G_{name}_attention.png"))
+        self.logger.image(step, "samples", pil_to_chw(grid))
+

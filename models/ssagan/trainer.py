@@ -1,0 +1,257 @@
+"""SSA-GAN training and mask pictures (wtliao/text2image `main.py`, and `main_finetune.py` for TRAIN.FINETUNE_TEXT_ENCODER).
+
+One iteration, as the original:
+
+1. encode the captions with the frozen DAMSM text encoder (detached);
+2. G(z, s) makes the image (and its per-stage masks);
+3. D takes one Adam step on the matching-aware hinge loss: real + (fake + mismatched)/2, the mismatched pairs being
+   the length-sorted batch shifted by one (`models.ssagan.hinge_d_loss`);
+4. MA-GP (`magp_loss`, SSA.MAGP_P / SSA.MAGP_WEIGHT): with SSA.MAGP_MODE 'separate' a second D step on the penalty
+   alone (SSA-GAN, DF-GAN 2021); with 'joint' the penalty is added to the hinge loss of step 3, one step (DF-GAN 2022);
+5. G takes one step on -D(G(z,s), s) + SSA.DAMSM_WEIGHT · LAMBDA·(words_loss0+1 + sent_loss0+1), the DAMSM terms
+   computed by the image encoder on the fake image with the TRAIN.SMOOTH gammas (wt: weight 0.05, LAMBDA 1);
+6. with TRAIN.EMA, the EMA of G is updated (the original has none; SSA configs set it off).
+
+Adam for G and D with SSA.GENERATOR_LR / SSA.DISCRIMINATOR_LR and betas (SSA.BETA1, SSA.BETA2) (the original
+hard-coded 1e-4 / 4e-4, (0, 0.9)).
+
+TRAIN.FINETUNE_TEXT_ENCODER (`main_finetune.py`): before step 3 the text encoder (in train mode, so its dropout is
+active) and the image encoder's trainable parameters (Inception: `emb_features`, `emb_cnn_code`; the small encoder:
+all) take an Adam step (TRAIN.ENCODER_LR, the original's 4e-5; betas as G's) on LAMBDA·DAMSM of the REAL images; G
+and D get the embeddings of that same forward, detached. The original used DAMSM weight 0.1 in this mode: set
+SSA.DAMSM_WEIGHT. Snapshots then also write `text_encoder%d.pth` / `image_encoder%d.pth`.
+
+Snapshots every TRAIN.SNAPSHOT_INTERVAL epochs: `netG_%03d.pth` (the EMA weights when TRAIN.EMA) and `netD_%03d.pth`,
+plain state dicts without `module.`, the epoch being the number of epochs done (wt's numbering). wt's GSAVE/DSAVE
+intervals and WARMUP_EPOCHS (which only delayed saving) are not used: one interval for everything, and the
+training state for `--resume` is written at every snapshot anyway.
+
+TRAIN.NET_G continues from a released or saved `netG_%03d.pth` (wt's RESTORE): G (a `module.` prefix is removed),
+with TRAIN.B_NET_D the `netD_%03d.pth` beside it, with fine-tuning the encoders beside it when present
+(`text_encoder_%03d.pth` as wt wrote them, or ours), and the epoch count from the file name.
+
+Multi-GPU: G is wrapped in DistributedDataParallel (one forward, one backward per step); D runs several forwards and
+a double backward (MA-GP), so its gradients are averaged explicitly (`average_gradients`); the fine-tuned encoders
+are DDP-wrapped (one forward each). Mismatched pairs and the DAMSM B×B matching are formed within each process's
+batch. The MA-GP is computed in float32 even under AMP: ‖∇‖^6 overflows float16 as soon as ‖∇‖ > 6.3.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import torch
+
+from datasets import prepare_data
+from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
+from miscc.config import image_encoder_path, resolve_path
+from miscc.errors import InputError, MissingFileError
+from miscc.losses import damsm_generator_loss
+from miscc.modules import eval_mode, frozen
+from miscc.vis import image_grid, pil_to_chw
+from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
+from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, hinge_g_loss, load_ssagan_generator,
+                           magp_loss)
+from models.ssagan.family import FAMILY
+from models.ssagan.sampling import mask_figure
+from trainers.base import EMA, BaseTrainer, loop_settings
+from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm, \
+    text_encoder_path
+from trainers.optim import gan_step
+from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
+
+MAGP_MODES = ("separate", "joint")
+
+
+def load_trainable_damsm(cfg, n_words: int, device):
+    """(text_encoder, image_encoder) from TRAIN.NET_E and its `image_encoder` sibling, trainable as in DAMSM
+    pre-training: every text-encoder parameter (a frozen BERT trunk stays frozen unless TEXT.BERT_FINETUNE) and the
+    image encoder's trainable parameters (`main_finetune.py` trains those with `requires_grad`)."""
+    path = text_encoder_path(cfg)
+    img_path = image_encoder_path(path)
+    if img_path == path or not os.path.isfile(img_path):
+        raise MissingFileError(f"image encoder not found: {img_path} (derived from the text encoder path {path} by "
+                                "replacing 'text_encoder' with 'image_encoder')")
+    text_encoder = load_text_encoder(build_text_encoder(cfg, n_words), path).to(device)
+    image_encoder = load_image_encoder(build_image_encoder(cfg), img_path).to(device)
+    return text_encoder, image_encoder
+
+
+class SSAGANTrainer(BaseTrainer):
+    def __init__(self, cfg, rt, output_dir, train_set):
+        if cfg.SSA.MAGP_MODE not in MAGP_MODES:
+            raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
+        if cfg.TRAIN.BATCH_SIZE < 2:
+            raise InputError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
+                             f"one), got {cfg.TRAIN.BATCH_SIZE}")
+        torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
+        self.finetune = bool(cfg.TRAIN.FINETUNE_TEXT_ENCODER)
+        ssa = cfg.SSA
+        betas = (ssa.BETA1, ssa.BETA2)
+        if self.finetune:
+            text_encoder, image_encoder = load_trainable_damsm(cfg, train_set.n_words, rt.device)
+            self.text_encoder = wrap_ddp(text_encoder, rt)
+            self.image_encoder = wrap_ddp(image_encoder, rt)
+            enc_params = [p for m in (text_encoder, image_encoder) for p in m.parameters() if p.requires_grad]
+            self.optE = torch.optim.Adam(enc_params, lr=cfg.TRAIN.ENCODER_LR, betas=betas)
+        else:
+            self.text_encoder, self.image_encoder = load_damsm(cfg, train_set.n_words, rt.device)
+            self.optE = None
+        net_g = build_generator(cfg).to(rt.device)
+        self.netD = build_discriminators(cfg)[0].to(rt.device)
+        broadcast_parameters(self.netD, rt)
+        self.netG = wrap_ddp(net_g, rt, cfg.TRAIN.SYNC_BN)
+        self.optG = torch.optim.Adam(self.netG.parameters(), lr=ssa.GENERATOR_LR, betas=betas)
+        self.optD = torch.optim.Adam(self.netD.parameters(), lr=ssa.DISCRIMINATOR_LR, betas=betas)
+        self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
+        self.z_dim = cfg.GAN.Z_DIM
+        self.magp_mode = ssa.MAGP_MODE
+        super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
+        self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
+        if cfg.TRAIN.NET_G:
+            self.load_release_weights(cfg.TRAIN.NET_G)
+
+    # ---- state --------------------------------------------------------------------------------------------------
+    def modules(self):
+        mods = {"netG": self.netG, "netD": self.netD}
+        if self.ema is not None:
+            mods["netG_ema"] = self.ema.shadow
+        if self.finetune:
+            mods.update(text_encoder=self.text_encoder, image_encoder=self.image_encoder)
+        return mods
+
+    def optimizers(self):
+        opts = {"optG": self.optG, "optD": self.optD}
+        if self.optE is not None:
+            opts["optE"] = self.optE
+        return opts
+
+    def load_release_weights(self, net_g_path: str) -> None:
+        """Continue from `netG_%03d.pth` (wt RESTORE): G, `netD_%03d.pth` (TRAIN.B_NET_D), fine-tuned encoders."""
+        path = resolve_path(net_g_path)
+        load_ssagan_generator(unwrap(self.netG), path)
+        if self.ema is not None:
+            self.ema.shadow.load_state_dict(unwrap(self.netG).state_dict())
+        folder, name = os.path.split(path)
+        epoch = epoch_from_name(path)
+        if self.cfg.TRAIN.B_NET_D:
+            d_path = os.path.join(folder, name.replace("netG", "netD", 1))
+            if d_path == path:
+                raise InputError(f"{path}: cannot derive the discriminator file (the name has no 'netG'); "
+                                 "set TRAIN.B_NET_D False to start D afresh")
+            load_state_dict_strict(self.netD, load_checkpoint(d_path, "discriminator (TRAIN.B_NET_D)"), d_path)
+        if self.finetune:
+            for kind, module, loader in (("text_encoder", self.text_encoder, load_text_encoder),
+                                         ("image_encoder", self.image_encoder, load_image_encoder)):
+                found = [p for p in (os.path.join(folder, name.replace("netG", kind, 1)),
+                                     os.path.join(folder, f"{kind}{epoch}.pth")) if p != path and os.path.isfile(p)]
+                if found:
+                    loader(unwrap(module), found[0])
+                else:
+                    warnings.warn(f"no fine-tuned {kind} next to {path}; continuing from the one of TRAIN.NET_E")
+        self.epoch = epoch
+
+    # ---- one iteration ------------------------------------------------------------------------------------------
+    def make_batch(self, raw):
+        return prepare_data(raw, self.rt.device)
+
+    def train_step(self, batch):
+        real = batch.imgs[-1]
+        losses = {}
+        if self.finetune:
+            words_emb, sent_emb, losses["DAMSM_E"] = self.encoder_step(batch)
+        else:
+            words_emb, sent_emb, _ = encode_captions(self.text_encoder, batch)
+        noise = torch.randn(words_emb.size(0), self.z_dim, device=self.rt.device)
+        with self.rt.autocast():
+            fake, _ = self.netG(noise, sent_emb)
+        losses.update(self.discriminator_step(real, fake, sent_emb))
+        losses.update(self.generator_step(fake, words_emb, sent_emb, batch))
+        return losses
+
+    def encoder_step(self, batch):
+        """`main_finetune.py`: LAMBDA·DAMSM(real images, captions) trains the encoders; returns the detached
+        (words_emb, sent_emb) of that forward for G and D, and the loss."""
+        with self.rt.autocast():
+            words_emb, sent_emb = self.text_encoder(batch.captions, batch.cap_lens)
+            w_loss, s_loss = damsm_generator_loss(self.image_encoder, batch.imgs[-1], words_emb.float(),
+                                                  sent_emb.float(), batch, self.cfg)
+        loss = w_loss + s_loss
+        gan_step(loss, self.optE, self.scaler)
+        return words_emb.detach().float(), sent_emb.detach().float(), loss.detach()
+
+    def discriminator_step(self, real, fake, sent_emb) -> dict:
+        """Hinge step, then MA-GP as a second step ('separate') or within the same step ('joint')."""
+        ssa = self.cfg.SSA
+        with self.rt.autocast():
+            d = hinge_d_loss(self.netD, real, fake, sent_emb)
+        err_d = d.total.float()
+        if self.magp_mode == "joint":
+            magp = magp_loss(self.netD, real, sent_emb, ssa.MAGP_P, ssa.MAGP_WEIGHT)
+            gan_step(err_d + magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
+        else:
+            gan_step(err_d, self.optD, self.scaler, module=self.netD, rt=self.rt)
+            magp = magp_loss(self.netD, real, sent_emb, ssa.MAGP_P, ssa.MAGP_WEIGHT)
+            gan_step(magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
+        return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
+                "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
+
+    def generator_step(self, fake, words_emb, sent_emb, batch) -> dict:
+        """-D(G(z,s), s) + SSA.DAMSM_WEIGHT·DAMSM(fake); D and the image encoder receive no gradient."""
+        image_encoder = unwrap(self.image_encoder)
+        with frozen(self.netD, image_encoder):
+            with self.rt.autocast():
+                adv = hinge_g_loss(self.netD, fake, sent_emb)
+                w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg)
+            damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
+            err_g = adv.float() + damsm
+            gan_step(err_g, self.optG, self.scaler)
+        if self.ema is not None:
+            self.ema.update(self.netG, self.step)
+        return {"errG": err_g.detach(), "errG_adv": adv.detach(), "DAMSM_G": damsm.detach(),
+                "w_loss": w_loss.detach(), "s_loss": s_loss.detach()}
+
+    # ---- outputs ------------------------------------------------------------------------------------------------
+    def sampling_generator(self):
+        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
+
+    def save_snapshot(self, epoch):
+        atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
+        atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, f"netD_{epoch:03d}.pth"))
+        if self.finetune:
+            atomic_save(unwrap(self.text_encoder).state_dict(),
+                        os.path.join(self.model_dir, f"text_encoder{epoch}.pth"))
+            atomic_save(unwrap(self.image_encoder).state_dict(),
+                        os.path.join(self.model_dir, f"image_encoder{epoch}.pth"))
+        self.log_images(self.step, tag=f"epoch_{epoch}")
+
+    def _fixed_batch(self, dataset, n):
+        """The first `n` training items and noise for the image grids, drawn from a forked RNG seeded with SEED, so
+        they are the same in every run and drawing them leaves the training randomness untouched."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+            noise = torch.randn(min(n, len(dataset)), self.z_dim)
+        return prepare_data(raw, self.rt.device), noise.to(self.rt.device)
+
+    @torch.no_grad()
+    def log_images(self, step, tag=None):
+        """Samples of the (EMA) generator in eval mode for a fixed batch and noise, with captions
+        (`Image/G_<tag>.png`), and the same samples with the mask of every stage (`Image/G_<tag>_masks.png`)."""
+        if self.fixed is None:
+            self.fixed = self._fixed_batch(self.train_set, 8)
+        batch, noise = self.fixed
+        netG = self.sampling_generator()
+        text_encoder = unwrap(self.text_encoder)
+        with eval_mode(netG, text_encoder):
+            _, sent_emb = text_encoder(batch.captions, batch.cap_lens)
+            fake, masks = netG(noise, sent_emb.float())
+        captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
+                    for i in range(len(batch.keys))]
+        name = tag or f"step_{step}"
+        grid = image_grid(fake, captions, ncol=4)
+        grid.save(os.path.join(self.image_dir, f"G_{name}.png"))
+        figure = mask_figure(fake, masks, captions)
+        figure.save(os.path.join(self.image_dir, f"G_{name}_masks.png"))
+        self.logger.image(step, "samples", pil_to_chw(grid))
+        self.logger.image(step, "masks", pil_to_chw(figure))

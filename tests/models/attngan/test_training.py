@@ -1,0 +1,210 @@
+"""AttnGAN trainer, sampling and example sentences on a tiny `shapes` set with untrained encoders (CPU, seconds)."""
+import copy
+import json
+import os
+
+import pytest
+import torch
+
+from datasets import build_dataset
+from main import main as main_entry
+from miscc.checkpoint import load_checkpoint
+from models.attngan.trainer import AttnGANTrainer
+from models.registry import get_family
+from tests.helpers import small_config, tiny_encoders, tiny_shapes
+from trainers.base import STATE_FILE, ResumeRefusedError
+from trainers.common import load_damsm
+from trainers.runtime import Runtime
+from trainers.sampling import encode_sentences, generate_sentences, sample_test_set
+
+CPU = Runtime(device=torch.device("cpu"))
+TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1,
+        "DAMSM.IMAGE_SIZE": 32}
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    return tiny_shapes(tmp_path_factory.mktemp("data"))
+
+
+@pytest.fixture(scope="module")
+def attn_cfg(shapes, tmp_path_factory):
+    cfg = small_config("cfg/shapes_attn.yml", shapes, **TINY)
+    cfg.TRAIN.NET_E = tiny_encoders(cfg, tmp_path_factory.mktemp("damsm"))
+    return cfg
+
+
+def _params(net):
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+def test_one_step_finite_losses_and_snapshot_files(attn_cfg, tmp_path):
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_STEPS = 2
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    before = _params(trainer.netG).clone()
+    trainer.fit()
+    assert trainer.step == 2
+    assert not torch.equal(before, _params(trainer.netG))
+    names = sorted(os.listdir(tmp_path / "Model"))
+    assert names == ["netD0.pth", "netD1.pth", "netG_epoch_1.pth", STATE_FILE]
+    # the released format: a plain state dict holding the EMA weights
+    ema = load_checkpoint(str(tmp_path / "Model" / "netG_epoch_1.pth"))
+    assert all(torch.equal(ema[k], v) for k, v in trainer.ema.shadow.state_dict().items())
+    log = (tmp_path / "Log" / "train.log").read_text()
+    assert "train/errD0=" in log and "train/w_loss=" in log
+    assert (tmp_path / "Image" / "G_epoch_1.png").exists()
+
+
+@pytest.mark.parametrize("overrides", [
+    {"GAN.B_INIT_ATTENTION": True, "GAN.UPSAMPLE": "bilinear"},  # BERT-AttnGAN's generator
+    {"GAN.B_DCGAN": True, "GAN.R_NUM": 0},
+    {"TREE.BRANCH_NUM": 1},
+    {"TRAIN.AMP": "bf16"},
+])
+def test_one_step_per_variant(attn_cfg, tmp_path, overrides):
+    cfg = copy.deepcopy(attn_cfg)
+    for k, v in overrides.items():
+        section, key = k.split(".")
+        cfg[section][key] = v
+    cfg.TRAIN.MAX_STEPS = 1
+    rt = Runtime(device=torch.device("cpu"), amp=cfg.TRAIN.AMP)
+    trainer = AttnGANTrainer(cfg, rt, str(tmp_path), build_dataset(cfg, "train"))
+    losses = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+
+
+def test_resume_equals_uninterrupted(attn_cfg, tmp_path):
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_EPOCH = 2
+    cfg.TRAIN.SNAPSHOT_INTERVAL = 1
+    data = build_dataset(cfg, "train")
+    torch.manual_seed(5)
+    full = AttnGANTrainer(cfg, CPU, str(tmp_path / "full"), data)
+    full.fit()
+    cfg1 = copy.deepcopy(cfg)
+    cfg1.TRAIN.MAX_EPOCH = 1
+    torch.manual_seed(5)
+    AttnGANTrainer(cfg1, CPU, str(tmp_path / "part"), data).fit()
+    torch.manual_seed(77)
+    resumed = AttnGANTrainer(cfg, CPU, str(tmp_path / "part"), data)
+    resumed.resume()
+    resumed.fit()
+    for name, module in full.modules().items():
+        assert torch.equal(_params(module), _params(resumed.modules()[name])), name
+
+
+def test_net_g_resume_loads_release_files_and_epoch(attn_cfg, tmp_path):
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_STEPS = 1
+    first = AttnGANTrainer(cfg, CPU, str(tmp_path / "a"), build_dataset(cfg, "train"))
+    first.fit()
+    cfg2 = copy.deepcopy(cfg)
+    cfg2.TRAIN.NET_G = str(tmp_path / "a" / "Model" / "netG_epoch_1.pth")
+    second = AttnGANTrainer(cfg2, CPU, str(tmp_path / "b"), build_dataset(cfg, "train"))
+    assert second.epoch == 2
+    assert torch.equal(_params(second.netG), _params(first.ema.shadow))
+    assert torch.equal(_params(second.netsD[1]), _params(first.netsD[1]))
+
+
+def test_sampling_writes_images_and_captions(attn_cfg, tmp_path):
+    spec = get_family("attngan")
+    cfg = attn_cfg
+    netG = spec.build_generator(cfg).eval()
+    test_set = build_dataset(cfg, "test")
+    text_encoder, _ = load_damsm(cfg, test_set.n_words, "cpu", with_image_encoder=False)
+    result = sample_test_set(lambda *a: spec.generate(netG, *a), text_encoder, test_set, str(tmp_path),
+                             z_dim=cfg.GAN.Z_DIM, device="cpu", n_samples=20, batch_size=6, seed=1)
+    records = json.load(open(result["captions"]))
+    assert result["n"] == 20 == len(records)
+    files = sorted(os.listdir(tmp_path / "single"))
+    assert len(files) == 20 and files[0].endswith("_s0.png")
+    assert any(f.endswith("_s2.png") for f in files)  # 8 test images: three passes for 20 samples
+    assert {r["key"] for r in records} <= set(test_set.filenames)
+    every = build_dataset(cfg, "test", every_caption=True)
+    result = sample_test_set(lambda *a: spec.generate(netG, *a), text_encoder, every, str(tmp_path / "every"),
+                             z_dim=cfg.GAN.Z_DIM, device="cpu", mode="every", batch_size=16)
+    assert result["n"] == 8 * 10
+
+
+def test_gen_example_and_unknown_words(attn_cfg, tmp_path):
+    spec = get_family("attngan")
+    netG = spec.build_generator(attn_cfg).eval()
+    dataset = build_dataset(attn_cfg, "test")
+    text_encoder, _ = load_damsm(attn_cfg, dataset.n_words, "cpu", with_image_encoder=False)
+    sentences = ["a red circle in the top left corner", "a zebra green square", "big blue triangle"]
+    with pytest.warns(UserWarning, match=r"sentence 1: dropping words not in the vocabulary: \['zebra'\]"):
+        written = generate_sentences(lambda *a: spec.generate_stages(netG, *a), text_encoder, dataset, sentences,
+                                     str(tmp_path), z_dim=attn_cfg.GAN.Z_DIM, device="cpu")
+    names = sorted(os.path.basename(p) for p in written)
+    assert "0_s_0_g0.png" in names and "0_s_2_g1.png" in names and "0_s_1_a0.png" in names
+    with pytest.raises(ValueError, match="sentence 0 .*none of its words is in the vocabulary"):
+        encode_sentences(["zebra giraffe"], dataset)
+
+
+def test_main_trains_then_draws_examples(attn_cfg, tmp_path):
+    out = tmp_path / "run"
+    args = ["--cfg", "cfg/shapes_attn.yml", "--gpu", "-1", "--output_dir", str(out), "--set",
+            f"DATA_DIR={attn_cfg.DATA_DIR}", f"TRAIN.NET_E={attn_cfg.TRAIN.NET_E}", "TRAIN.MAX_STEPS=1",
+            "WORKERS=0"] + [f"{k}={v}" for k, v in TINY.items()]
+    assert main_entry(args) == 0
+    example_dir = out / "Model" / "netG_epoch_1" / "example_captions"
+    assert (example_dir / "0_s_0_g1.png").exists() and (example_dir / "0_s_0_a0.png").exists()
+    # sampling from the trained generator with B_VALIDATION
+    net_g = str(out / "Model" / "netG_epoch_1.pth")
+    assert main_entry(args + ["B_VALIDATION=True", f"TRAIN.NET_G={net_g}", "EVAL.N_SAMPLES=10",
+                              "EVAL.PROTOCOLS=[rprec20]"]) == 0
+    valid = out / "Model" / "netG_epoch_1" / "valid"
+    assert len(os.listdir(valid / "single")) == 20  # the protocol's N, above EVAL.N_SAMPLES
+    result = json.loads((valid / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["protocol"] == "rprec20" and result["n"] == 20 and 0.0 <= result["value"] <= 100.0
+    assert result["checkpoint"] == net_g and "DAMSM" in result["feature_extractor"]
+    report = (valid / "report.md").read_text()
+    assert "rprec20" in report and (valid / "samples.png").exists()
+
+
+def _g_update_after_resume(cfg, folder):
+    """Resume `cfg` from `folder` and take one training step: the largest change of a G parameter."""
+    data = build_dataset(cfg, "train")
+    trainer = AttnGANTrainer(cfg, CPU, folder, data)
+    trainer.resume()
+    trainer.set_learning_rates(trainer.epoch)
+    before = _params(trainer.netG).clone()
+    trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(trainer.epoch)))))
+    return trainer, float((_params(trainer.netG) - before).abs().max())
+
+
+def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
+    """`--set TRAIN.GENERATOR_LR=...` after `--resume` is written into the restored Adam (lr and initial_lr) and
+    logged; one step then moves G by the new rate's amount (the unchanged rate moves it by ~1e-4)."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_STEPS = 2
+    AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train")).fit()
+    cfg_same = copy.deepcopy(cfg)
+    cfg_same.TRAIN.MAX_STEPS = 0
+    _, same_step = _g_update_after_resume(cfg_same, str(tmp_path))
+    capsys.readouterr()
+    cfg_low = copy.deepcopy(cfg_same)
+    cfg_low.TRAIN.GENERATOR_LR = 1e-12
+    cfg_low.TRAIN.BETA1 = 0.0
+    trainer, low_step = _g_update_after_resume(cfg_low, str(tmp_path))
+    out = capsys.readouterr().out
+    assert "resume: TRAIN.GENERATOR_LR 0.0002 -> 1e-12" in out and "resume: TRAIN.BETA1 0.5 -> 0.0" in out
+    g = trainer.optG.param_groups[0]
+    assert g["lr"] == g["initial_lr"] == 1e-12 and g["betas"] == (0.0, 0.999)
+    assert all(o.param_groups[0]["lr"] == 2e-4 and o.param_groups[0]["betas"] == (0.0, 0.999)
+               for o in trainer.optsD)
+    assert len(trainer.optG.state) > 0  # the moments were restored, not reset
+    assert same_step > 1e-5 and low_step < 1e-9, (same_step, low_step)
+
+
+def test_resume_refuses_a_changed_model_size(attn_cfg, tmp_path):
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.MAX_STEPS = 1
+    AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train")).fit()
+    bigger = copy.deepcopy(cfg)
+    bigger.GAN.GF_DIM, bigger.GAN.DF_DIM = 8, 8
+    trainer = AttnGANTrainer(bigger, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    with pytest.raises(ResumeRefusedError, match=r"training_state\.pth: cannot resume .*GAN\.DF_DIM 4 -> 8; "
+                                                 r"GAN\.GF_DIM 4 -> 8\. Set them back"):
+        trainer.resume()

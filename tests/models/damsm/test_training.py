@@ -1,0 +1,107 @@
+"""DAMSM pre-training (pretrain_DAMSM.py, models/damsm/trainer.py): release files, learning-rate schedule,
+exact resume."""
+import os
+
+import pytest
+import torch
+
+import pretrain_DAMSM
+from miscc.checkpoint import load_checkpoint
+from miscc.config import load_config
+from models.damsm import build_image_encoder, build_text_encoder
+from models.damsm.trainer import DAMSMTrainer
+from tests.helpers import tiny_shapes
+from trainers.base import STATE_FILE
+from trainers.runtime import Runtime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SHAPES_CFG = os.path.join(ROOT, "cfg", "DAMSM", "shapes.yml")
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tiny_shapes(tmp_path_factory.mktemp("damsm_train"), n_train=24, n_test=16)
+
+
+def _args(data_dir, out, epochs):
+    return ["--cfg", SHAPES_CFG, "--gpu", "-1", "--output_dir", str(out), "--set", f"DATA_DIR={data_dir}",
+            "TRAIN.BATCH_SIZE=8", f"TRAIN.MAX_EPOCH={epochs}", "TRAIN.SNAPSHOT_INTERVAL=1", "TRAIN.LOG_INTERVAL=1",
+            "TEXT.EMBEDDING_DIM=16", "DAMSM.VALID_BATCHES=1", "DAMSM.RPREC_SAMPLES=16", "DATA.CACHE_IMAGES=1"]
+
+
+def test_pretrain_writes_release_files_and_resumes_exactly(data_dir, tmp_path):
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path / "full", 2)) == 0
+    model_dir = tmp_path / "full" / "Model"
+    assert sorted(os.listdir(model_dir)) == sorted(["image_encoder1.pth", "image_encoder2.pth", STATE_FILE,
+                                                    "text_encoder1.pth", "text_encoder2.pth"])
+    assert (tmp_path / "full" / "Image" / "attention_maps2.png").stat().st_size > 0
+    log = (tmp_path / "full" / "Log" / "train.log").read_text()
+    assert "valid/R_precision=" in log and "train/w_loss0=" in log
+
+    cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16})
+    text_state = load_checkpoint(str(model_dir / "text_encoder2.pth"))
+    n_words = text_state["encoder.weight"].shape[0]
+    build_text_encoder(cfg, n_words).load_state_dict(text_state)  # strict: the released layout
+    build_image_encoder(cfg).load_state_dict(load_checkpoint(str(model_dir / "image_encoder2.pth")))
+    assert not torch.equal(text_state["encoder.weight"],
+                           load_checkpoint(str(model_dir / "text_encoder1.pth"))["encoder.weight"])
+
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path / "part", 1)) == 0
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path / "part", 2) + ["--resume"]) == 0
+    for name in ("text_encoder2.pth", "image_encoder2.pth"):
+        full = load_checkpoint(str(model_dir / name))
+        part = load_checkpoint(str(tmp_path / "part" / "Model" / name))
+        assert all(torch.equal(full[k], part[k]) for k in full), name
+
+
+def test_learning_rate_schedule(data_dir, tmp_path):
+    """AttnGAN: ×0.98 every epoch until ENCODER_LR/10, then constant; ENCODER_LR_DECAY_EPOCHS spaces the steps."""
+    from datasets import build_dataset
+
+    def trainer(**overrides):
+        cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16, **overrides})
+        return DAMSMTrainer(cfg, Runtime(device=torch.device("cpu")), str(tmp_path), build_dataset(cfg, "train"),
+                            None)
+
+    every_epoch = trainer()
+    assert every_epoch.lr_for_epoch(0) == pytest.approx(0.002)
+    assert every_epoch.lr_for_epoch(3) == pytest.approx(0.002 * 0.98 ** 3)
+    floor = every_epoch.lr_for_epoch(1000)
+    assert 0.0002 * 0.98 <= floor <= 0.0002  # stops once at or below a tenth
+    spaced = trainer(**{"TRAIN.ENCODER_LR_DECAY_EPOCHS": 10})
+    assert [spaced.lr_for_epoch(e) for e in (9, 10, 25)] == pytest.approx([0.002, 0.002 * 0.98, 0.002 * 0.98 ** 2])
+    spaced.set_learning_rates(25)
+    assert spaced.optimizer.param_groups[0]["lr"] == pytest.approx(0.002 * 0.98 ** 2)
+
+
+def test_pretrain_resume_honours_learning_rate_and_refuses_embedding_size(data_dir, tmp_path, capsys):
+    from trainers.base import ResumeRefusedError
+
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path, 1)) == 0
+    capsys.readouterr()
+    assert pretrain_DAMSM.main(_args(data_dir, tmp_path, 2) + ["TRAIN.ENCODER_LR=0.001", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resume: TRAIN.ENCODER_LR 0.002 -> 0.001" in out and "resume: TRAIN.MAX_EPOCH 1 -> 2" in out
+    log = (tmp_path / "Log" / "train.log").read_text()
+    assert f"valid/lr={0.001 * 0.98:.4f}" in log.splitlines()[-2] + log.splitlines()[-1]
+    with pytest.raises(ResumeRefusedError, match=r"TEXT\.EMBEDDING_DIM 16 -> 8"):
+        pretrain_DAMSM.main(_args(data_dir, tmp_path, 3) + ["TEXT.EMBEDDING_DIM=8", "--resume"])
+
+
+def test_validation_is_seeded_and_leaves_training_randomness(data_dir, tmp_path):
+    """Shuffled validation batches, the same at every call, drawn without touching the global random streams."""
+    from datasets import build_dataset
+
+    cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16, "TRAIN.BATCH_SIZE": 4,
+                                   "DAMSM.VALID_BATCHES": 2, "DAMSM.RPREC_SAMPLES": 16, "WORKERS": 0})
+    trainer = DAMSMTrainer(cfg, Runtime(device=torch.device("cpu")), str(tmp_path), build_dataset(cfg, "train"),
+                           build_dataset(cfg, "test"))
+    torch.manual_seed(3)
+    first = trainer.end_of_epoch(0)
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    assert trainer.end_of_epoch(0) == first
+    assert torch.equal(torch.rand(1), after)

@@ -1,0 +1,344 @@
+"""SSA-GAN training (models/ssagan/trainer.py): one step per variant, D-step semantics, exact resumption, release files,
+continuing from TRAIN.NET_G, registry sampling with masks, mask pictures, DDP rank consistency, the shipped configs."""
+import copy
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from PIL import Image
+
+from datasets import build_dataset
+from miscc.checkpoint import load_checkpoint
+from miscc.config import load_config
+from models.damsm import build_image_encoder, build_text_encoder
+from models.registry import get_family
+from models.ssagan import hinge_d_loss, magp_loss
+from models.ssagan.sampling import mask_figure, save_last_mask, write_example_masks
+from models.ssagan.trainer import SSAGANTrainer
+from tools.make_shapes import generate_shapes
+from trainers.base import STATE_FILE
+from trainers.common import load_damsm
+from trainers.optim import gan_step
+from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap
+from trainers.sampling import generate_sentences, sample_test_set
+
+CPU = Runtime(device=torch.device("cpu"))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 24/8-image shapes set at 32 px and untrained DAMSM encoders saved as text_encoder1.pth/image_encoder1.pth."""
+    root = tmp_path_factory.mktemp("ssa")
+    data = root / "shapes"
+    generate_shapes(data, n_train=24, n_test=8, image_size=32)
+    base = _overrides(data)
+    cfg = load_config(None, base)
+    train_set = build_dataset(cfg, "train")
+    torch.manual_seed(0)
+    torch.save(build_text_encoder(cfg, train_set.n_words).state_dict(), root / "text_encoder1.pth")
+    torch.save(build_image_encoder(cfg).state_dict(), root / "image_encoder1.pth")
+    base["TRAIN.NET_E"] = str(root / "text_encoder1.pth")
+    return {"root": root, "overrides": base, "train_set": train_set}
+
+
+def _overrides(data_dir):
+    return {
+        "MODEL": "ssagan", "DATA_DIR": str(data_dir), "DATASET_NAME": "shapes", "WORKERS": 0, "SEED": 3,
+        "TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32, "TRAIN.NF": 4, "TRAIN.BATCH_SIZE": 6, "TRAIN.MAX_EPOCH": 1,
+        "TRAIN.SNAPSHOT_INTERVAL": 1, "TRAIN.EMA": False, "TRAIN.LOG_INTERVAL": 1, "TRAIN.IMAGE_INTERVAL": 1000,
+        "TEXT.EMBEDDING_DIM": 16, "TEXT.WORDS_NUM": 20, "DAMSM.IMAGE_ENCODER": "small", "DAMSM.IMAGE_SIZE": 32,
+    }
+
+
+def _cfg(tiny, **extra):
+    return load_config(None, {**tiny["overrides"], **{k.replace("__", "."): v for k, v in extra.items()}})
+
+
+def _flat(module):
+    return torch.cat([p.detach().flatten() for p in module.parameters()])
+
+
+def _first_batch(trainer):
+    return trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+
+
+@pytest.mark.parametrize("variant", ["separate", "joint", "finetune", "ema"])
+def test_one_step_per_variant(tiny, tmp_path, variant):
+    cfg = _cfg(tiny, SSA__MAGP_MODE="joint" if variant == "joint" else "separate",
+               TRAIN__FINETUNE_TEXT_ENCODER=variant == "finetune", TRAIN__EMA=variant == "ema")
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    before = {k: _flat(m).clone() for k, m in
+              {"G": t.netG, "D": t.netD, "text": t.text_encoder, "image": t.image_encoder}.items()}
+    g_init = before["G"]
+    losses = t.train_step(_first_batch(t))
+    assert all(torch.isfinite(v) for v in losses.values()), losses
+    assert {"errD", "errD_real", "errD_mismatch", "errD_fake", "MAGP", "errG", "errG_adv", "DAMSM_G"} <= set(losses)
+    assert ("DAMSM_E" in losses) == (variant == "finetune")
+    assert not torch.equal(_flat(t.netG), before["G"]) and not torch.equal(_flat(t.netD), before["D"])
+    # The encoders move only when fine-tuned (their DAMSM step on real images).
+    assert torch.equal(_flat(t.text_encoder), before["text"]) == (variant != "finetune")
+    assert torch.equal(_flat(t.image_encoder), before["image"]) == (variant != "finetune")
+    # 'separate' takes two D steps (hinge, then MA-GP), 'joint' one.
+    d_steps = {int(s["step"]) for s in t.optD.state.values()}
+    assert d_steps == ({1} if variant == "joint" else {2})
+    if variant == "ema":
+        decay = min(0.999, 1 / 10)  # the EMA warm-up at step 0 (trainers.base.EMA)
+        assert torch.allclose(_flat(t.ema.shadow), decay * g_init + (1 - decay) * _flat(t.netG), atol=1e-7)
+    assert {p.requires_grad for p in t.netD.parameters()} == {True}  # D unfrozen again after G's step
+
+
+@pytest.mark.parametrize("mode", ["separate", "joint"])
+def test_discriminator_step_is_the_original_update(tiny, tmp_path, mode):
+    """'separate': Adam step on the hinge loss, then one on +MA-GP (so the penalty is minimised); 'joint': one step
+    on their sum. Checked against a replica that calls the model losses directly."""
+    cfg = _cfg(tiny, SSA__MAGP_MODE=mode, SSA__MAGP_P=2.0, SSA__MAGP_WEIGHT=5.0)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    batch = _first_batch(t)
+    real = batch.imgs[-1]
+    sent = torch.randn(real.size(0), 16)
+    fake = torch.rand_like(real) * 2 - 1
+    replica = copy.deepcopy(t.netD)
+    opt = torch.optim.Adam(replica.parameters(), lr=cfg.SSA.DISCRIMINATOR_LR, betas=(cfg.SSA.BETA1, cfg.SSA.BETA2))
+    t.discriminator_step(real, fake, sent)
+
+    def hinge():
+        return hinge_d_loss(replica, real, fake, sent).total
+
+    def penalty():
+        return magp_loss(replica, real, sent, 2.0, 5.0)
+
+    for make_loss in ([lambda: hinge() + penalty()] if mode == "joint" else [hinge, penalty]):
+        opt.zero_grad()
+        make_loss().backward()
+        opt.step()
+    assert torch.allclose(_flat(t.netD), _flat(replica), atol=1e-6)
+
+
+def test_discriminator_steps_lower_hinge_loss_and_penalty(tiny, tmp_path):
+    cfg = _cfg(tiny, SSA__MAGP_P=2.0, SSA__MAGP_WEIGHT=1.0, SSA__DISCRIMINATOR_LR=0.005)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    real = _first_batch(t).imgs[-1]
+    sent = torch.randn(real.size(0), 16, generator=torch.Generator().manual_seed(0))
+    fake = torch.rand(real.shape, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    first = t.discriminator_step(real, fake, sent)
+    for _ in range(6):
+        last = t.discriminator_step(real, fake, sent)
+    assert float(last["errD"]) < float(first["errD"]) - 0.05
+    # With G fixed the penalty step alone must shrink the gradient norm it measures.
+    before = magp_loss(t.netD, real, sent, 2.0, 1.0).item()
+    for _ in range(3):
+        gan_step(magp_loss(t.netD, real, sent, 2.0, 1.0), t.optD, t.scaler, module=t.netD, rt=t.rt)
+    after = magp_loss(t.netD, real, sent, 2.0, 1.0).item()
+    assert after < before
+
+
+def test_resume_equals_uninterrupted_run(tiny, tmp_path):
+    kw = dict(TRAIN__FINETUNE_TEXT_ENCODER=True, TRAIN__EMA=True)
+    full = SSAGANTrainer(_cfg(tiny, TRAIN__MAX_EPOCH=2, **kw), CPU, str(tmp_path / "full"), tiny["train_set"])
+    torch.manual_seed(123)
+    full.fit()
+    part = SSAGANTrainer(_cfg(tiny, TRAIN__MAX_EPOCH=1, **kw), CPU, str(tmp_path / "part"), tiny["train_set"])
+    torch.manual_seed(123)
+    part.fit()
+    torch.manual_seed(999)  # whatever happens between the runs must not matter
+    resumed = SSAGANTrainer(_cfg(tiny, TRAIN__MAX_EPOCH=2, **kw), CPU, str(tmp_path / "part"), tiny["train_set"])
+    resumed.resume()
+    assert (resumed.epoch, resumed.step) == (1, 4)
+    resumed.fit()
+    for name in ("netG", "netD", "text_encoder", "image_encoder"):
+        assert torch.equal(_flat(getattr(full, name)), _flat(getattr(resumed, name))), name
+    assert torch.equal(_flat(full.ema.shadow), _flat(resumed.ema.shadow))
+    model = tmp_path / "part" / "Model"
+    assert sorted(os.listdir(model)) == sorted(
+        [f"netG_00{e}.pth" for e in (1, 2)] + [f"netD_00{e}.pth" for e in (1, 2)]
+        + [f"text_encoder{e}.pth" for e in (1, 2)] + [f"image_encoder{e}.pth" for e in (1, 2)] + [STATE_FILE])
+    # netG_%03d.pth holds the EMA weights, as plain keys (no `module.`).
+    g_state = load_checkpoint(str(model / "netG_002.pth"))
+    assert not any(k.startswith("module.") for k in g_state)
+    assert torch.equal(torch.cat([g_state[k].flatten() for k, _ in resumed.ema.shadow.named_parameters()]),
+                       _flat(resumed.ema.shadow))
+    images = sorted(os.listdir(tmp_path / "part" / "Image"))
+    assert images == ["G_epoch_1.png", "G_epoch_1_masks.png", "G_epoch_2.png", "G_epoch_2_masks.png"]
+
+
+def test_snapshot_files_and_continue_from_net_g(tiny, tmp_path):
+    t = SSAGANTrainer(_cfg(tiny), CPU, str(tmp_path / "a"), tiny["train_set"])
+    t.fit()
+    net_g = tmp_path / "a" / "Model" / "netG_001.pth"
+    spec = get_family("ssagan")
+    cfg = _cfg(tiny, TRAIN__NET_G=str(net_g))
+    net = spec.load_generator(spec.build_generator(cfg), str(net_g))  # strict
+    cont = SSAGANTrainer(cfg, CPU, str(tmp_path / "b"), tiny["train_set"])
+    assert cont.epoch == 1  # wt: netG_001 = one epoch done, the next one is the second
+    assert torch.equal(_flat(cont.netG), _flat(net))
+    assert torch.equal(_flat(cont.netD), _flat(t.netD))
+    os.remove(tmp_path / "a" / "Model" / "netD_001.pth")
+    with pytest.raises(FileNotFoundError, match="netD_001.pth"):
+        SSAGANTrainer(cfg, CPU, str(tmp_path / "c"), tiny["train_set"])
+
+
+def test_sampling_writes_images_masks_and_captions(tiny, tmp_path):
+    cfg = _cfg(tiny)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path / "run"), tiny["train_set"])
+    t.fit()
+    spec = get_family("ssagan")
+    net = spec.load_generator(spec.build_generator(cfg), str(tmp_path / "run" / "Model" / "netG_001.pth")).eval()
+    test_set = build_dataset(cfg, "test")
+    text_encoder, _ = load_damsm(cfg, test_set.n_words, "cpu", with_image_encoder=False)
+    out = tmp_path / "valid"
+    result = sample_test_set(lambda *a: spec.generate(net, *a), text_encoder, test_set, str(out), z_dim=100,
+                             device="cpu", n_samples=8, batch_size=4, save_extras=spec.save_extras)
+    assert result["n"] == 8
+    records = json.loads((out / "captions.json").read_text())
+    assert len(records) == 8 and {r["caption_index"] // 10 for r in records} == set(range(8))
+    for r in records:
+        img = Image.open(out / "single" / r["file"])
+        mask = Image.open(out / "single" / r["file"].replace(".png", "_mask.png"))
+        assert img.size == (32, 32) and img.mode == "RGB"
+        assert mask.size == (32, 32) and mask.mode == "L"
+    stages, att = spec.generate_stages(net, torch.zeros(2, 100), torch.zeros(2, 16), None, None)
+    assert len(stages) == 1 and stages[0].shape == (2, 3, 32, 32) and att == []
+
+
+def test_mask_figure_and_example_masks(tiny, tmp_path):
+    cfg = _cfg(tiny)
+    spec = get_family("ssagan")
+    torch.manual_seed(0)
+    net = spec.build_generator(cfg).eval()
+    with torch.no_grad():
+        images, masks = net(torch.randn(2, 100), torch.randn(2, 16))
+    assert [m.size(-1) for m in masks] == [4, 8, 16, 32]
+    fig = mask_figure(images, masks, ["a red circle", "a blue square"])
+    assert fig.width == 5 * (128 + 2)  # the image + 4 masks, 32-px images shown at 128 px
+    dataset = tiny["train_set"]
+    text_encoder, _ = load_damsm(cfg, dataset.n_words, "cpu", with_image_encoder=False)
+    sentences = [dataset.caption_text(0), dataset.caption_text(15)]
+    with torch.no_grad():
+        written = write_example_masks(net, text_encoder, dataset, sentences, str(tmp_path), z_dim=100, device="cpu")
+        drawn = generate_sentences(lambda *a: spec.generate_stages(net, *a), text_encoder, dataset, sentences,
+                                   str(tmp_path), z_dim=100, device="cpu")
+    assert sorted(os.path.basename(p) for p in written) == ["0_s_0_masks.png", "0_s_1_masks.png"]
+    assert sorted(os.path.basename(p) for p in drawn) == ["0_s_0_g0.png", "0_s_1_g0.png"]
+    # Same noise as gen_example: the figure's first tile is the example image (32 px shown at 128).
+    for j in (0, 1):
+        figure = np.asarray(Image.open(tmp_path / f"0_s_{j}_masks.png"))
+        assert figure.shape[1] == 5 * (128 + 2)
+        assert np.array_equal(figure[:128:4, :128:4], np.asarray(Image.open(tmp_path / f"0_s_{j}_g0.png")))
+
+
+def test_save_last_mask_writes_the_full_size_mask(tmp_path):
+    masks = [torch.rand(2, 1, 4, 4), torch.tensor([0.0, 0.25, 0.5, 1.0]).repeat(2, 1, 4, 1)]
+    save_last_mask(masks, 1, str(tmp_path / "sub" / "key_s0"))
+    png = np.asarray(Image.open(tmp_path / "sub" / "key_s0_mask.png"))
+    assert png.dtype == np.uint8 and png.shape == (4, 4)
+    assert png[0].tolist() == [0, 64, 128, 255]  # rounded, not truncated
+
+
+def test_bad_settings_are_named(tiny, tmp_path):
+    with pytest.raises(ValueError, match="SSA.MAGP_MODE must be one of .* got 'both'"):
+        SSAGANTrainer(_cfg(tiny, SSA__MAGP_MODE="both"), CPU, str(tmp_path), tiny["train_set"])
+    with pytest.raises(ValueError, match="TRAIN.BATCH_SIZE must be >= 2"):
+        SSAGANTrainer(_cfg(tiny, TRAIN__BATCH_SIZE=1), CPU, str(tmp_path), tiny["train_set"])
+    with pytest.raises(FileNotFoundError, match="image_encoder7.pth"):
+        SSAGANTrainer(_cfg(tiny, TRAIN__NET_E=str(tiny["root"] / "text_encoder7.pth"),
+                           TRAIN__FINETUNE_TEXT_ENCODER=True), CPU, str(tmp_path), tiny["train_set"])
+
+
+def test_bert_finetune_trains_projections_only(tiny, tmp_path, minilm_dir):
+    cfg = _cfg(tiny, TEXT__ENCODER="bert", TEXT__BERT_PATH=str(minilm_dir), TRAIN__FINETUNE_TEXT_ENCODER=True)
+    train_set = build_dataset(cfg, "train")
+    torch.manual_seed(0)
+    path = tmp_path / "bert" / "text_encoder1.pth"
+    path.parent.mkdir()
+    torch.save(build_text_encoder(cfg, train_set.n_words).state_dict(), path)
+    torch.save(build_image_encoder(cfg).state_dict(), path.parent / "image_encoder1.pth")
+    cfg.TRAIN.NET_E = str(path)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path / "run"), train_set)
+    trunk = _flat(t.text_encoder.embedder).clone()
+    proj = _flat(t.text_encoder.sent_proj).clone()
+    losses = t.train_step(_first_batch(t))
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert torch.equal(_flat(t.text_encoder.embedder), trunk)
+    assert not torch.equal(_flat(t.text_encoder.sent_proj), proj)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, port, overrides, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    rt = setup_runtime(gpu_id=-1)
+    torch.manual_seed(rank)  # different noise and crops per rank
+    cfg = load_config(None, {**overrides, "TRAIN.BATCH_SIZE": 3, "TRAIN.FINETUNE_TEXT_ENCODER": True,
+                             "TRAIN.EMA": True, "TRAIN.MAX_STEPS": 2})
+    t = SSAGANTrainer(cfg, rt, out, build_dataset(cfg, "train"))
+    t.fit()
+    torch.save({k: _flat(unwrap(m)) for k, m in t.modules().items()}, os.path.join(result_dir, f"{rank}.pt"))
+    shutdown_runtime(rt)
+
+
+def test_ddp_ranks_stay_identical(tiny, tmp_path):
+    """Two gloo processes (G, encoders under DDP; D by averaged gradients): every model is the same on both ranks
+    after two steps, and it has trained."""
+    mp.spawn(_ddp_worker, args=(_free_port(), tiny["overrides"], str(tmp_path / "run"), str(tmp_path)), nprocs=2,
+             join=True)
+    r0, r1 = (torch.load(tmp_path / f"{r}.pt", weights_only=True) for r in (0, 1))
+    assert set(r0) == {"netG", "netD", "netG_ema", "text_encoder", "image_encoder"}
+    for k in r0:
+        assert torch.equal(r0[k], r1[k]), k
+    fresh = SSAGANTrainer(_cfg(tiny), CPU, str(tmp_path / "fresh"), tiny["train_set"])
+    assert not torch.equal(r0["netD"], _flat(fresh.netD))
+    assert (tmp_path / "run" / "Model" / "netG_001.pth").is_file()
+
+
+SHIPPED = ["bird_ssa", "coco_ssa", "shapes_ssa", "shapes_ssa_bert"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_load(name):
+    cfg = load_config(os.path.join(ROOT, "cfg", f"{name}.yml"))
+    assert cfg.MODEL == "ssagan" and cfg.TRAIN.EMA is False and cfg.B_VALIDATION is False
+    assert cfg.TREE.BRANCH_NUM == 1 and cfg.SSA.MAGP_MODE == "separate"
+    assert (cfg.SSA.GENERATOR_LR, cfg.SSA.DISCRIMINATOR_LR, cfg.SSA.BETA1, cfg.SSA.BETA2) == (1e-4, 4e-4, 0.0, 0.9)
+    assert (cfg.SSA.MAGP_P, cfg.SSA.MAGP_WEIGHT) == (6.0, 2.0)
+    assert cfg.SSA.DAMSM_WEIGHT == (0.1 if name.startswith("shapes") else 0.05)  # shapes: main_finetune.py's value
+    assert cfg.TRAIN.NET_E.endswith(".pth") and "text_encoder" in cfg.TRAIN.NET_E
+    if name.startswith("shapes"):
+        damsm = load_config(os.path.join(ROOT, "cfg", "DAMSM", "shapes.yml"))
+        for key in ("EMBEDDING_DIM", "WORDS_NUM", "CAPTIONS_PER_IMAGE"):
+            assert cfg.TEXT[key] == damsm.TEXT[key], key
+        assert (cfg.DAMSM.IMAGE_ENCODER, cfg.DAMSM.IMAGE_SIZE) == (damsm.DAMSM.IMAGE_ENCODER, damsm.DAMSM.IMAGE_SIZE)
+        assert cfg.TREE.BASE_SIZE == 64 and cfg.WORKERS == 0
+        assert cfg.TEXT.ENCODER == ("bert" if name.endswith("bert") else "rnn") and cfg.TEXT.BERT_PATH == ""
+    else:
+        assert (cfg.TREE.BASE_SIZE, cfg.TRAIN.NF, cfg.TRAIN.BATCH_SIZE, cfg.TEXT.EMBEDDING_DIM) == (256, 64, 24, 256)
+        assert cfg.TRAIN.NET_E == {"bird_ssa": "DAMSMencoders/bird/text_encoder200.pth",
+                                   "coco_ssa": "DAMSMencoders/coco/text_encoder100.pth"}[name]
+
+
+def test_resume_honours_new_rates_and_refuses_new_widths(tiny, tmp_path, capsys):
+    from trainers.base import ResumeRefusedError
+
+    SSAGANTrainer(_cfg(tiny), CPU, str(tmp_path), tiny["train_set"]).fit()
+    capsys.readouterr()
+    t = SSAGANTrainer(_cfg(tiny, SSA__GENERATOR_LR=1e-5, SSA__MAGP_WEIGHT=1.0), CPU, str(tmp_path), tiny["train_set"])
+    t.resume()
+    assert t.optG.param_groups[0]["lr"] == t.optG.param_groups[0]["initial_lr"] == 1e-5
+    assert t.optD.param_groups[0]["lr"] == 4e-4
+    out = capsys.readouterr().out
+    assert "resume: SSA.GENERATOR_LR 0.0001 -> 1e-05" in out and "resume: SSA.MAGP_WEIGHT 2.0 -> 1.0" in out
+    with pytest.raises(ResumeRefusedError, match=r"TRAIN\.NF 4 -> 8"):
+        SSAGANTrainer(_cfg(tiny, TRAIN__NF=8), CPU, str(tmp_path), tiny["train_set"]).resume()

@@ -5,6 +5,7 @@ import os
 
 import torch
 
+from datasets import prepare_data
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
 from miscc.modules import freeze
@@ -63,3 +64,15 @@ def encode_captions(text_encoder, batch):
     words_emb, sent_emb = words_emb.float().detach(), sent_emb.float().detach()
     mask = batch.mask[:, :words_emb.size(2)]
     return words_emb, sent_emb, mask
+
+
+def fixed_batch(dataset, n: int, z_dim: int, seed: int, device):
+    """The first `n` items of `dataset` (a prepared Batch) and noise [n, z_dim] for the image grids, drawn from a
+    forked RNG seeded with `seed`, so they are the same in every run and drawing them leaves the training randomness
+    untouched."""
+    n = min(n, len(dataset))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        raw = torch.utils.data.default_collate([dataset[i] for i in range(n)])
+        noise = torch.randn(n, z_dim)
+    return prepare_data(raw, device), noise.to(device)

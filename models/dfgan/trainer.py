@@ -44,7 +44,7 @@ from models.dfgan.checkpoint import (NETD_NAME_2021, STATE_EPOCH_NAME, generator
 from models.dfgan.family import FAMILY
 from models.ssagan import hinge_d_loss, magp_loss
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, encode_captions, load_damsm
+from trainers.common import decode_ids, encode_captions, fixed_batch, load_damsm
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -171,20 +171,11 @@ class DFGANTrainer(BaseTrainer):
             atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, NETD_NAME_2021 % epoch))
         self.log_images(self.step, tag=f"epoch_{epoch}")
 
-    def _fixed_batch(self, dataset, n):
-        """The first `n` training items and noise for the image grids, drawn from a forked RNG seeded with SEED, so
-        they are the same in every run and drawing them leaves the training randomness untouched."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
-            noise = torch.randn(min(n, len(dataset)), self.z_dim)
-        return prepare_data(raw, self.rt.device), noise.to(self.rt.device)
-
     @torch.no_grad()
     def log_images(self, step, tag=None):
         """Samples of the (EMA) generator for a fixed batch and noise, with their captions: `Image/G_<tag>.png`."""
         if self.fixed is None:
-            self.fixed = self._fixed_batch(self.train_set, 8)
+            self.fixed = fixed_batch(self.train_set, 8, self.z_dim, self.seed, self.rt.device)
         batch, noise = self.fixed
         netG = self.sampling_generator()
         with eval_mode(netG):

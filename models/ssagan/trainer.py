@@ -55,7 +55,7 @@ from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, 
 from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm, \
+from trainers.common import decode_ids, encode_captions, epoch_from_name, fixed_batch, load_damsm, \
     text_encoder_path
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
@@ -225,21 +225,12 @@ class SSAGANTrainer(BaseTrainer):
                         os.path.join(self.model_dir, f"image_encoder{epoch}.pth"))
         self.log_images(self.step, tag=f"epoch_{epoch}")
 
-    def _fixed_batch(self, dataset, n):
-        """The first `n` training items and noise for the image grids, drawn from a forked RNG seeded with SEED, so
-        they are the same in every run and drawing them leaves the training randomness untouched."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            raw = torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
-            noise = torch.randn(min(n, len(dataset)), self.z_dim)
-        return prepare_data(raw, self.rt.device), noise.to(self.rt.device)
-
     @torch.no_grad()
     def log_images(self, step, tag=None):
         """Samples of the (EMA) generator in eval mode for a fixed batch and noise, with captions
         (`Image/G_<tag>.png`), and the same samples with the mask of every stage (`Image/G_<tag>_masks.png`)."""
         if self.fixed is None:
-            self.fixed = self._fixed_batch(self.train_set, 8)
+            self.fixed = fixed_batch(self.train_set, 8, self.z_dim, self.seed, self.rt.device)
         batch, noise = self.fixed
         netG = self.sampling_generator()
         text_encoder = unwrap(self.text_encoder)

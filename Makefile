@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: env demo test bench clean-demo
+.PHONY: env demo demo-picture test bench clean-demo
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ test: env
 
 bench: env
 	$(BIN)/python -m bench.run_all
+
+demo-picture:  # the newest demo report's captioned sample grid -> docs/demo_samples.png (the README's picture)
+	cp "$$(ls -t output/demo/*/Model/*/valid/samples.png | head -1)" docs/demo_samples.png
 
 clean-demo:
 	rm -rf data/shapes output/demo

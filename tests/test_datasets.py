@@ -483,7 +483,7 @@ def test_load_scale_one_keeps_the_whole_frame(tmp_path):
     whole = custom_ds(root, base_size=16, branch_num=1, augment=False, load_scale=1.0).get_imgs(0)[-1]
     cut = custom_ds(root, base_size=16, branch_num=1, augment=False).get_imgs(0)[-1]
     src = Image.open(root / "images" / "red" / "red_0.png").convert("RGB").resize((16, 16), Image.BILINEAR)
-    expected = torch.from_numpy(np.asarray(src)).permute(2, 0, 1).float() / 127.5 - 1
+    expected = torch.from_numpy(np.array(src)).permute(2, 0, 1).float() / 127.5 - 1
     assert torch.allclose(whole, expected, atol=1e-6)
     assert (cut - expected).abs().max() > 0.1  # the 19-px resize, centre-cropped: a different (enlarged) view
     for bad in (0.5, "1", 5.0):

@@ -1,8 +1,8 @@
-"""Generator training throughput (images/s): `python -m bench.bench_train [--models attngan,ssagan] [--steps 3]`.
+"""Generator training throughput (images/s): `python -m bench.bench_train [--cases "dfgan shapes 64px"] [--steps 3]`.
 
-Full-size models with random weights on synthetic batches (the data pipeline is excluded): AttnGAN bird
-(256 px, 3 stages, Inception DAMSM), SSA-GAN bird (256 px), and the CPU-sized shapes configs; fp32 and bf16; on the
-CPU and on CUDA when present.
+Full-size models with random weights on synthetic batches (the data pipeline is excluded): AttnGAN bird (256 px,
+3 stages, Inception DAMSM), SSA-GAN and DF-GAN bird (256 px), and the CPU-sized shapes configs; fp32 and bf16; on
+the CPU and on CUDA when present.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ CASES = {
     "attngan shapes 64px": ("cfg/shapes_attn.yml", {}, 20, 20, 47),
     "ssagan bird 256px": ("cfg/bird_ssa.yml", {}, 2, 24, 5450),
     "ssagan shapes 64px": ("cfg/shapes_ssa.yml", {}, 24, 24, 47),
+    "dfgan bird 256px": ("cfg/bird_dfgan.yml", {}, 2, 32, 5450),
+    "dfgan shapes 64px": ("cfg/shapes_dfgan.yml", {}, 32, 32, 47),
 }
 
 

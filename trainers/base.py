@@ -197,6 +197,10 @@ class BaseTrainer:
     def save_snapshot(self, epoch: int) -> None:
         """Write the release-format files for `epoch` (rank 0 only is guaranteed by the caller)."""
 
+    def sampling_generator(self):
+        """A generator trainer's (`netG`, `ema`) weights to sample and save: the EMA copy when TRAIN.EMA, else G."""
+        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
+
     def end_of_epoch(self, epoch: int) -> dict:
         return {}
 

@@ -118,9 +118,6 @@ class AttnGANTrainer(BaseTrainer):
         return losses
 
     # ---- outputs ------------------------------------------------------------------------------------------------
-    def sampling_generator(self):
-        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
-
     def save_snapshot(self, epoch):
         atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         for i, d in enumerate(self.netsD):

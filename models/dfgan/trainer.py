@@ -159,9 +159,6 @@ class DFGANTrainer(BaseTrainer):
         return {"errG": err_g.detach()}
 
     # ---- outputs ------------------------------------------------------------------------------------------------
-    def sampling_generator(self):
-        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
-
     def save_snapshot(self, epoch):
         atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         if self.version == 2022:

@@ -47,7 +47,6 @@ import dataclasses
 import os
 
 import torch
-import torch.nn as nn
 from torch.utils.data import default_collate
 
 from datasets import prepare_data
@@ -250,9 +249,6 @@ class GANINTCLSTrainer(BaseTrainer):
         return {**losses, **self._last_g}
 
     # ---- outputs ------------------------------------------------------------------------------------------------
-    def sampling_generator(self) -> nn.Module:
-        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
-
     def save_snapshot(self, epoch):
         atomic_save(unwrap(self.netG).state_dict(), os.path.join(self.model_dir, f"gen_{epoch}.pth"))
         atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, f"disc_{epoch}.pth"))

@@ -212,9 +212,6 @@ class SSAGANTrainer(BaseTrainer):
                 "w_loss": w_loss.detach(), "s_loss": s_loss.detach()}
 
     # ---- outputs ------------------------------------------------------------------------------------------------
-    def sampling_generator(self):
-        return self.ema.shadow if self.ema is not None else unwrap(self.netG)
-
     def save_snapshot(self, epoch):
         atomic_save(self.sampling_generator().state_dict(), FAMILY.snapshot_path(self.model_dir, epoch))
         atomic_save(self.netD.state_dict(), os.path.join(self.model_dir, f"netD_{epoch:03d}.pth"))

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from miscc.errors import InputError
-from models.ssagan import hinge_d_loss, magp_loss  # noqa: F401  (the 2021 losses)
+from models.ssagan import hinge_d_loss, ma_gp, magp_loss  # noqa: F401  (MA-GP; the 2021 losses)
 from models.ssagan import hinge_g_loss as g_loss_2021  # noqa: F401  (-D(G(z,s), s).mean(), 2021)
 
 
@@ -28,16 +28,6 @@ def hinge(logits: torch.Tensor, real: bool) -> torch.Tensor:
 def roll_by_one(x: torch.Tensor) -> torch.Tensor:
     """`cat(x[1:], x[0:1])`: sample i takes the place of sample i-1 (the 2022 mismatched pairs)."""
     return torch.cat((x[1:], x[:1]), dim=0)
-
-
-def ma_gp(out: torch.Tensor, img: torch.Tensor, sent: torch.Tensor, p: float = 6.0,
-          weight: float = 2.0) -> torch.Tensor:
-    """`weight · mean_i ‖(∇_{img_i} out, ∇_{sent_i} out)‖₂^p`: the gradient of the logits `out` (computed from `img`
-    and `sent`, both requiring grad) w.r.t. both inputs, flattened and concatenated per sample; the graph is kept
-    so the penalty trains D. Evaluated in float32 (‖∇‖^6 overflows float16 once ‖∇‖ > 6.3)."""
-    grad_img, grad_sent = torch.autograd.grad(out.float().sum(), (img, sent), create_graph=True)
-    grad = torch.cat((grad_img.float().flatten(1), grad_sent.float().flatten(1)), dim=1)
-    return weight * grad.norm(2, dim=1).pow(p).mean()
 
 
 class DLoss(NamedTuple):

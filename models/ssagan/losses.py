@@ -42,9 +42,16 @@ def magp_loss(netD: NetD, real: torch.Tensor, sent: torch.Tensor, p: float = 6.0
     """
     real = real.detach().requires_grad_(True)
     sent = sent.detach().requires_grad_(True)
-    out = netD.COND_DNET(netD(real), sent)
-    grad_x, grad_s = torch.autograd.grad(out.sum(), (real, sent), create_graph=True)
-    grad = torch.cat((grad_x.flatten(1), grad_s.flatten(1)), dim=1)
+    return ma_gp(netD.COND_DNET(netD(real), sent), real, sent, p, weight)
+
+
+def ma_gp(out: torch.Tensor, img: torch.Tensor, sent: torch.Tensor, p: float = 6.0,
+          weight: float = 2.0) -> torch.Tensor:
+    """`weight · mean_i ‖(∇_{img_i} out, ∇_{sent_i} out)‖₂^p`: the gradient of the logits `out` (computed from `img`
+    and `sent`, both requiring grad) w.r.t. both inputs, flattened and concatenated per sample; the graph is kept
+    so the penalty trains D. Evaluated in float32 (‖∇‖^6 overflows float16 once ‖∇‖ > 6.3)."""
+    grad_img, grad_sent = torch.autograd.grad(out.float().sum(), (img, sent), create_graph=True)
+    grad = torch.cat((grad_img.float().flatten(1), grad_sent.float().flatten(1)), dim=1)
     return weight * grad.norm(2, dim=1).pow(p).mean()
 
 

@@ -74,6 +74,8 @@ _DEFAULTS = {
         "NET_G": "",
         "B_NET_D": True,
         "SMOOTH": {"GAMMA1": 5.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 1.0},
+        # StackGAN's key: weight of the conditioning-augmentation KL term (AttnGAN hard-codes 1)
+        "COEFF": {"KL": 1.0},
         # SSA-GAN (wtliao) keys
         "NF": 32,
         "WARMUP_EPOCHS": 200,
@@ -93,6 +95,9 @@ _DEFAULTS = {
         "DIFFAUGMENT": "",
         "DIFFAUGMENT_TRANSLATION": 0.0625,  # max shift, share of the image size
         "DIFFAUGMENT_CUTOUT": 0.25,  # cutout square side, share of the image size
+        # ControlGAN's perceptual loss in the DAMSM image encoder's feature space (miscc/losses.perceptual_loss):
+        # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
+        "PERCEPTUAL_WEIGHT": 0.0,
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
@@ -335,10 +340,10 @@ def parse_overrides(items: list[str] | None) -> dict:
 # effect on the training trajectory (logging, workers, output and evaluation settings, initialisation-only files).
 RESUME_HONOURED = (
     "TRAIN.MAX_EPOCH", "TRAIN.SNAPSHOT_INTERVAL", "TRAIN.MAX_STEPS", "TRAIN.DISCRIMINATOR_LR", "TRAIN.GENERATOR_LR",
-    "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.BETA1", "TRAIN.BETA2",
+    "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.COEFF.", "TRAIN.BETA1", "TRAIN.BETA2",
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
-    "TRAIN.DIFFAUGMENT_CUTOUT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
+    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS",
     "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
     "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",

@@ -141,13 +141,28 @@ def sent_loss(cnn_code, rnn_code, labels, class_ids, batch_size, gamma3: float =
     return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)
 
 
-def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg):
-    """LAMBDA·(words_loss0 + words_loss1) + LAMBDA·(sent_loss0 + sent_loss1) of generated images (AttnGAN Eq. 7)."""
+def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg, features=None):
+    """LAMBDA·(words_loss0 + words_loss1) + LAMBDA·(sent_loss0 + sent_loss1) of generated images (AttnGAN Eq. 7).
+    `features`: `image_encoder(fake)` when the caller already has it."""
     sm = cfg.TRAIN.SMOOTH
-    region_features, cnn_code = image_encoder(fake)
+    region_features, cnn_code = image_encoder(fake) if features is None else features
     b = fake.size(0)
     labels = torch.arange(b, device=fake.device)
     w0, w1, _ = words_loss(region_features.float(), words_emb, labels, batch.cap_lens, batch.class_ids, b,
                            sm.GAMMA1, sm.GAMMA2, sm.GAMMA3)
     s0, s1 = sent_loss(cnn_code.float(), sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
     return (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA
+
+
+
+def perceptual_loss(image_encoder, fake_features: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between the DAMSM image encoder's region features of generated images
+    (`fake_features`, computed with gradients) and those of the real images of their captions (`real`).
+
+    ControlGAN's perceptual loss (Li et al. 2019, Eq. 5) with the DAMSM image encoder in place of ImageNet VGG-16
+    (whose weights cannot be downloaded here, and which knows nothing of a synthetic dataset): it asks each image to
+    show what its caption's real image shows, where it shows it, and leaves the pixels to the adversarial loss.
+    """
+    with torch.no_grad():
+        real_features = image_encoder(real)[0]
+    return F.mse_loss(fake_features.float(), real_features.float())

@@ -20,7 +20,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
-from miscc.losses import damsm_generator_loss
+from miscc.losses import damsm_generator_loss, perceptual_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
@@ -107,10 +107,15 @@ class AttnGANTrainer(BaseTrainer):
         with frozen(*self.netsD):
             with rt.autocast():
                 adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb, cfg.GAN.ADV_LOSS, self.augment)
+                features = self.image_encoder(fake_imgs[-1])
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
-                                                      cfg)
+                                                      cfg, features)
             kl = KL_loss(mu.float(), logvar.float())
-            err_g = adv.float() + w_loss + s_loss + kl
+            err_g = adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl
+            if cfg.TRAIN.PERCEPTUAL_WEIGHT:  # ControlGAN's perceptual term (shapes configs)
+                per = perceptual_loss(self.image_encoder, features[0], batch.imgs[-1])
+                err_g = err_g + cfg.TRAIN.PERCEPTUAL_WEIGHT * per
+                losses["perceptual"] = per.detach()
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)

@@ -46,7 +46,7 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import damsm_generator_loss
+from miscc.losses import damsm_generator_loss, perceptual_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import image_grid, pil_to_chw
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -166,7 +166,7 @@ class SSAGANTrainer(BaseTrainer):
         with self.rt.autocast():
             fake, _ = self.netG(noise, sent_emb)
         losses.update(self.discriminator_step(real, fake, sent_emb))
-        losses.update(self.generator_step(fake, words_emb, sent_emb, batch))
+        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real))
         return losses
 
     def encoder_step(self, batch):
@@ -196,20 +196,28 @@ class SSAGANTrainer(BaseTrainer):
         return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
 
-    def generator_step(self, fake, words_emb, sent_emb, batch) -> dict:
-        """-D(G(z,s), s) + SSA.DAMSM_WEIGHT·DAMSM(fake); D and the image encoder receive no gradient."""
+    def generator_step(self, fake, words_emb, sent_emb, batch, real) -> dict:
+        """-D(G(z,s), s) + SSA.DAMSM_WEIGHT·DAMSM(fake) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual loss against `real`);
+        D and the image encoder receive no gradient."""
         image_encoder = unwrap(self.image_encoder)
         with frozen(self.netD, image_encoder):
             with self.rt.autocast():
                 adv = hinge_g_loss(self.netD, fake, sent_emb)
-                w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg)
+                features = image_encoder(fake)
+                w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg,
+                                                      features)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
             err_g = adv.float() + damsm
+            out = {}
+            if self.cfg.TRAIN.PERCEPTUAL_WEIGHT:  # ControlGAN's perceptual term (shapes configs)
+                per = perceptual_loss(image_encoder, features[0], real)
+                err_g = err_g + self.cfg.TRAIN.PERCEPTUAL_WEIGHT * per
+                out["perceptual"] = per.detach()
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
         return {"errG": err_g.detach(), "errG_adv": adv.detach(), "DAMSM_G": damsm.detach(),
-                "w_loss": w_loss.detach(), "s_loss": s_loss.detach()}
+                "w_loss": w_loss.detach(), "s_loss": s_loss.detach(), **out}
 
     # ---- outputs ------------------------------------------------------------------------------------------------
     def save_snapshot(self, epoch):

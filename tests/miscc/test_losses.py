@@ -206,3 +206,54 @@ def test_labels_none_and_bad_input_errors():
         sent_loss(torch.randn(6, 4), torch.randn(6, 4), torch.arange(4), None, 4)
     with pytest.raises(ValueError, match="caption lengths"):
         words_loss(img, words, torch.arange(6), torch.tensor([10, 7, 7, 4, 4, 1]), None, 6)
+
+
+# ---- the perceptual term of the shapes configs (ControlGAN's, in the DAMSM image encoder's feature space) ----
+class _Encoder(nn.Module):
+    """A fixed stand-in for the DAMSM image encoder: (region features [B, 4, H/2, W/2], global code [B, 4])."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        f = self.conv(x)
+        return f, f.mean((2, 3))
+
+
+def test_perceptual_loss_compares_region_features_and_trains_only_the_image():
+    from miscc.losses import perceptual_loss
+
+    torch.manual_seed(0)
+    enc = _Encoder().requires_grad_(False)
+    real = torch.rand(3, 3, 8, 8) * 2 - 1
+    same = perceptual_loss(enc, enc(real)[0], real)
+    assert same.item() == 0.0
+    fake = (real + 0.5 * torch.randn_like(real)).requires_grad_(True)
+    loss = perceptual_loss(enc, enc(fake)[0], real)
+    expected = ((enc(fake)[0] - enc(real)[0]) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6) and loss.item() > 0
+    loss.backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    # a step along the gradient brings the generated image's features closer to the real image's
+    with torch.no_grad():
+        moved = fake - 0.5 * fake.grad / fake.grad.norm()
+    assert perceptual_loss(enc, enc(moved)[0], real).item() < loss.item()
+
+
+def test_damsm_generator_loss_reuses_precomputed_features():
+    from types import SimpleNamespace
+
+    from miscc.losses import damsm_generator_loss
+
+    torch.manual_seed(0)
+    enc = _Encoder()
+    fake = torch.rand(4, 3, 8, 8) * 2 - 1
+    words = torch.randn(4, 4, 5)
+    sent = torch.randn(4, 4)
+    batch = SimpleNamespace(cap_lens=torch.tensor([5, 4, 3, 2]), class_ids=None)
+    cfg = SimpleNamespace(TRAIN=SimpleNamespace(SMOOTH=SimpleNamespace(GAMMA1=4.0, GAMMA2=5.0, GAMMA3=10.0,
+                                                                       LAMBDA=0.5)))
+    direct = damsm_generator_loss(enc, fake, words, sent, batch, cfg)
+    reused = damsm_generator_loss(enc, fake, words, sent, batch, cfg, features=enc(fake))
+    assert all(torch.equal(a, b) for a, b in zip(direct, reused))

@@ -74,6 +74,26 @@ def test_one_step_per_variant(attn_cfg, tmp_path, overrides):
     assert all(torch.isfinite(v) for v in losses.values()), losses
 
 
+def test_perceptual_and_kl_weights_enter_the_generator_loss(attn_cfg, tmp_path):
+    """TRAIN.PERCEPTUAL_WEIGHT adds the perceptual term (logged as `perceptual`), TRAIN.COEFF.KL scales KL: errG is
+    the weighted sum of the logged terms."""
+    results = {}
+    for name, per, kl in (("plain", 0.0, 1.0), ("shapes", 5.0, 0.0)):
+        cfg = copy.deepcopy(attn_cfg)
+        cfg.TRAIN.PERCEPTUAL_WEIGHT, cfg.TRAIN.COEFF.KL = per, kl
+        torch.manual_seed(0)
+        trainer = AttnGANTrainer(cfg, CPU, str(tmp_path / name), build_dataset(cfg, "train"))
+        results[name] = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
+    assert "perceptual" not in results["plain"]
+    shapes = results["shapes"]
+    assert shapes["perceptual"] > 0
+    plain_terms = results["plain"]["errG"] - results["plain"]["w_loss"] - results["plain"]["s_loss"]
+    adv_plain = plain_terms - results["plain"]["kl_loss"]
+    adv_shapes = shapes["errG"] - shapes["w_loss"] - shapes["s_loss"] - 5.0 * shapes["perceptual"]
+    # same seed, same first step: the adversarial term is the same; KL no longer counts, the perceptual term does
+    assert adv_shapes.item() == pytest.approx(adv_plain.item(), rel=1e-4, abs=1e-5)
+
+
 def test_resume_equals_uninterrupted(attn_cfg, tmp_path):
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.MAX_EPOCH = 2
@@ -179,6 +199,7 @@ def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
     logged; one step then moves G by the new rate's amount (the unchanged rate moves it by ~1e-4)."""
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.MAX_STEPS = 2
+    cfg.TRAIN.GENERATOR_LR = 2e-4  # AttnGAN's (the shapes config uses 1e-3)
     AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train")).fit()
     cfg_same = copy.deepcopy(cfg)
     cfg_same.TRAIN.MAX_STEPS = 0

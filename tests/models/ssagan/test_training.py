@@ -95,6 +95,19 @@ def test_one_step_per_variant(tiny, tmp_path, variant):
     assert {p.requires_grad for p in t.netD.parameters()} == {True}  # D unfrozen again after G's step
 
 
+def test_perceptual_weight_adds_the_perceptual_term(tiny, tmp_path):
+    out = {}
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)
+        t = SSAGANTrainer(_cfg(tiny, TRAIN__PERCEPTUAL_WEIGHT=weight), CPU, str(tmp_path / str(weight)),
+                          tiny["train_set"])
+        out[weight] = t.train_step(_first_batch(t))
+    assert "perceptual" not in out[0.0] and out[2.0]["perceptual"] > 0
+    g = out[2.0]
+    assert g["errG"].item() == pytest.approx((g["errG_adv"] + g["DAMSM_G"] + 2.0 * g["perceptual"]).item(), rel=1e-5)
+    assert g["errG_adv"].item() == pytest.approx(out[0.0]["errG_adv"].item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_discriminator_step_is_the_original_update(tiny, tmp_path, mode):
     """'separate': Adam step on the hinge loss, then one on +MA-GP (so the penalty is minimised); 'joint': one step
@@ -312,7 +325,10 @@ def test_shipped_configs_load(name):
     cfg = load_config(os.path.join(ROOT, "cfg", f"{name}.yml"))
     assert cfg.MODEL == "ssagan" and cfg.TRAIN.EMA is False and cfg.B_VALIDATION is False
     assert cfg.TREE.BRANCH_NUM == 1 and cfg.SSA.MAGP_MODE == "separate"
-    assert (cfg.SSA.GENERATOR_LR, cfg.SSA.DISCRIMINATOR_LR, cfg.SSA.BETA1, cfg.SSA.BETA2) == (1e-4, 4e-4, 0.0, 0.9)
+    # shapes_ssa.yml: G at 4x SSA-GAN's rate with the perceptual term (README "Where the samples stand")
+    g_lr, perceptual = (4e-4, 5.0) if name == "shapes_ssa" else (1e-4, 0.0)
+    assert (cfg.SSA.GENERATOR_LR, cfg.SSA.DISCRIMINATOR_LR, cfg.SSA.BETA1, cfg.SSA.BETA2) == (g_lr, 4e-4, 0.0, 0.9)
+    assert cfg.TRAIN.PERCEPTUAL_WEIGHT == perceptual
     assert (cfg.SSA.MAGP_P, cfg.SSA.MAGP_WEIGHT) == (6.0, 2.0)
     assert cfg.SSA.DAMSM_WEIGHT == (0.1 if name.startswith("shapes") else 0.05)  # shapes: main_finetune.py's value
     assert cfg.TRAIN.NET_E.endswith(".pth") and "text_encoder" in cfg.TRAIN.NET_E

@@ -1,6 +1,7 @@
 """DAMSM losses (AttnGAN `code/GlobalAttention.py` `func_attention`, `code/miscc/losses.py` `words_loss`/`sent_loss`),
-and the DAMSM term every generator family adds to its own losses (`damsm_generator_loss`); a family's other losses
-live in `models/<family>/losses.py`.
+the DAMSM term every generator family adds to its own losses (`damsm_generator_loss`), and ControlGAN's perceptual
+term in the DAMSM image encoder's features (`perceptual_loss`); a family's other losses live in
+`models/<family>/losses.py`.
 
 Numerically the original's, with the Python-3 / modern-torch fixes: bool masks instead of `torch.ByteTensor`,
 masks built on the scores' device (no `cfg.CUDA`), `class_ids` accepted as a numpy array, list or tensor, and
@@ -152,7 +153,6 @@ def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg, f
                            sm.GAMMA1, sm.GAMMA2, sm.GAMMA3)
     s0, s1 = sent_loss(cnn_code.float(), sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
     return (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA
-
 
 
 def perceptual_loss(image_encoder, fake_features: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

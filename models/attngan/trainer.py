@@ -4,6 +4,8 @@ One iteration, as the original: encode the captions with the frozen DAMSM text e
 mask) makes one image per branch; every discriminator takes one Adam step on its AttnGAN loss (real / fake /
 mismatched, conditional and unconditional); then G takes one step on Σ_stages adversarial loss + LAMBDA·(DAMSM words
 loss + sentence loss on the last image, both directions) + KL(mu, logvar); then the EMA of G is updated (0.999).
+Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1) and
+TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`).
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their

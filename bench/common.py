@@ -111,7 +111,7 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2
     from trainers.runtime import Runtime
 
     device = device or torch.device("cpu")
-    rt = Runtime(device=device, amp="none")
+    rt = Runtime(device=device, amp=cfg.TRAIN.AMP)
     out = tempfile.mkdtemp(prefix="step_seconds_")
     if cfg.CONFIG_NAME == "DAMSM":
         from models.damsm.trainer import DAMSMTrainer
@@ -125,3 +125,24 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2
         sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
     batch = synthetic_batch(batch_size, sizes, n_words, cfg.TEXT.WORDS_NUM, device)
     return batch_size / time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)
+
+
+def damsm_validation_seconds(cfg, valid_set, device=None, samples: int = 50) -> float:
+    """Seconds of one DAMSM validation (`DAMSMTrainer.validate`: DAMSM.VALID_BATCHES loss batches and R-precision
+    over DAMSM.RPREC_SAMPLES test images) with random encoders, timed on `samples` R-precision images and one
+    loss batch and scaled up: what `tools.demo` adds to the DAMSM step of its plan."""
+    import copy
+
+    from models.damsm.trainer import DAMSMTrainer
+    from trainers.runtime import Runtime
+
+    device = device or torch.device("cpu")
+    samples = min(samples, len(valid_set), cfg.DAMSM.RPREC_SAMPLES)
+    small = copy.deepcopy(cfg)
+    small.DAMSM.VALID_BATCHES, small.DAMSM.RPREC_SAMPLES = 1, samples
+    trainer = DAMSMTrainer(small, Runtime(device=device, amp=cfg.TRAIN.AMP),
+                           tempfile.mkdtemp(prefix="validation_seconds_"), valid_set, valid_set)
+    start = time.perf_counter()
+    trainer.validate()
+    seconds = time.perf_counter() - start
+    return seconds * max(1.0, cfg.DAMSM.RPREC_SAMPLES / samples)

@@ -207,6 +207,8 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     colour; `all_three` (likewise) = the named cell holds an object of its colour and shape.
     `value` (the headline) is the share of images whose every caption object is right; `count` the share whose
     predicted number of objects equals the caption's. Captions naming no shape are skipped (`n_unparsed`).
+    The same four measures over the objects of one-object and of two-object captions only (`color_any_1obj`, ...,
+    `all_three_2obj`): whether a generator draws a second object at all shows there.
     """
     if parse_caption is None:
         from miscc.shapes_spec import parse_caption
@@ -216,8 +218,9 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     n_images = next(iter(logits.values())).shape[0]
     if n_images != len(captions):
         raise InputError(f"attribute_accuracy: {n_images} images but {len(captions)} captions")
-    hits = {k: [] for k in ("color", "shape", "position", "object", "color_any", "color_shape_any",
-                            "color_at_position", "all_three")}
+    bar = ("color_any", "color_shape_any", "color_at_position", "all_three")
+    hits = {k: [] for k in ("color", "shape", "position", "object", *bar, *(f"{k}_{n}obj" for k in bar
+                                                                              for n in (1, 2)))}
     image_ok, count_ok, unparsed = [], [], 0
     for i, caption in enumerate(captions):
         wanted = [o for o in parse_caption(caption) if o.get("shape")]
@@ -236,14 +239,18 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
                             for p in pool)
             if o.get("color") is not None:
                 hits["color"].append(color_ok)
-                hits["color_any"].append(any(p["color"] == o["color"] for p in predicted))
-                hits["color_shape_any"].append(any(p["color"] == o["color"] and p["shape"] == o["shape"]
-                                                   for p in predicted))
+                found = {"color_any": any(p["color"] == o["color"] for p in predicted),
+                         "color_shape_any": any(p["color"] == o["color"] and p["shape"] == o["shape"]
+                                                for p in predicted)}
                 if pos:
                     cell = at.get(pos)
-                    hits["color_at_position"].append(cell is not None and cell["color"] == o["color"])
-                    hits["all_three"].append(cell is not None and cell["color"] == o["color"]
-                                             and cell["shape"] == o["shape"])
+                    found["color_at_position"] = cell is not None and cell["color"] == o["color"]
+                    found["all_three"] = (cell is not None and cell["color"] == o["color"]
+                                          and cell["shape"] == o["shape"])
+                for k, ok in found.items():
+                    hits[k].append(ok)
+                    if len(wanted) in (1, 2):
+                        hits[f"{k}_{len(wanted)}obj"].append(ok)
             hits["shape"].append(shape_ok)
             hits["object"].append(object_ok)
             if pos:

@@ -189,7 +189,7 @@ class EvalContext:
     checkpoint: str | None = None
     config: str | None = None
     jsonl: str | None = None
-    grid_png: str | None = None               # save a caption grid of the first `grid_n` samples here
+    grid_png: str | None = None               # save a caption grid of `grid_n` samples here
     grid_n: int = 16
 
 
@@ -317,6 +317,7 @@ class _Collector:
         self.captions: list[str] = []
         self.class_ids: list = []
         self.grid_images: list[torch.Tensor] = []
+        self.grid_captions: list[str] = []
         self.n = 0
 
     def store(self, name: str, value):
@@ -344,9 +345,19 @@ class _Collector:
             self.captions += list(batch.captions)
         if "class_ids" in batch.extra:
             self.class_ids += [int(c) for c in torch.as_tensor(batch.extra["class_ids"]).reshape(-1)]
-        if ctx.grid_png and len(self.grid_images) < ctx.grid_n:
-            self.grid_images += list(to_uint8(batch.images[:ctx.grid_n - len(self.grid_images)]).cpu())
+        if ctx.grid_png and len(self.grid_images) < 4 * ctx.grid_n:  # candidates; `grid` picks among them
+            take = 4 * ctx.grid_n - len(self.grid_images)
+            self.grid_images += list(to_uint8(batch.images[:take]).cpu())
+            if batch.captions is not None:
+                self.grid_captions += list(batch.captions[:take])
         self.n += batch.images.shape[0]
+
+    def grid(self, n: int) -> tuple[list[torch.Tensor], list[str] | None]:
+        """`n` of the first 4n samples, evenly spaced, with their captions: the trainers' batches are sorted by
+        caption length, so the first n alone would all show the longest captions."""
+        picks = torch.linspace(0, len(self.grid_images) - 1, min(n, len(self.grid_images))).round().long().tolist()
+        captions = [self.grid_captions[i] for i in picks] if self.grid_captions else None
+        return [self.grid_images[i] for i in picks], captions
 
     def get(self, name: str, n: int) -> torch.Tensor:
         return torch.cat(self.data[name])[:n]
@@ -555,7 +566,7 @@ def run_protocols(names, sample, context: EvalContext | None = None) -> list[dic
 
     Returns one result dict per protocol (value, std, N, seeds, real set, extractor and its sha256, checkpoint,
     config, UTC time, device, versions, ...) and appends each to `context.jsonl` when set. With `context.grid_png`
-    the first `grid_n` samples are saved there as a captioned grid (`samples_grid` in every result).
+    `grid_n` samples (evenly spaced among the first 4 x grid_n) are saved there as a captioned grid (`samples_grid` in every result).
     """
     ctx = context or EvalContext()
     protocols = parse_protocols(names)
@@ -582,7 +593,8 @@ def run_protocols(names, sample, context: EvalContext | None = None) -> list[dic
     if ctx.grid_png and col.grid_images:
         from eval.report import save_caption_grid
 
-        save_caption_grid(torch.stack(col.grid_images), col.captions[:len(col.grid_images)] or None, ctx.grid_png)
+        images, captions = col.grid(ctx.grid_n)
+        save_caption_grid(torch.stack(images), captions, ctx.grid_png)
         common["samples_grid"] = os.path.abspath(ctx.grid_png)
     results, real_cache = [], {}
     for p in protocols:

@@ -90,7 +90,7 @@ _DEFAULTS = {
         "LR_DECAY_EPOCHS": 10,
         "EMA": True,  # keep an EMA of G (AttnGAN stores it as netG_epoch_%d.pth)
         "EMA_DECAY": 0.999,
-        "AMP": "none",  # none | bf16 | fp16
+        "AMP": "none",  # none | bf16 | fp16 | auto (bf16 where the device has it natively, else none)
         # DiffAugment of D's inputs (miscc/diffaugment.py): '' off, or e.g. 'translation,cutout' / 'color'
         "DIFFAUGMENT": "",
         "DIFFAUGMENT_TRANSLATION": 0.0625,  # max shift, share of the image size
@@ -121,6 +121,7 @@ _DEFAULTS = {
         # ours
         "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
         "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
+        "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
     },
     "TEXT": {
         "CAPTIONS_PER_IMAGE": 10,
@@ -138,6 +139,7 @@ _DEFAULTS = {
         "IMAGE_SIZE": 64,  # the small encoder's input size (other sizes are resized to it)
         "INCEPTION_WEIGHTS": "",  # torchvision inception_v3_google-*.pth for ImageNet initialisation
         "VALID_BATCHES": 50,
+        "VALID_INTERVAL": 1,  # validate (losses, R-precision) every N epochs and after the last; 0 = never (ours)
         "RPREC_SAMPLES": 1000,
     },
     "EVAL": {
@@ -362,7 +364,7 @@ RESUME_IGNORED = (
     "DATA.SKIP_CORRUPT", "DATA.CACHE_IMAGES", "DATA.STRICT_TEXT", "TRAIN.FLAG", "TRAIN.NET_G", "TRAIN.B_NET_D", "TRAIN.WARMUP_EPOCHS",
     "TRAIN.GSAVE_INTERVAL", "TRAIN.DSAVE_INTERVAL", "TRAIN.LOG_INTERVAL", "TRAIN.IMAGE_INTERVAL",
     "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "DAMSM.INCEPTION_WEIGHTS", "DAMSM.VALID_BATCHES",
-    "DAMSM.RPREC_SAMPLES", "EVAL.", "INTCLS.SRCNN_WEIGHTS", "INTCLS.SRCNN_SCALE",
+    "DAMSM.VALID_INTERVAL", "DAMSM.RPREC_SAMPLES", "EVAL.", "INTCLS.SRCNN_WEIGHTS", "INTCLS.SRCNN_SCALE",
 )
 _RESUME_GROUPS = {"honoured": RESUME_HONOURED, "epoch_boundary": RESUME_EPOCH_BOUNDARY, "refused": RESUME_REFUSED,
                   "ignored": RESUME_IGNORED}

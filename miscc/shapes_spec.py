@@ -123,6 +123,22 @@ def _clause_position(tokens: list[str]) -> str | None:
     return "center" if any(t in _CENTER for t in tokens) else None
 
 
+def max_caption_words(max_objects: int = 2) -> int:
+    """The most words a generated caption can have (`tools.make_shapes`: every template filled with its longest
+    phrases, a size word on every object, the longest background form). A config's TEXT.WORDS_NUM below this makes
+    the dataset drop random words from the longest captions (AttnGAN's rule), colours and positions included."""
+    longest = {"np": 4, "np_def": 4, "pos": max(len(p.split()) for ps in POSITION_PHRASES.values() for p in ps),
+               "lead": max(len(x.split()) for x in LEADS)}
+
+    def words(template: str) -> int:
+        return len(re.sub(r"\{\w+\}", "", template).split()) + sum(
+            longest[k] for k in re.findall(r"\{(\w+)\}", template))
+
+    text = max(words(first) + (max_objects - 1) * (1 + words(rest)) for first, rest in
+               POSITION_TEMPLATES + PLAIN_TEMPLATES)
+    return text + len("and the background is".split()) + 1
+
+
 def caption_lexicon() -> set[str]:
     """Every word a generated caption or an example caption can contain."""
     pieces = [*SHAPES, *COLORS, "a an the and on of background is", *LEADS]

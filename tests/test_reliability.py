@@ -259,14 +259,14 @@ def test_import_warns_on_invalid_utf8_and_long_captions(env, capsys):
 
 def test_generate_cuts_a_long_sentence_with_a_warning(env, capsys):
     out = env["root"] / "gen_long"
-    long = " ".join([SENTENCE] * 5)  # 35 words; the shapes config has TEXT.WORDS_NUM 20
+    long = " ".join([SENTENCE] * 5)  # 35 words; the shapes config has TEXT.WORDS_NUM 30
     result = run_here(["-m", "tools.generate", "--cfg", "cfg/shapes_attn.yml", "--gpu", "-1", "--out", str(out),
                        "--set", f"DATA_DIR={env['shapes']}", f"TRAIN.NET_E={env['net_e']}",
                        f"TRAIN.NET_G={env['netG_gf4.pth']}", *[f"{k}={v}" for k, v in TINY.items()], "--", long],
                       capsys)
     assert result.returncode == 0, result.stderr
-    assert "sentence 0: 35 words, more than TEXT.WORDS_NUM=20" in result.stderr
-    assert "15 words dropped" in result.stderr
+    assert "sentence 0: 35 words, more than TEXT.WORDS_NUM=30" in result.stderr
+    assert "5 words dropped" in result.stderr
     assert (out / "0_s_0_g1.png").exists()
 
 
@@ -317,3 +317,11 @@ def test_training_state_as_generator_is_named(tmp_path):
     from miscc.checkpoint import load_state_dict_strict
     with pytest.raises(RuntimeError, match="training state.*not a weights file"):
         load_state_dict_strict(G_NET(4, 32, 100, 100, 2, 1, base_size=32), load_checkpoint(str(path)), str(path))
+
+
+def test_mismatch_message_names_grid_attention():
+    """A generator trained with GAN.GRID_ATTENTION, loaded into one without: the message says which size."""
+    plain, grid = G_NET(4, 32, 100, 100, 2, 1, base_size=32), G_NET(4, 32, 100, 100, 2, 1, base_size=32,
+                                                                 grid_attention=8)
+    head = describe_mismatch(plain, grid.state_dict(), "grid.pth").splitlines()[0]
+    assert "GAN.GRID_ATTENTION 8, config says 0" in head

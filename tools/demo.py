@@ -36,10 +36,17 @@ def cpu_model() -> str:
     return f"{name}, {torch.get_num_threads()} threads"
 
 
-def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: int) -> tuple[int, int, float | None]:
+def validations(epochs: int, interval: int) -> int:
+    """How many DAMSM validations a run of `epochs` makes (every `interval` epochs and after the last)."""
+    return 0 if interval <= 0 else epochs // interval + (1 if epochs % interval else 0)
+
+
+def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: int,
+                  valid_set=None) -> tuple[int, int, float | None]:
     """(epochs, steps, estimated seconds) of the training run `cfg_path` describes, from the time of a few steps on
-    a synthetic batch (None where the family cannot be timed without its data)."""
-    from bench.common import step_seconds
+    a synthetic batch (None where the family cannot be timed without its data); for the DAMSM, with `valid_set`, its
+    validations are timed too."""
+    from bench.common import damsm_validation_seconds, step_seconds
     from miscc.config import load_config, parse_overrides
 
     cfg = load_config(cfg_path, parse_overrides(overrides))
@@ -49,6 +56,10 @@ def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: in
         seconds = step_seconds(cfg, n_words, cfg.TRAIN.BATCH_SIZE) * steps
     except TypeError:  # a trainer that needs its real dataset (GAN-INT-CLS draws wrong images from it)
         seconds = None
+    if seconds is not None and valid_set is not None and cfg.CONFIG_NAME == "DAMSM":
+        n_valid = validations(cfg.TRAIN.MAX_EPOCH, cfg.DAMSM.VALID_INTERVAL)
+        if n_valid:
+            seconds += n_valid * damsm_validation_seconds(cfg, valid_set)
     return cfg.TRAIN.MAX_EPOCH, steps, seconds
 
 
@@ -103,6 +114,10 @@ def print_attributes(jsonl: str) -> None:
                  "position"), ("all_three", "all three"))
         print("\nCaption objects drawn as described (shapes classifier): " + ", ".join(
             f"{label} {100 * d[k]:.1f} %" for k, label in names if d.get(k) is not None), flush=True)
+        for n, what in ((1, "one-object captions"), (2, "two-object captions")):
+            if d.get(f"color_any_{n}obj") is not None:
+                print(f"  {what}: " + ", ".join(f"{label} {100 * d[f'{k}_{n}obj']:.1f} %" for k, label in names
+                                                 if d.get(f"{k}_{n}obj") is not None), flush=True)
 
 
 def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan: bool) -> None:
@@ -115,12 +130,12 @@ def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cfg = load_config(DAMSM_CONFIGS[args.text_encoder], parse_overrides([f"DATA_DIR={args.data_dir}", *bert]))
-        train = build_dataset(cfg, "train")
+        train, test = build_dataset(cfg, "train"), build_dataset(cfg, "test")
     n_train, n_words = len(train), train.n_words
     print(f"\nPlan on this machine ({cpu_model()}); times measured from a few steps of each model:", flush=True)
     rows = []
     if train_damsm:
-        e, n, sec = training_plan(DAMSM_CONFIGS[args.text_encoder], bert, n_train, n_words)
+        e, n, sec = training_plan(DAMSM_CONFIGS[args.text_encoder], bert, n_train, n_words, test)
         rows.append((f"DAMSM encoders ({DAMSM_CONFIGS[args.text_encoder]}): {e} epochs, {n} steps", sec))
     if train_gan:
         e, n, sec = training_plan(gan_cfg, [*bert, *args.set], n_train, n_words)

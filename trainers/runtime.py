@@ -26,7 +26,10 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
-    amp: str = "none"
+    amp: str = "none"  # as TRAIN.AMP; 'auto' is resolved for the device (`resolve_amp`)
+
+    def __post_init__(self):
+        self.amp = resolve_amp(self.amp, self.device)
 
     @property
     def distributed(self) -> bool:
@@ -48,10 +51,32 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bfloat16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
+    AMX (read from /proc/cpuinfo; elsewhere bf16 is emulated and slower than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_amp(amp: str, device: torch.device) -> str:
+    """TRAIN.AMP for `device`: 'auto' becomes 'bf16' where the device has native bf16 (`native_bf16`), else 'none'."""
+    if amp not in (*AMP_DTYPES, "auto"):
+        raise InputError(f"TRAIN.AMP must be one of {sorted(AMP_DTYPES)} or 'auto', got '{amp}'")
+    if amp == "auto":
+        return "bf16" if native_bf16(device) else "none"
+    return amp
+
+
 def setup_runtime(gpu_id: int = 0, amp: str = "none") -> Runtime:
-    """Pick the device and, under torchrun, join the process group. `gpu_id` < 0 forces the CPU."""
-    if amp not in AMP_DTYPES:
-        raise InputError(f"TRAIN.AMP must be one of {sorted(AMP_DTYPES)}, got '{amp}'")
+    """Pick the device and, under torchrun, join the process group. `gpu_id` < 0 forces the CPU; `amp` as
+    `resolve_amp`."""
+    resolve_amp(amp, torch.device("cpu"))  # a bad value fails before any process group starts
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -64,6 +89,7 @@ def setup_runtime(gpu_id: int = 0, amp: str = "none") -> Runtime:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     else:
         device = torch.device("cuda", gpu_id) if use_cuda else torch.device("cpu")
+    amp = resolve_amp(amp, device)
     if amp == "fp16" and device.type == "cpu":
         raise InputError("TRAIN.AMP=fp16 needs a GPU; use bf16 on the CPU")
     return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank, amp=amp)

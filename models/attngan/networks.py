@@ -188,18 +188,25 @@ class INIT_STAGE_G(nn.Module):
     word context, go through `r_num` ResBlocks, are upsampled to 128² and average-pooled back to 64². BERT-AttnGAN
     hard-codes 32 channels there (GF_DIM 32 only); here they are ngf/16 for any GF_DIM.
 
+    With `grid_attention` = g (ours, GAN.GRID_ATTENTION; 0 = off as in the originals) the features at g×g attend
+    over the words with queries that add a learned per-position embedding (`grid_pos`), and the word context is added
+    to them. Stage 1 otherwise sees the sentence only, so "a red circle at the top and a blue square at the bottom"
+    reaches it as one vector in which colours and places are not bound to each other; a query that knows where it is
+    can pick the words naming its place.
+
     `forward(z_code, c_code, word_embs=None, mask=None) -> (h [B, ngf/16, 64, 64], attention [B, T, 64, 64] or None)`.
     """
 
     def __init__(self, ngf: int, ncf: int, z_dim: int, nef: int | None = None, r_num: int = 0,
-                 init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
+                 init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
+                 grid_attention: int = 0):
         super().__init__()
         if base_size not in (32, 64):
             raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
         if ngf % 16:
             raise InputError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
-        if init_attention and nef is None:
-            raise ValueError("INIT_STAGE_G with init_attention needs nef (the word feature size)")
+        if (init_attention or grid_attention) and nef is None:
+            raise ValueError("INIT_STAGE_G with word attention needs nef (the word feature size)")
         self.gf_dim, self.in_dim = ngf, ncf + z_dim
         self.c_dim, self.z_dim = ncf, z_dim
         self.init_attention = init_attention
@@ -208,6 +215,16 @@ class INIT_STAGE_G(nn.Module):
                                 nn.BatchNorm1d(ngf * self.start ** 2 * 2), GLU())
         for i in range(1, 5):
             self.add_module(f"upsample{i}", upBlock(ngf // 2 ** (i - 1), ngf // 2 ** i, upsample_mode))
+        sizes = [self.start * 2 ** i for i in range(5)]  # after the fc, then after each upBlock
+        self.grid_level = None
+        if grid_attention:
+            if grid_attention not in sizes:
+                raise InputError(f"GAN.GRID_ATTENTION must be one of stage 1's sizes {sizes} (or 0), "
+                                 f"got {grid_attention}")
+            self.grid_level = sizes.index(grid_attention)
+            ch = ngf // 2 ** self.grid_level
+            self.grid_att = GlobalAttentionGeneral(ch, nef)
+            self.grid_pos = nn.Parameter(torch.randn(1, ch, grid_attention, grid_attention))
         if init_attention:
             out_ch = ngf // 16
             self.att = GlobalAttentionGeneral(out_ch, nef)
@@ -220,8 +237,13 @@ class INIT_STAGE_G(nn.Module):
         if z_code.dim() != 2 or z_code.size(1) != self.z_dim:
             raise ValueError(f"noise must be [B, Z_DIM={self.z_dim}], got {tuple(z_code.shape)}")
         out = self.fc(torch.cat((c_code, z_code), 1)).view(-1, self.gf_dim, self.start, self.start)
-        for i in range(1, 5):
-            out = getattr(self, f"upsample{i}")(out)
+        for i in range(5):
+            if i:
+                out = getattr(self, f"upsample{i}")(out)
+            if i == self.grid_level:
+                if word_embs is None:
+                    raise ValueError("INIT_STAGE_G with grid_attention needs word_embs")
+                out = out + self.grid_att(out + self.grid_pos, word_embs, mask)[0]
         if not self.init_attention:
             return out, None
         if word_embs is None:
@@ -266,7 +288,8 @@ class _AttnGANGenerator(nn.Module):
     """Shared body of G_NET and G_DCGAN: `ca_net`, `h_net1` (INIT_STAGE_G), `h_net2..N` (NEXT_STAGE_G)."""
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int, r_num: int,
-                 init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64):
+                 init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64,
+                 grid_attention: int = 0):
         super().__init__()
         if branch_num < 1:
             raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
@@ -278,7 +301,7 @@ class _AttnGANGenerator(nn.Module):
         for i in range(1, branch_num + 1):
             if i == 1:
                 stage = INIT_STAGE_G(gf_dim * 16, condition_dim, z_dim, ef_dim, r_num, init_attention, upsample_mode,
-                                     base_size)
+                                     base_size, grid_attention)
             else:
                 stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode)
             self.add_module(f"h_net{i}", stage)
@@ -308,9 +331,10 @@ class G_NET(_AttnGANGenerator):
     """
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
-                 r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
+                 r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
+                 grid_attention: int = 0):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
-                         image_heads=True, base_size=base_size)
+                         image_heads=True, base_size=base_size, grid_attention=grid_attention)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
                 mask: torch.Tensor | None = None):
@@ -329,9 +353,10 @@ class G_DCGAN(_AttnGANGenerator):
     ([image], att_maps, mu, logvar)."""
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
-                 r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64):
+                 r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
+                 grid_attention: int = 0):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
-                         image_heads=False, base_size=base_size)
+                         image_heads=False, base_size=base_size, grid_attention=grid_attention)
         self.img_net = GET_IMAGE_G(gf_dim)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,

@@ -6,7 +6,8 @@ gradient-norm clip RNN_GRAD_CLIP on the text encoder, loss = words_loss (both di
 directions). Deviation: the original re-created Adam every epoch (resetting its moments); here one Adam runs
 through, and only its learning rate changes, so a resumed run is identical to an uninterrupted one.
 
-Every epoch: validation losses on up to DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true
+Every DAMSM.VALID_INTERVAL epochs (AttnGAN: every epoch) and after the last: validation losses on up to
+DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true
 caption against 99 captions of other classes) of real test images. The validation loader shuffles, as AttnGAN's: CUB's
 test split is sorted by class, so unshuffled batches are each one class, every mismatched pair is masked as
 same-class and the losses read 0. Validation draws from its own generators seeded with EVAL.SEED (the same batches,
@@ -110,7 +111,9 @@ class DAMSMTrainer(BaseTrainer):
 
     @torch.no_grad()
     def end_of_epoch(self, epoch):
-        if self.valid_set is None:
+        every = self.cfg.DAMSM.VALID_INTERVAL
+        last = epoch + 1 >= self.cfg.TRAIN.MAX_EPOCH
+        if self.valid_set is None or not every or ((epoch + 1) % every and not last):
             return {}
         devices = [self.rt.device.index or 0] if self.rt.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):

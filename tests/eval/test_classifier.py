@@ -96,6 +96,10 @@ def test_score_attributes_rules():
     assert r["color_shape_any"] == pytest.approx(4 / 6)  # no green circle, no red square anywhere
     assert r["color_at_position"] == pytest.approx(3 / 5)  # positioned: red@tl, blue@right, green@tl x, red@bottom x, red@tl
     assert r["all_three"] == pytest.approx(2 / 5)  # the red square at top left is a circle
+    # split by caption: the two objects of caption 0, the one object of each other caption
+    assert r["color_any_2obj"] == r["color_shape_any_2obj"] == r["all_three_2obj"] == 1.0
+    assert r["color_any_1obj"] == pytest.approx(3 / 4) and r["color_shape_any_1obj"] == pytest.approx(2 / 4)
+    assert r["color_at_position_1obj"] == pytest.approx(1 / 3) and r["all_three_1obj"] == 0.0
     perfect = score_attributes(model, _scene_logits(model, [scene]), [captions[0]],
                                parse_caption=make_shapes.parse_caption)
     assert perfect["value"] == perfect["count"] == 1.0

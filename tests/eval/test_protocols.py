@@ -308,3 +308,19 @@ def test_a_registered_metric_is_one_function_and_one_registration(monkeypatch):
     assert (result["protocol"], result["n"], result["value"]) == ("bright4", 4, 51.0)
     with pytest.raises(InputError, match="bright"):
         parse_protocol("bright1")  # below its minimum of 2 samples
+
+
+def test_sample_grid_spreads_over_the_first_batches():
+    """The report's grid takes n of the first 4n samples, evenly spaced, each with its own caption: the trainers
+    sort every batch by caption length, so the first n alone would show only the longest captions."""
+    from eval.protocols import _Collector
+
+    col = _Collector.__new__(_Collector)
+    col.grid_images = [torch.full((3, 2, 2), i, dtype=torch.uint8) for i in range(16)]
+    col.grid_captions = [f"caption {i}" for i in range(16)]
+    images, captions = col.grid(4)
+    assert [int(im[0, 0, 0]) for im in images] == [0, 5, 10, 15]
+    assert captions == ["caption 0", "caption 5", "caption 10", "caption 15"]
+    col.grid_images, col.grid_captions = col.grid_images[:3], []
+    images, captions = col.grid(4)
+    assert len(images) == 3 and captions is None

@@ -256,7 +256,7 @@ def test_demo_sized_model_answers_8_variants_within_2_seconds(tmp_path):
                (("TEXT", "EMBEDDING_DIM"), ("DAMSM", "IMAGE_SIZE"), ("GAN", "GF_DIM"), ("GAN", "DF_DIM"))}
     run = tiny_run(tmp_path, "attngan", data, tiny_encoders(cfg, tmp_path / "damsm"), **shipped)
     saved, net_g = run_config(run, None, {})
-    assert (saved.GAN.GF_DIM, saved.TEXT.EMBEDDING_DIM, saved.TREE.BRANCH_NUM) == (8, 128, 2)
+    assert (saved.GAN.GF_DIM, saved.TEXT.EMBEDDING_DIM, saved.TREE.BRANCH_NUM) == (16, 128, 2)
     server = make_server(App([AppModel("demo", saved, net_g, torch.device("cpu"))]), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     body = json.dumps({"model": 0, "sentence": "a red circle in the top left corner on a white background",

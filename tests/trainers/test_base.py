@@ -160,6 +160,25 @@ def test_cpu_runtime_needs_no_process_group():
     assert not torch.distributed.is_initialized()
     with pytest.raises(ValueError, match="fp16 needs a GPU"):
         setup_runtime(gpu_id=-1, amp="fp16")
+    with pytest.raises(ValueError, match="TRAIN.AMP must be one of .* or 'auto', got 'bf8'"):
+        setup_runtime(gpu_id=-1, amp="bf8")
+
+
+def test_amp_auto_is_bf16_only_where_the_cpu_has_it(monkeypatch, tmp_path):
+    """TRAIN.AMP 'auto' reads the CPU flags: bf16 with avx512_bf16 or amx_bf16, float32 (none) without."""
+    import builtins
+
+    import trainers.runtime as runtime
+
+    real_open = builtins.open
+    for flags, expected in (("fpu sse avx2 avx512f", "none"), ("fpu avx512f avx512_bf16", "bf16"),
+                            ("fpu amx_bf16 amx_tile", "bf16")):
+        fake = tmp_path / "cpuinfo"
+        fake.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n")
+        monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(fake if p == "/proc/cpuinfo" else p,
+                                                                           *a, **k))
+        assert runtime.setup_runtime(gpu_id=-1, amp="auto").amp == expected
+        monkeypatch.setattr(builtins, "open", real_open)
 
 
 def _free_port():

@@ -582,3 +582,45 @@ def test_discriminator_spectral_norm_option():
         d(torch.rand(2, 3, 64, 64))
     sigma = torch.linalg.matrix_norm(d.img_code_s16[0].weight.detach().flatten(1), ord=2)
     assert abs(float(sigma) - 1.0) < 0.05 and not torch.equal(w, d.img_code_s16[0].weight.detach())
+
+
+def test_grid_attention_binds_words_to_places_in_stage_1():
+    """GAN.GRID_ATTENTION (ours): stage 1 attends over the words at g x g with position-aware queries.
+
+    With one branch and no grid attention the words reach G only through the sentence; with it, a changed word
+    changes the image, padding does not, and each sample is masked by its own padding."""
+    cfg = small_cfg(**{"TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.R_NUM": 1})
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    ch = cfg.GAN.GF_DIM * 16 // 4  # 2x2 fc map, upBlocks to 4 and 8: ngf / 4 channels at 8 x 8
+    sd = g.state_dict()
+    assert tuple(sd["h_net1.grid_pos"].shape) == (1, ch, 8, 8)
+    assert tuple(sd["h_net1.grid_att.conv_context.weight"].shape) == (ch, cfg.TEXT.EMBEDDING_DIM, 1, 1)
+    plain = build_generator(small_cfg(**{"TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32})).eval()
+    assert not any("grid" in k for k in plain.state_dict())
+
+    b, t, e = 2, 6, cfg.TEXT.EMBEDDING_DIM
+    z, sent, words = torch.randn(b, cfg.GAN.Z_DIM), torch.randn(b, e), torch.randn(b, e, t)
+    mask = torch.arange(t)[None, :] >= torch.tensor([6, 4])[:, None]
+    with torch.no_grad():
+        for net in (g, plain):  # CA noise off: c = mu
+            net.ca_net.forward = lambda s, net=net: (net.ca_net.encode(s)[0],) + net.ca_net.encode(s)
+        base = g(z, sent, words, mask)[0][-1]
+        changed = words.clone()
+        changed[1, :, 1] += 3.0  # a real word of sample 1
+        out = g(z, sent, changed, mask)[0][-1]
+        assert (out[1] - base[1]).abs().max() > 1e-3 and torch.allclose(out[0], base[0], atol=1e-6)
+        padded = words.clone()
+        padded[1, :, 4:] += 3.0  # sample 1's padding
+        assert torch.allclose(g(z, sent, padded, mask)[0][-1], base, atol=1e-6)
+        assert torch.equal(plain(z, sent, changed, mask)[0][-1], plain(z, sent, words, mask)[0][-1])
+        # the queries know their place: moving the position embedding changes the image
+        g.h_net1.grid_pos.add_(torch.randn_like(g.h_net1.grid_pos))
+        assert (g(z, sent, words, mask)[0][-1] - base).abs().max() > 1e-3
+
+
+def test_grid_attention_rejects_sizes_stage_1_does_not_have():
+    with pytest.raises(ValueError, match=r"GAN.GRID_ATTENTION must be one of stage 1's sizes \[2, 4, 8, 16, 32\]"):
+        build_generator(small_cfg(**{"TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 6}))
+    with pytest.raises(ValueError, match=r"\[4, 8, 16, 32, 64\].*got 3"):
+        build_generator(small_cfg(**{"GAN.GRID_ATTENTION": 3}))

@@ -105,3 +105,18 @@ def test_validation_is_seeded_and_leaves_training_randomness(data_dir, tmp_path)
     torch.manual_seed(3)
     assert trainer.end_of_epoch(0) == first
     assert torch.equal(torch.rand(1), after)
+
+
+def test_validation_interval_validates_every_n_epochs_and_the_last(data_dir, tmp_path):
+    """DAMSM.VALID_INTERVAL 2 over 3 epochs: validation after epochs 2 and 3 only (0-based 1 and 2); 0: never."""
+    from datasets import build_dataset
+
+    cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16, "TRAIN.BATCH_SIZE": 4,
+                                   "TRAIN.MAX_EPOCH": 3, "DAMSM.VALID_INTERVAL": 2, "DAMSM.VALID_BATCHES": 1,
+                                   "DAMSM.RPREC_SAMPLES": 16, "WORKERS": 0})
+    trainer = DAMSMTrainer(cfg, Runtime(device=torch.device("cpu")), str(tmp_path), build_dataset(cfg, "train"),
+                           build_dataset(cfg, "test"))
+    assert [bool(trainer.end_of_epoch(e)) for e in range(3)] == [False, True, True]
+    assert "R_precision" in trainer.end_of_epoch(2)
+    cfg.DAMSM.VALID_INTERVAL = 0
+    assert [trainer.end_of_epoch(e) for e in range(3)] == [{}, {}, {}]

@@ -17,6 +17,7 @@ CASES = {
     # name: (config, overrides, batch size on CPU, batch size on CUDA, vocabulary)
     "attngan bird 256px": ("cfg/bird_attn2.yml", {}, 4, 20, 5450),
     "attngan shapes 64px": ("cfg/shapes_attn.yml", {}, 20, 20, 47),
+    "attngan shapes 64px GF_DIM 8": ("cfg/shapes_attn.yml", {"GAN.GF_DIM": 8}, 20, 20, 47),  # the demo until 2026-12
     "ssagan bird 256px": ("cfg/bird_ssa.yml", {}, 2, 24, 5450),
     "ssagan shapes 64px": ("cfg/shapes_ssa.yml", {}, 24, 24, 47),
     "dfgan bird 256px": ("cfg/bird_dfgan.yml", {}, 2, 32, 5450),

@@ -122,6 +122,7 @@ _DEFAULTS = {
         "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
         "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
         "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
+        "POSITION_QUERIES": False,  # AttnGAN: a learned per-position embedding in the queries of stages 2+
     },
     "TEXT": {
         "CAPTIONS_PER_IMAGE": 10,

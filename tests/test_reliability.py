@@ -325,3 +325,6 @@ def test_mismatch_message_names_grid_attention():
                                                                  grid_attention=8)
     head = describe_mismatch(plain, grid.state_dict(), "grid.pth").splitlines()[0]
     assert "GAN.GRID_ATTENTION 8, config says 0" in head
+    plain_q = G_NET(4, 32, 100, 100, 2, 1, base_size=32, position_queries=True)
+    head = describe_mismatch(plain, plain_q.state_dict(), "posq.pth").splitlines()[0]
+    assert "GAN.POSITION_QUERIES True, config says False" in head

@@ -21,7 +21,8 @@ def build_generator(cfg, device: torch.device | str | None = None) -> nn.Module:
     cls = G_DCGAN if cfg.GAN.B_DCGAN else G_NET
     net = cls(cfg.GAN.GF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.GAN.CONDITION_DIM, cfg.GAN.Z_DIM, cfg.TREE.BRANCH_NUM,
               cfg.GAN.R_NUM, init_attention=cfg.GAN.B_INIT_ATTENTION, upsample_mode=cfg.GAN.UPSAMPLE,
-              base_size=cfg.TREE.BASE_SIZE, grid_attention=cfg.GAN.GRID_ATTENTION).to(device)
+              base_size=cfg.TREE.BASE_SIZE, grid_attention=cfg.GAN.GRID_ATTENTION,
+              position_queries=cfg.GAN.POSITION_QUERIES).to(device)
     net.apply(weights_init)
     return net
 

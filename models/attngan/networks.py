@@ -257,19 +257,24 @@ class NEXT_STAGE_G(nn.Module):
     """Refinement stage: word attention, cat[h, context], `r_num` ResBlock(2ngf), upBlock(2ngf → ngf) (×2 size).
 
     The original also took the sentence code `c_code` and `ncf`, both unused; they are dropped here.
+    With `pos_size` = H (ours, GAN.POSITION_QUERIES) a learned per-position embedding `pos` [1, ngf, H, H] is added
+    to the attention queries, so an empty place can still ask for the words that name it.
     `forward(h_code, word_embs, mask) -> (h [B, ngf, 2H, 2W], attention [B, T, H, W])`.
     """
 
-    def __init__(self, ngf: int, nef: int, r_num: int, upsample_mode: str = "nearest"):
+    def __init__(self, ngf: int, nef: int, r_num: int, upsample_mode: str = "nearest", pos_size: int = 0):
         super().__init__()
         self.gf_dim, self.ef_dim = ngf, nef
         self.att = GlobalAttentionGeneral(ngf, nef)
         self.residual = _residual_stack(ngf * 2, r_num)
         self.upsample = upBlock(ngf * 2, ngf, upsample_mode)
+        self.pos = nn.Parameter(torch.randn(1, ngf, pos_size, pos_size)) if pos_size else None
 
     def forward(self, h_code: torch.Tensor, word_embs: torch.Tensor,
                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        context, att = self.att(h_code, word_embs, mask)
+        if self.pos is not None and self.pos.shape[2:] != h_code.shape[2:]:
+            raise ValueError(f"position queries are {tuple(self.pos.shape[2:])}, features {tuple(h_code.shape[2:])}")
+        context, att = self.att(h_code if self.pos is None else h_code + self.pos, word_embs, mask)
         return self.upsample(self.residual(torch.cat((h_code, context), 1))), att
 
 
@@ -289,7 +294,7 @@ class _AttnGANGenerator(nn.Module):
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int, r_num: int,
                  init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64,
-                 grid_attention: int = 0):
+                 grid_attention: int = 0, position_queries: bool = False):
         super().__init__()
         if branch_num < 1:
             raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
@@ -303,7 +308,8 @@ class _AttnGANGenerator(nn.Module):
                 stage = INIT_STAGE_G(gf_dim * 16, condition_dim, z_dim, ef_dim, r_num, init_attention, upsample_mode,
                                      base_size, grid_attention)
             else:
-                stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode)
+                stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode,
+                                     base_size * 2 ** (i - 2) if position_queries else 0)
             self.add_module(f"h_net{i}", stage)
             if image_heads:
                 self.add_module(f"img_net{i}", GET_IMAGE_G(gf_dim))
@@ -332,9 +338,10 @@ class G_NET(_AttnGANGenerator):
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0):
+                 grid_attention: int = 0, position_queries: bool = False):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
-                         image_heads=True, base_size=base_size, grid_attention=grid_attention)
+                         image_heads=True, base_size=base_size, grid_attention=grid_attention,
+                         position_queries=position_queries)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
                 mask: torch.Tensor | None = None):
@@ -354,9 +361,10 @@ class G_DCGAN(_AttnGANGenerator):
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0):
+                 grid_attention: int = 0, position_queries: bool = False):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
-                         image_heads=False, base_size=base_size, grid_attention=grid_attention)
+                         image_heads=False, base_size=base_size, grid_attention=grid_attention,
+                         position_queries=position_queries)
         self.img_net = GET_IMAGE_G(gf_dim)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,

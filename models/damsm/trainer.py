@@ -7,8 +7,8 @@ directions). Deviation: the original re-created Adam every epoch (resetting its 
 through, and only its learning rate changes, so a resumed run is identical to an uninterrupted one.
 
 Every DAMSM.VALID_INTERVAL epochs (AttnGAN: every epoch) and after the last: validation losses on up to
-DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true
-caption against 99 captions of other classes) of real test images. The validation loader shuffles, as AttnGAN's: CUB's
+DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true caption against 99 captions of other
+classes) of real test images. The validation loader shuffles, as AttnGAN's: CUB's
 test split is sorted by class, so unshuffled batches are each one class, every mismatched pair is masked as
 same-class and the losses read 0. Validation draws from its own generators seeded with EVAL.SEED (the same batches,
 crops and captions every epoch and every run) and leaves the training random streams untouched. Snapshots every SNAPSHOT_INTERVAL epochs:

@@ -624,3 +624,27 @@ def test_grid_attention_rejects_sizes_stage_1_does_not_have():
         build_generator(small_cfg(**{"TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 6}))
     with pytest.raises(ValueError, match=r"\[4, 8, 16, 32, 64\].*got 3"):
         build_generator(small_cfg(**{"GAN.GRID_ATTENTION": 3}))
+
+
+def test_position_queries_let_a_uniform_map_attend_by_place():
+    """GAN.POSITION_QUERIES (ours): stages 2+ add a learned per-position embedding to their attention queries.
+    On features that are the same everywhere, plain attention is the same at every pixel; with the embedding it
+    differs from place to place."""
+    torch.manual_seed(0)
+    plain, placed = NEXT_STAGE_G(GF, EF, r_num=1).eval(), NEXT_STAGE_G(GF, EF, r_num=1, pos_size=8).eval()
+    assert tuple(placed.pos.shape) == (1, GF, 8, 8) and "pos" in placed.state_dict()
+    assert "pos" not in plain.state_dict()
+    h = torch.ones(2, GF, 8, 8)
+    _, words, mask = text_batch([4, 3])
+    with torch.no_grad():
+        _, att_plain = plain(h, words, mask)
+        _, att_placed = placed(h, words, mask)
+    flat = att_plain.flatten(2)
+    assert torch.allclose(flat, flat[:, :, :1].expand_as(flat), atol=1e-6)
+    spread = att_placed.flatten(2).std(dim=2)  # over positions
+    assert (spread[0, :4] > 1e-3).all() and (att_placed[1, 3] == 0).all()  # sample 1's padding stays masked
+    with pytest.raises(ValueError, match=r"position queries are \(8, 8\), features \(16, 16\)"):
+        placed(torch.ones(1, GF, 16, 16), words[:1], mask[:1])
+    cfg = small_cfg(**{"TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 3, "GAN.POSITION_QUERIES": True})
+    g = build_generator(cfg)
+    assert tuple(g.h_net2.pos.shape[2:]) == (32, 32) and tuple(g.h_net3.pos.shape[2:]) == (64, 64)

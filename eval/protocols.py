@@ -566,7 +566,8 @@ def run_protocols(names, sample, context: EvalContext | None = None) -> list[dic
 
     Returns one result dict per protocol (value, std, N, seeds, real set, extractor and its sha256, checkpoint,
     config, UTC time, device, versions, ...) and appends each to `context.jsonl` when set. With `context.grid_png`
-    `grid_n` samples (evenly spaced among the first 4 x grid_n) are saved there as a captioned grid (`samples_grid` in every result).
+    `grid_n` samples (evenly spaced among the first 4 x grid_n) are saved there as a captioned grid (`samples_grid`
+    in every result).
     """
     ctx = context or EvalContext()
     protocols = parse_protocols(names)

@@ -75,7 +75,7 @@ def resolve_amp(amp: str, device: torch.device) -> str:
 
 def setup_runtime(gpu_id: int = 0, amp: str = "none") -> Runtime:
     """Pick the device and, under torchrun, join the process group. `gpu_id` < 0 forces the CPU; `amp` as
-    `resolve_amp`."""
+    `resolve_amp` (the Runtime resolves 'auto' for its device)."""
     resolve_amp(amp, torch.device("cpu"))  # a bad value fails before any process group starts
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -89,7 +89,6 @@ def setup_runtime(gpu_id: int = 0, amp: str = "none") -> Runtime:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     else:
         device = torch.device("cuda", gpu_id) if use_cuda else torch.device("cpu")
-    amp = resolve_amp(amp, device)
     if amp == "fp16" and device.type == "cpu":
         raise InputError("TRAIN.AMP=fp16 needs a GPU; use bf16 on the CPU")
     return Runtime(device=device, rank=rank, world_size=world_size, local_rank=local_rank, amp=amp)

@@ -132,13 +132,15 @@ def _attngan_g(sd):
             "GAN.R_NUM": (_count(sd, r"h_net2\.residual\.(\d+)\.") or 0) if branches and branches > 1 else None,
             "GAN.B_INIT_ATTENTION": any(k.startswith("h_net1.att.") for k in sd),
             "GAN.GRID_ATTENTION": _dim(sd, "h_net1.grid_pos", 2) or 0,
-            "GAN.POSITION_QUERIES": "h_net2.pos" in sd if branches and branches > 1 else None}
+            "GAN.POSITION_QUERIES": "h_net2.pos" in sd if branches and branches > 1 else None,
+            "GAN.WORD_CONTEXT_LAYERS": _count(sd, r"word_context\.encoder\.layers\.(\d+)\.") or 0}
 
 
 def _attngan_d(sd):
     ndf = _dim(sd, "img_code_s16.0.weight", 0)
     return {"GAN.DF_DIM": ndf, "TEXT.EMBEDDING_DIM": _sub(_dim(sd, "COND_DNET.jointConv.0.weight", 1), 8 * ndf)
-            if ndf else None}
+            if ndf else None,
+            "GAN.D_WORD_CONTEXT_LAYERS": _count(sd, r"COND_DNET\.word_grid\.context\.encoder\.layers\.(\d+)\.") or 0}
 
 
 def _ssagan_g(sd):

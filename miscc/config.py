@@ -123,6 +123,8 @@ _DEFAULTS = {
         "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
         "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
         "POSITION_QUERIES": False,  # AttnGAN: a learned per-position embedding in the queries of stages 2+
+        "WORD_CONTEXT_LAYERS": 0,  # AttnGAN: Transformer layers over the word features inside G (0 = off)
+        "D_WORD_CONTEXT_LAYERS": 0,  # AttnGAN: conditional D heads also read the words through such layers (0 = off)
     },
     "TEXT": {
         "CAPTIONS_PER_IMAGE": 10,
@@ -346,8 +348,8 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.COEFF.", "TRAIN.BETA1", "TRAIN.BETA2",
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
-    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "GAN.ADV_LOSS", "DATA.RANDOM_CROP", "DATA.FLIP",
-    "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
+    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "GAN.ADV_LOSS",
+    "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
     "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",
     "DFGAN.",

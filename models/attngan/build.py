@@ -22,7 +22,8 @@ def build_generator(cfg, device: torch.device | str | None = None) -> nn.Module:
     net = cls(cfg.GAN.GF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.GAN.CONDITION_DIM, cfg.GAN.Z_DIM, cfg.TREE.BRANCH_NUM,
               cfg.GAN.R_NUM, init_attention=cfg.GAN.B_INIT_ATTENTION, upsample_mode=cfg.GAN.UPSAMPLE,
               base_size=cfg.TREE.BASE_SIZE, grid_attention=cfg.GAN.GRID_ATTENTION,
-              position_queries=cfg.GAN.POSITION_QUERIES).to(device)
+              position_queries=cfg.GAN.POSITION_QUERIES,
+              word_context_layers=cfg.GAN.WORD_CONTEXT_LAYERS).to(device)
     net.apply(weights_init)
     return net
 
@@ -42,7 +43,8 @@ def build_discriminators(cfg, device: torch.device | str | None = None) -> list[
         specs = [(size, True) for size in sizes]
     nets = []
     for size, b_jcu in specs:
-        net = classes[size](ndf, nef, b_jcu) if size in classes else D_NET(ndf, nef, size, b_jcu)
+        layers = cfg.GAN.D_WORD_CONTEXT_LAYERS
+        net = classes[size](ndf, nef, b_jcu, layers) if size in classes else D_NET(ndf, nef, size, b_jcu, layers)
         net.to(device).apply(weights_init)
         if cfg.GAN.D_SPECTRAL_NORM:
             add_spectral_norm(net)

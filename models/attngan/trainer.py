@@ -28,6 +28,7 @@ from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
 from models.attngan.family import FAMILY
+from models.attngan.networks import TextCondition
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm
 from trainers.optim import gan_step
@@ -97,18 +98,19 @@ class AttnGANTrainer(BaseTrainer):
         real_labels = torch.ones(b, device=rt.device)
         fake_labels = torch.zeros(b, device=rt.device)
 
+        cond = TextCondition(sent_emb, words_emb, mask) if cfg.GAN.D_WORD_CONTEXT_LAYERS else sent_emb
         losses = {}
         reals = batch.imgs[len(batch.imgs) - len(self.netsD):]  # G_DCGAN: one D, for the last size
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD)):
             with rt.autocast():
-                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], sent_emb, real_labels, fake_labels,
+                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
                                            cfg.GAN.ADV_LOSS, self.augment)
             gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
             losses[f"errD{i}"] = err_d.detach()
 
         with frozen(*self.netsD):
             with rt.autocast():
-                adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, sent_emb, cfg.GAN.ADV_LOSS, self.augment)
+                adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, cond, cfg.GAN.ADV_LOSS, self.augment)
                 features = self.image_encoder(fake_imgs[-1])
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
                                                       cfg, features)

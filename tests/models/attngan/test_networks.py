@@ -6,12 +6,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from miscc.checkpoint import load_state_dict_strict
+from miscc.checkpoint import describe_mismatch, load_state_dict_strict
 from miscc.config import load_config
 from models.attngan import (
     CA_NET, D_GET_LOGITS, D_NET, D_NET64, D_NET128, D_NET256, G_DCGAN, G_NET, GlobalAttentionGeneral,
-    INIT_STAGE_G, NEXT_STAGE_G, KL_loss, build_discriminators, build_generator, discriminator_loss,
-    generator_adversarial_loss, upBlock, weights_init,
+    INIT_STAGE_G, NEXT_STAGE_G, KL_loss, TextCondition, WordContext, build_discriminators, build_generator,
+    discriminator_loss, generator_adversarial_loss, upBlock, weights_init,
 )
 
 BN = ("weight", "bias", "running_mean", "running_var")
@@ -648,3 +648,95 @@ def test_position_queries_let_a_uniform_map_attend_by_place():
     cfg = small_cfg(**{"TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 3, "GAN.POSITION_QUERIES": True})
     g = build_generator(cfg)
     assert tuple(g.h_net2.pos.shape[2:]) == (32, 32) and tuple(g.h_net3.pos.shape[2:]) == (64, 64)
+
+
+def test_word_context_mixes_words_within_each_caption_only():
+    """GAN.WORD_CONTEXT_LAYERS (ours): Transformer layers over G's word features. A changed word changes the other
+    words of its own caption, not another caption's; padding changes nothing; an all-padding caption stays finite."""
+    torch.manual_seed(0)
+    ctx = WordContext(EF, 1).eval()
+    _, words, mask = text_batch([5, 3])
+    with torch.no_grad():
+        base = ctx(words, mask)
+        assert base.shape == words.shape
+        changed = words.clone()
+        changed[1, :, 0] += 3.0
+        out = ctx(changed, mask)
+        assert (out[1, :, 1:3] - base[1, :, 1:3]).abs().max() > 1e-3  # the caption's other words see it
+        assert torch.allclose(out[0], base[0], atol=1e-6)
+        padded = words.clone()
+        padded[1, :, 3:] += 3.0
+        assert torch.allclose(ctx(padded, mask)[:, :, :3], base[:, :, :3], atol=1e-5)
+        assert torch.isfinite(ctx(words, torch.ones_like(mask))).all()
+    with pytest.raises(ValueError, match="at least one layer"):
+        WordContext(EF, 0)
+
+
+def test_generator_word_context_option_keys_and_effect():
+    cfg = small_cfg(**{"TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 2, "GAN.GRID_ATTENTION": 8,
+                       "GAN.WORD_CONTEXT_LAYERS": 2})
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    sd = g.state_dict()
+    assert {k.split(".")[3] for k in sd if k.startswith("word_context.encoder.layers.")} == {"0", "1"}
+    assert not any(k.startswith("word_context") for k in build_generator(small_cfg()).state_dict())
+    b, e = 2, cfg.TEXT.EMBEDDING_DIM
+    z, sent, words = torch.randn(b, cfg.GAN.Z_DIM), torch.randn(b, e), torch.randn(b, e, 6)
+    mask = torch.arange(6)[None, :] >= torch.tensor([6, 4])[:, None]
+    with torch.no_grad():
+        g.ca_net.forward = lambda s: (g.ca_net.encode(s)[0],) + g.ca_net.encode(s)  # CA noise off
+        base = g(z, sent, words, mask)[0][-1]
+        assert torch.allclose(g(z, sent, words, mask)[0][-1], base)
+        g.word_context = None  # the same weights reading the DAMSM words directly
+        assert (g(z, sent, words, mask)[0][-1] - base).abs().max() > 1e-4
+
+
+def test_mismatch_message_names_word_context_layers():
+    plain = G_NET(4, 32, 100, 100, 2, 1, base_size=32)
+    ctx = G_NET(4, 32, 100, 100, 2, 1, base_size=32, word_context_layers=1)
+    head = describe_mismatch(plain, ctx.state_dict(), "ctx.pth").splitlines()[0]
+    assert "GAN.WORD_CONTEXT_LAYERS 1, config says 0" in head
+    d_plain, d_words = D_NET64(2, 32), D_NET64(2, 32, word_layers=1)
+    head = describe_mismatch(d_plain, d_words.state_dict(), "netD1.pth").splitlines()[0]
+    assert "GAN.D_WORD_CONTEXT_LAYERS 1, config says 0" in head
+
+
+def test_discriminator_word_condition_reads_each_captions_words():
+    """GAN.D_WORD_CONTEXT_LAYERS (ours): the conditional head adds a per-place map of the (contextualised) words to
+    the sentence code. Its logits change with a caption's words but not with its padding; the mismatched pair's
+    slice cuts sentence, words and mask together; the plain head ignores the words; spectral norm leaves the word
+    layers trainable."""
+    cfg = small_cfg(**{"GAN.D_WORD_CONTEXT_LAYERS": 1, "GAN.D_SPECTRAL_NORM": True})
+    torch.manual_seed(0)
+    d = build_discriminators(cfg)[0]
+    keys = d.state_dict().keys()
+    assert "COND_DNET.word_grid.queries" in keys and "UNCOND_DNET.word_grid.queries" not in keys
+    assert not any("word_grid" in k and k.endswith("_orig") for k in keys)  # no spectral norm inside
+    assert "COND_DNET.jointConv.0.weight_orig" in keys  # the AttnGAN layers keep it
+    e = cfg.TEXT.EMBEDDING_DIM
+    sent, words = torch.randn(3, e), torch.randn(3, e, 5)
+    mask = torch.arange(5)[None, :] >= torch.tensor([5, 3, 4])[:, None]
+    cond = TextCondition(sent, words, mask)
+    assert torch.equal(cond[1:].words, words[1:]) and torch.equal(cond[1:].mask, mask[1:])
+    d.eval()
+    feats = d(torch.rand(3, 3, 64, 64))
+    with torch.no_grad():
+        base = d.COND_DNET(feats, cond, logits=True)
+        changed = words.clone()
+        changed[1, :, 0] += 3.0
+        out = d.COND_DNET(feats, TextCondition(sent, changed, mask), logits=True)
+        assert abs(float(out[1] - base[1])) > 1e-4 and torch.allclose(out[[0, 2]], base[[0, 2]], atol=1e-6)
+        padded = words.clone()
+        padded[1, :, 3:] += 3.0
+        assert torch.allclose(d.COND_DNET(feats, TextCondition(sent, padded, mask), logits=True), base, atol=1e-5)
+    with pytest.raises(ValueError, match="GAN.D_WORD_CONTEXT_LAYERS > 0"):
+        d.COND_DNET(feats, sent)
+    plain = build_discriminators(small_cfg())[0].eval()
+    pf = plain(torch.rand(3, 3, 64, 64))
+    assert torch.equal(plain.COND_DNET(pf, cond, logits=True), plain.COND_DNET(pf, sent, logits=True))
+    d.train()
+    loss = discriminator_loss(d, torch.rand(3, 3, 64, 64), torch.rand(3, 3, 64, 64), cond, torch.ones(3),
+                              torch.zeros(3))
+    loss.backward()
+    layer = d.COND_DNET.word_grid.context.encoder.layers[0]
+    assert layer.self_attn.out_proj.weight.grad is not None and layer.self_attn.out_proj.weight.grad.abs().sum() > 0

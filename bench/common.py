@@ -104,9 +104,10 @@ def run_cases(argv, description: str, cases: dict, bench_case, title: str, defau
     print_table(title, ["case", "device", "precision", "batch", "images/s"], rows)
 
 
-def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2) -> float:
+def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2, epoch: int = 0) -> float:
     """Seconds per training iteration of the trainer `cfg` describes (MODEL, or the DAMSM trainer when
-    cfg.CONFIG_NAME is 'DAMSM'), on a synthetic batch with random encoders: what `tools.demo` prints as its plan."""
+    cfg.CONFIG_NAME is 'DAMSM'), on a synthetic batch with random encoders, in `epoch` (the AttnGAN trainer's steps
+    before TRAIN.ADV_START_EPOCH train G alone): what `tools.demo` prints as its plan."""
     from models.damsm import build_image_encoder, build_text_encoder
     from trainers.runtime import Runtime
 
@@ -123,6 +124,7 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2
         cfg.TRAIN.NET_G = ""
         trainer = get_family(cfg.MODEL).trainer_class()(cfg, rt, out, SyntheticText(n_words))
         sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
+    trainer.epoch = epoch
     batch = synthetic_batch(batch_size, sizes, n_words, cfg.TEXT.WORDS_NUM, device)
     return batch_size / time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)
 

@@ -98,6 +98,14 @@ _DEFAULTS = {
         # ControlGAN's perceptual loss in the DAMSM image encoder's feature space (miscc/losses.perceptual_loss):
         # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
         "PERCEPTUAL_WEIGHT": 0.0,
+        # mean squared pixel distance of the last image to its caption's real image (miscc/losses.pixel_loss):
+        # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
+        "PIXEL_WEIGHT": 0.0,
+        # epochs before this one train G on its paired terms only (PIXEL_WEIGHT, PERCEPTUAL_WEIGHT, the DAMSM loss)
+        # and leave D untouched, as ESRGAN pre-trains its generator before the GAN; 0: adversarial from the start
+        "ADV_START_EPOCH": 0,
+        # noise candidates per caption; > 1: the paired terms train the candidate nearest the real image (IMLE)
+        "PAIRED_CANDIDATES": 1,
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
@@ -348,7 +356,9 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.COEFF.", "TRAIN.BETA1", "TRAIN.BETA2",
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
-    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "GAN.ADV_LOSS",
+    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PIXEL_WEIGHT", "TRAIN.ADV_START_EPOCH",
+    "TRAIN.PAIRED_CANDIDATES",
+    "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",
     "INTCLS.DITER", "INTCLS.CLIP_VALUE", "INTCLS.GP_LAMBDA", "INTCLS.REAL_LABEL",

@@ -104,7 +104,8 @@ def encode_image_by_16times(ndf: int, last_stride: int = 2) -> nn.Sequential:
 class CA_NET(nn.Module):
     """Conditioning augmentation (StackGAN): fc → GLU → (mu, logvar); c = mu + eps·exp(logvar / 2).
 
-    As in the original, c is sampled in eval mode too (the released samples are drawn that way).
+    As in the original, c is sampled in eval mode too (the released samples are drawn that way). `eps` (ours) gives
+    the standard normal draw instead of sampling it (TRAIN.PAIRED_CANDIDATES re-renders a chosen candidate).
     """
 
     def __init__(self, t_dim: int, c_dim: int):
@@ -120,9 +121,14 @@ class CA_NET(nn.Module):
         x = self.glu(self.fc(text_embedding))
         return x[:, :self.c_dim], x[:, self.c_dim:]
 
-    def forward(self, text_embedding: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(self, text_embedding: torch.Tensor, eps: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         mu, logvar = self.encode(text_embedding)
-        c_code = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        if eps is None:
+            eps = torch.randn_like(mu)
+        elif eps.shape != mu.shape:
+            raise ValueError(f"CA_NET eps must be {tuple(mu.shape)}, got {tuple(eps.shape)}")
+        c_code = mu + eps * torch.exp(0.5 * logvar)
         return c_code, mu, logvar
 
 
@@ -365,8 +371,9 @@ class _AttnGANGenerator(nn.Module):
 class G_NET(_AttnGANGenerator):
     """AttnGAN generator: one image per branch, 64·2^i pixels.
 
-    `forward(z_code [B, Z], sent_emb [B, E], word_embs [B, E, T], mask bool [B, T] True at padding)
-    -> (fake_imgs list, att_maps list, mu, logvar)`; att_maps has one map per attention (BERT-AttnGAN: stage 1 too).
+    `forward(z_code [B, Z], sent_emb [B, E], word_embs [B, E, T], mask bool [B, T] True at padding, ca_eps [B, C]
+    or None: the conditioning augmentation's normal draw) -> (fake_imgs list, att_maps list, mu, logvar)`; att_maps
+    has one map per attention (BERT-AttnGAN: stage 1 too).
     """
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
@@ -377,9 +384,9 @@ class G_NET(_AttnGANGenerator):
                          position_queries=position_queries, word_context_layers=word_context_layers)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
-                mask: torch.Tensor | None = None):
+                mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None):
         self._check_text(sent_emb, word_embs)
-        c_code, mu, logvar = self.ca_net(sent_emb)
+        c_code, mu, logvar = self.ca_net(sent_emb, ca_eps)
         fake_imgs, att_maps = [], []
         for i, h, att in self._stages(z_code, c_code, word_embs, mask):
             fake_imgs.append(getattr(self, f"img_net{i}")(h))
@@ -401,9 +408,9 @@ class G_DCGAN(_AttnGANGenerator):
         self.img_net = GET_IMAGE_G(gf_dim)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
-                mask: torch.Tensor | None = None):
+                mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None):
         self._check_text(sent_emb, word_embs)
-        c_code, mu, logvar = self.ca_net(sent_emb)
+        c_code, mu, logvar = self.ca_net(sent_emb, ca_eps)
         att_maps = []
         for _, h, att in self._stages(z_code, c_code, word_embs, mask):
             if att is not None:

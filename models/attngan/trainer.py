@@ -5,7 +5,11 @@ mask) makes one image per branch; every discriminator takes one Adam step on its
 mismatched, conditional and unconditional); then G takes one step on Σ_stages adversarial loss + LAMBDA·(DAMSM words
 loss + sentence loss on the last image, both directions) + KL(mu, logvar); then the EMA of G is updated (0.999).
 Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1) and
-TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`).
+TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`),
+TRAIN.PIXEL_WEIGHT a squared pixel distance to the caption's real image (`miscc.losses.pixel_loss`), and
+before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
+pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
+caption, the one whose image is nearest the real image (`nearest_noise`).
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their
@@ -22,7 +26,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
-from miscc.losses import damsm_generator_loss, perceptual_loss
+from miscc.losses import damsm_generator_loss, perceptual_loss, pixel_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
@@ -92,16 +96,20 @@ class AttnGANTrainer(BaseTrainer):
         rt, cfg = self.rt, self.cfg
         words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
         b = words_emb.size(0)
-        noise = torch.randn(b, self.z_dim, device=rt.device)
+        noise, ca_eps = torch.randn(b, self.z_dim, device=rt.device), None
+        if cfg.TRAIN.PAIRED_CANDIDATES > 1:
+            noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask,
+                                               batch.imgs[-1])
         with rt.autocast():
-            fake_imgs, _, mu, logvar = self.netG(noise, sent_emb, words_emb, mask)
+            fake_imgs, _, mu, logvar = self.netG(noise, sent_emb, words_emb, mask, ca_eps)
         real_labels = torch.ones(b, device=rt.device)
         fake_labels = torch.zeros(b, device=rt.device)
 
         cond = TextCondition(sent_emb, words_emb, mask) if cfg.GAN.D_WORD_CONTEXT_LAYERS else sent_emb
+        adversarial = self.epoch >= cfg.TRAIN.ADV_START_EPOCH  # before: G learns from the paired terms alone
         losses = {}
         reals = batch.imgs[len(batch.imgs) - len(self.netsD):]  # G_DCGAN: one D, for the last size
-        for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD)):
+        for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD) if adversarial else ()):
             with rt.autocast():
                 err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
                                            cfg.GAN.ADV_LOSS, self.augment)
@@ -110,7 +118,8 @@ class AttnGANTrainer(BaseTrainer):
 
         with frozen(*self.netsD):
             with rt.autocast():
-                adv, _ = generator_adversarial_loss(self.netsD, fake_imgs, cond, cfg.GAN.ADV_LOSS, self.augment)
+                adv = generator_adversarial_loss(self.netsD, fake_imgs, cond, cfg.GAN.ADV_LOSS, self.augment)[0] \
+                    if adversarial else fake_imgs[-1].new_zeros(())
                 features = self.image_encoder(fake_imgs[-1])
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
                                                       cfg, features)
@@ -120,11 +129,32 @@ class AttnGANTrainer(BaseTrainer):
                 per = perceptual_loss(self.image_encoder, features[0], batch.imgs[-1])
                 err_g = err_g + cfg.TRAIN.PERCEPTUAL_WEIGHT * per
                 losses["perceptual"] = per.detach()
+            if cfg.TRAIN.PIXEL_WEIGHT:  # paired pixel term (shapes configs)
+                pix = pixel_loss(fake_imgs[-1], batch.imgs[-1])
+                err_g = err_g + cfg.TRAIN.PIXEL_WEIGHT * pix
+                losses["pixel"] = pix.detach()
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
+
+    @torch.no_grad()
+    def nearest_noise(self, k, sent_emb, words_emb, mask, real):
+        """Per caption, of k draws of the noise (z and the conditioning augmentation's normal draw) the one whose
+        image lies nearest (pixel distance) the caption's real image (TRAIN.PAIRED_CANDIDATES; implicit maximum
+        likelihood estimation, Li & Malik 2018). The paired terms then pull that image towards the real one instead
+        of pulling one image towards the mean of all the real images a caption fits: the noise decides what the
+        caption leaves open ("a red circle" without a place, its size, the background), not the loss."""
+        b, net_g = real.size(0), unwrap(self.netG)
+        noise = torch.randn(k * b, self.z_dim, device=real.device)
+        eps = torch.randn(k * b, net_g.ca_net.c_dim, device=real.device)
+        rep = (lambda t: t.repeat(k, *([1] * (t.dim() - 1))))
+        with self.rt.autocast():
+            imgs = net_g(noise, rep(sent_emb), rep(words_emb), None if mask is None else rep(mask), eps)[0][-1]
+        dist = (imgs.float() - rep(real).float()).pow(2).flatten(1).mean(1).view(k, b)
+        best = (dist.argmin(0), torch.arange(b, device=real.device))
+        return noise.view(k, b, -1)[best], eps.view(k, b, -1)[best]
 
     # ---- outputs ------------------------------------------------------------------------------------------------
     def save_snapshot(self, epoch):

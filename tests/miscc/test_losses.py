@@ -257,3 +257,18 @@ def test_damsm_generator_loss_reuses_precomputed_features():
     direct = damsm_generator_loss(enc, fake, words, sent, batch, cfg)
     reused = damsm_generator_loss(enc, fake, words, sent, batch, cfg, features=enc(fake))
     assert all(torch.equal(a, b) for a, b in zip(direct, reused))
+
+
+def test_pixel_loss_is_the_mean_squared_distance_and_its_optimum_is_the_mean():
+    from miscc.losses import pixel_loss
+
+    real = torch.rand(2, 3, 8, 8) * 2 - 1
+    fake = (torch.rand(2, 3, 8, 8) * 2 - 1).requires_grad_()
+    loss = pixel_loss(fake, real)
+    assert loss.item() == pytest.approx(((fake - real) ** 2).mean().item(), rel=1e-6)
+    loss.backward()
+    assert fake.grad is not None and torch.isfinite(fake.grad).all()
+    # one caption, two real images it fits (two backgrounds): the best single image is their mean
+    a, b = -torch.ones(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
+    mean = (a + b) / 2
+    assert pixel_loss(mean, a) + pixel_loss(mean, b) < pixel_loss(a, a) + pixel_loss(a, b)

@@ -228,8 +228,12 @@ def test_ca_net_halves_and_reparametrisation():
     eps = torch.randn(5, 3)
     assert torch.allclose(mu, glu[:, :3]) and torch.allclose(logvar, glu[:, 3:])
     assert torch.allclose(c, mu + eps * torch.exp(0.5 * logvar))
+    given = torch.randn(5, 3)  # a given draw (TRAIN.PAIRED_CANDIDATES re-renders a chosen candidate)
+    assert torch.allclose(ca(text, given)[0], mu + given * torch.exp(0.5 * logvar))
     with pytest.raises(ValueError, match=r"\[B, 8\]"):
         ca(torch.randn(5, 9))
+    with pytest.raises(ValueError, match=r"eps must be \(5, 3\)"):
+        ca(text, torch.randn(5, 4))
 
 
 def test_upblock_modes():
@@ -318,7 +322,7 @@ def test_attention_rejects_bad_masks():
 @pytest.mark.parametrize("init_attention", [False, True])
 def test_generator_padding_is_per_sample(init_attention, monkeypatch):
     g = small_g(2, init_attention)
-    monkeypatch.setattr(g.ca_net, "forward", lambda s: (g.ca_net.encode(s)[0],) + g.ca_net.encode(s))
+    monkeypatch.setattr(g.ca_net, "forward", lambda s, eps=None: (g.ca_net.encode(s)[0],) + g.ca_net.encode(s))
     z = torch.randn(2, Z)
     sent, words, mask = text_batch([5, 3])
     with torch.no_grad():
@@ -604,7 +608,7 @@ def test_grid_attention_binds_words_to_places_in_stage_1():
     mask = torch.arange(t)[None, :] >= torch.tensor([6, 4])[:, None]
     with torch.no_grad():
         for net in (g, plain):  # CA noise off: c = mu
-            net.ca_net.forward = lambda s, net=net: (net.ca_net.encode(s)[0],) + net.ca_net.encode(s)
+            net.ca_net.forward = lambda s, eps=None, net=net: (net.ca_net.encode(s)[0],) + net.ca_net.encode(s)
         base = g(z, sent, words, mask)[0][-1]
         changed = words.clone()
         changed[1, :, 1] += 3.0  # a real word of sample 1
@@ -684,7 +688,7 @@ def test_generator_word_context_option_keys_and_effect():
     z, sent, words = torch.randn(b, cfg.GAN.Z_DIM), torch.randn(b, e), torch.randn(b, e, 6)
     mask = torch.arange(6)[None, :] >= torch.tensor([6, 4])[:, None]
     with torch.no_grad():
-        g.ca_net.forward = lambda s: (g.ca_net.encode(s)[0],) + g.ca_net.encode(s)  # CA noise off
+        g.ca_net.forward = lambda s, eps=None: (g.ca_net.encode(s)[0],) + g.ca_net.encode(s)  # CA noise off
         base = g(z, sent, words, mask)[0][-1]
         assert torch.allclose(g(z, sent, words, mask)[0][-1], base)
         g.word_context = None  # the same weights reading the DAMSM words directly

@@ -2,6 +2,7 @@
 import copy
 import json
 import os
+import types
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from trainers.sampling import encode_sentences, generate_sentences, sample_test_
 
 CPU = Runtime(device=torch.device("cpu"))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1,
-        "DAMSM.IMAGE_SIZE": 32}
+        "DAMSM.IMAGE_SIZE": 32, "TRAIN.ADV_START_EPOCH": 0}  # the GAN from the first step (the shipped config: 16)
 
 
 @pytest.fixture(scope="module")
@@ -75,23 +76,71 @@ def test_one_step_per_variant(attn_cfg, tmp_path, overrides):
 
 
 def test_perceptual_and_kl_weights_enter_the_generator_loss(attn_cfg, tmp_path):
-    """TRAIN.PERCEPTUAL_WEIGHT adds the perceptual term (logged as `perceptual`), TRAIN.COEFF.KL scales KL: errG is
-    the weighted sum of the logged terms."""
+    """TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add their terms (logged as `perceptual`, `pixel`),
+    TRAIN.COEFF.KL scales KL: errG is the weighted sum of the logged terms."""
     results = {}
-    for name, per, kl in (("plain", 0.0, 1.0), ("shapes", 5.0, 0.0)):
+    for name, per, pix, kl in (("plain", 0.0, 0.0, 1.0), ("shapes", 5.0, 3.0, 0.0)):
         cfg = copy.deepcopy(attn_cfg)
-        cfg.TRAIN.PERCEPTUAL_WEIGHT, cfg.TRAIN.COEFF.KL = per, kl
+        cfg.TRAIN.PERCEPTUAL_WEIGHT, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.COEFF.KL = per, pix, kl
         torch.manual_seed(0)
         trainer = AttnGANTrainer(cfg, CPU, str(tmp_path / name), build_dataset(cfg, "train"))
         results[name] = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
-    assert "perceptual" not in results["plain"]
+    assert "perceptual" not in results["plain"] and "pixel" not in results["plain"]
     shapes = results["shapes"]
-    assert shapes["perceptual"] > 0
+    assert shapes["perceptual"] > 0 and shapes["pixel"] > 0
     plain_terms = results["plain"]["errG"] - results["plain"]["w_loss"] - results["plain"]["s_loss"]
     adv_plain = plain_terms - results["plain"]["kl_loss"]
-    adv_shapes = shapes["errG"] - shapes["w_loss"] - shapes["s_loss"] - 5.0 * shapes["perceptual"]
+    adv_shapes = (shapes["errG"] - shapes["w_loss"] - shapes["s_loss"] - 5.0 * shapes["perceptual"]
+                  - 3.0 * shapes["pixel"])
     # same seed, same first step: the adversarial term is the same; KL no longer counts, the perceptual term does
     assert adv_shapes.item() == pytest.approx(adv_plain.item(), rel=1e-4, abs=1e-5)
+
+
+def test_adv_start_epoch_trains_g_alone_and_leaves_d_untouched(attn_cfg, tmp_path):
+    """Before TRAIN.ADV_START_EPOCH no discriminator steps and errG has no adversarial term; from it on, both."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.ADV_START_EPOCH = 1.0, 1
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+    d_before = [_params(d).clone() for d in trainer.netsD]
+    g_before = _params(trainer.netG).clone()
+    losses = trainer.train_step(batch)
+    assert not any(k.startswith("errD") for k in losses)
+    assert all(torch.equal(b, _params(d)) for b, d in zip(d_before, trainer.netsD))
+    assert not torch.equal(g_before, _params(trainer.netG))
+    g_only = (losses["w_loss"] + losses["s_loss"] + losses["pixel"] + cfg.TRAIN.PERCEPTUAL_WEIGHT * losses["perceptual"]
+              + cfg.TRAIN.COEFF.KL * losses["kl_loss"])
+    assert losses["errG"].item() == pytest.approx(g_only.item(), rel=1e-5)
+    trainer.epoch = 1
+    losses = trainer.train_step(batch)
+    assert {"errD0", "errD1"} <= set(losses)
+    assert not torch.equal(d_before[0], _params(trainer.netsD[0]))
+
+
+def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(attn_cfg, tmp_path):
+    """TRAIN.PAIRED_CANDIDATES: per caption, the z and conditioning-augmentation draw whose image is nearest."""
+    cfg = copy.deepcopy(attn_cfg)
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+
+    class NoiseImage(torch.nn.Module):  # the image is made of the noise, so the nearest candidate is known
+        ca_net = types.SimpleNamespace(c_dim=2)
+
+        def forward(self, noise, sent, words, mask, ca_eps):
+            return [torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)], None, None, None
+
+    trainer.netG = NoiseImage()
+    real = torch.randn(5, 3, 2, 2)
+    sent, words, mask = torch.zeros(5, 8), torch.zeros(5, 8, 3), torch.zeros(5, 3, dtype=torch.bool)
+    torch.manual_seed(3)
+    noise, eps = trainer.nearest_noise(4, sent, words, mask, real)
+    torch.manual_seed(3)
+    z_all, eps_all = torch.randn(4, 5, trainer.z_dim), torch.randn(4, 5, 2)
+    dist = (torch.cat((z_all[..., :10], eps_all), -1) - real.flatten(1)).pow(2).mean(-1)  # [candidate, caption]
+    assert noise.shape == (5, trainer.z_dim) and eps.shape == (5, 2)
+    for i in range(5):
+        best = int(dist[:, i].argmin())
+        assert torch.equal(noise[i], z_all[best, i]) and torch.equal(eps[i], eps_all[best, i])
+    assert len({int(dist[:, i].argmin()) for i in range(5)}) > 1  # chosen per caption, not once for the batch
 
 
 def test_resume_equals_uninterrupted(attn_cfg, tmp_path):

@@ -53,8 +53,8 @@ def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: in
     steps_per_epoch = n_train // cfg.TRAIN.BATCH_SIZE
     steps = cfg.TRAIN.MAX_STEPS or cfg.TRAIN.MAX_EPOCH * steps_per_epoch
     try:
-        # the AttnGAN trainer's epochs before TRAIN.ADV_START_EPOCH train G alone, faster: timed apart
-        g_alone = min(cfg.TRAIN.ADV_START_EPOCH * steps_per_epoch, steps) if cfg.MODEL == "attngan" else 0
+        # epochs before TRAIN.ADV_START_EPOCH train G alone (AttnGAN; other trainers ignore it), faster: timed apart
+        g_alone = min(cfg.TRAIN.ADV_START_EPOCH * steps_per_epoch, steps)
         seconds = 0.0
         for n, epoch in ((g_alone, 0), (steps - g_alone, cfg.TRAIN.ADV_START_EPOCH)):
             if n > 0:

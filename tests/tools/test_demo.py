@@ -28,3 +28,20 @@ def test_damsm_plan_counts_its_validations(tmp_path):
     assert (epochs, steps) == (4, 16) and without > 0
     _, _, every = training_plan("cfg/DAMSM/shapes.yml", [*common, "DAMSM.VALID_INTERVAL=1"], 16, 40, test)
     assert every > without
+
+
+def test_generator_plan_times_the_steps_before_and_after_adv_start_epoch_apart(monkeypatch):
+    """cfg/shapes_attn.yml trains G alone before TRAIN.ADV_START_EPOCH: the plan times those steps (epoch 0) and the
+    adversarial ones (that epoch) separately and adds them by count."""
+    import bench.common
+
+    per_step = {0: 1.0, 2: 10.0}  # seconds per step in a G-alone epoch and in an adversarial one
+    monkeypatch.setattr(bench.common, "step_seconds", lambda cfg, n_words, batch, epoch=0: per_step[epoch])
+    epochs, steps, seconds = training_plan("cfg/shapes_attn.yml", ["TRAIN.BATCH_SIZE=4", "TRAIN.MAX_EPOCH=3",
+                                                                   "TRAIN.ADV_START_EPOCH=2"], 16, 40)
+    assert (epochs, steps) == (3, 12)
+    assert seconds == pytest.approx(8 * 1.0 + 4 * 10.0)
+    per_step[3] = 10.0
+    _, _, alone = training_plan("cfg/shapes_attn.yml", ["TRAIN.BATCH_SIZE=4", "TRAIN.MAX_EPOCH=3",
+                                                        "TRAIN.ADV_START_EPOCH=3"], 16, 40)
+    assert alone == pytest.approx(12 * 1.0)

@@ -33,6 +33,7 @@ def build_discriminators(cfg, device: torch.device | str | None = None) -> list[
     ...) with both heads, or with GAN.B_DCGAN a single conditional-only D for the last branch's size."""
     _check_base_size(cfg)
     ndf, nef, branches = cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.TREE.BRANCH_NUM
+    layers = cfg.GAN.D_WORD_CONTEXT_LAYERS
     if branches < 1:
         raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
     classes = {64: D_NET64, 128: D_NET128, 256: D_NET256}
@@ -43,7 +44,6 @@ def build_discriminators(cfg, device: torch.device | str | None = None) -> list[
         specs = [(size, True) for size in sizes]
     nets = []
     for size, b_jcu in specs:
-        layers = cfg.GAN.D_WORD_CONTEXT_LAYERS
         net = classes[size](ndf, nef, b_jcu, layers) if size in classes else D_NET(ndf, nef, size, b_jcu, layers)
         net.to(device).apply(weights_init)
         if cfg.GAN.D_SPECTRAL_NORM:

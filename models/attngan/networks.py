@@ -297,6 +297,13 @@ class GET_IMAGE_G(nn.Module):
         return self.img(h_code)
 
 
+def _attendable(mask: torch.Tensor | None) -> torch.Tensor | None:
+    """The padding mask with all-padding captions unmasked: attention over nothing but padding would give NaN."""
+    if mask is None or not mask.all(dim=1).any():
+        return mask
+    return mask & ~mask.all(dim=1, keepdim=True)
+
+
 class WordContext(nn.Module):
     """`layers` Transformer encoder layers over the word features inside G (ours, GAN.WORD_CONTEXT_LAYERS; 0 = off
     as in the originals): each word feature gathers what the other words of its caption say, so "circle" in "a red
@@ -320,9 +327,7 @@ class WordContext(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is not None and mask.all(dim=1).any():
-            mask = mask & ~mask.all(dim=1, keepdim=True)  # an all-padding caption would give NaN; let it attend
-        return self.encoder(words.transpose(1, 2), src_key_padding_mask=mask).transpose(1, 2)
+        return self.encoder(words.transpose(1, 2), src_key_padding_mask=_attendable(mask)).transpose(1, 2)
 
 
 class _AttnGANGenerator(nn.Module):
@@ -449,8 +454,9 @@ class WordGrid(nn.Module):
     def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         words = self.context(words, mask)  # B x E x T
         att = torch.einsum("qe,bet->bqt", self.queries.to(words.dtype), words)
+        mask = _attendable(mask)
         if mask is not None:
-            att = att.masked_fill((mask & ~mask.all(dim=1, keepdim=True)).unsqueeze(1), float("-inf"))
+            att = att.masked_fill(mask.unsqueeze(1), float("-inf"))
         grid = torch.einsum("bqt,bet->beq", att.softmax(-1), words)
         return grid.reshape(words.size(0), words.size(1), self.size, self.size)
 
@@ -574,7 +580,8 @@ def weights_init(m: nn.Module) -> None:
 def add_spectral_norm(net: nn.Module) -> nn.Module:
     """Spectral normalisation (Miyato et al. 2018) on every conv and linear weight of `net` (GAN.D_SPECTRAL_NORM),
     except inside a `WordContext` (its attention reads `out_proj.weight` without calling the layer, so the norm's
-    hook would never run and the weight would freeze). The state dict then holds `weight_orig` / `weight_u` / `weight_v` instead of `weight`."""
+    hook would never run and the weight would freeze). The state dict then holds `weight_orig` / `weight_u` /
+    `weight_v` instead of `weight`."""
     skip = {id(m) for w in net.modules() if isinstance(w, WordContext) for m in w.modules()}
     for module in list(net.modules()):
         if isinstance(module, (nn.Conv2d, nn.Linear)) and id(module) not in skip:

@@ -362,6 +362,15 @@ class _AttnGANGenerator(nn.Module):
         if word_embs.size(0) != sent_emb.size(0):
             raise ValueError(f"batch sizes differ: sentence {tuple(sent_emb.shape)}, words {tuple(word_embs.shape)}")
 
+    @torch.no_grad()
+    def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None) -> torch.Tensor:
+        """The first image the noise decides, cheaply: G_NET's stage-1 image (a fifth of a 2-stage forward on
+        `shapes`), G_DCGAN's only image. What TRAIN.PAIRED_CANDIDATES compares against the real image."""
+        self._check_text(sent_emb, word_embs)
+        c_code = self.ca_net(sent_emb, ca_eps)[0]
+        i, h, _ = next(self._stages(z_code, c_code, word_embs, mask))
+        return getattr(self, f"img_net{i}")(h)
+
     def _stages(self, z_code, c_code, word_embs, mask):
         """Yield (stage index, hidden code, attention map or None) for each branch."""
         if self.word_context is not None:
@@ -421,6 +430,10 @@ class G_DCGAN(_AttnGANGenerator):
             if att is not None:
                 att_maps.append(att)
         return [self.img_net(h)], att_maps, mu, logvar
+
+    @torch.no_grad()
+    def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None) -> torch.Tensor:
+        return self(z_code, sent_emb, word_embs, mask, ca_eps)[0][-1]
 
 
 # ----------------------------------------------------------------------------------------------------------------

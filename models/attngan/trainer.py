@@ -98,8 +98,7 @@ class AttnGANTrainer(BaseTrainer):
         b = words_emb.size(0)
         noise, ca_eps = torch.randn(b, self.z_dim, device=rt.device), None
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
-            noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask,
-                                               batch.imgs[-1])
+            noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         with rt.autocast():
             fake_imgs, _, mu, logvar = self.netG(noise, sent_emb, words_emb, mask, ca_eps)
         real_labels = torch.ones(b, device=rt.device)
@@ -129,8 +128,8 @@ class AttnGANTrainer(BaseTrainer):
                 per = perceptual_loss(self.image_encoder, features[0], batch.imgs[-1])
                 err_g = err_g + cfg.TRAIN.PERCEPTUAL_WEIGHT * per
                 losses["perceptual"] = per.detach()
-            if cfg.TRAIN.PIXEL_WEIGHT:  # paired pixel term (shapes configs)
-                pix = pixel_loss(fake_imgs[-1], batch.imgs[-1])
+            if cfg.TRAIN.PIXEL_WEIGHT:  # paired pixel term (shapes configs), on every stage's image as D's terms
+                pix = sum(pixel_loss(f, r) for f, r in zip(fake_imgs, batch.imgs[len(batch.imgs) - len(fake_imgs):]))
                 err_g = err_g + cfg.TRAIN.PIXEL_WEIGHT * pix
                 losses["pixel"] = pix.detach()
             gan_step(err_g, self.optG, self.scaler)
@@ -140,18 +139,21 @@ class AttnGANTrainer(BaseTrainer):
         return losses
 
     @torch.no_grad()
-    def nearest_noise(self, k, sent_emb, words_emb, mask, real):
+    def nearest_noise(self, k, sent_emb, words_emb, mask, reals):
         """Per caption, of k draws of the noise (z and the conditioning augmentation's normal draw) the one whose
         image lies nearest (pixel distance) the caption's real image (TRAIN.PAIRED_CANDIDATES; implicit maximum
         likelihood estimation, Li & Malik 2018). The paired terms then pull that image towards the real one instead
         of pulling one image towards the mean of all the real images a caption fits: the noise decides what the
-        caption leaves open ("a red circle" without a place, its size, the background), not the loss."""
-        b, net_g = real.size(0), unwrap(self.netG)
-        noise = torch.randn(k * b, self.z_dim, device=real.device)
-        eps = torch.randn(k * b, net_g.ca_net.c_dim, device=real.device)
+        caption leaves open ("a red circle" without a place, its size, the background), not the loss. The draws
+        are compared on G's first image (`preview`: stage 1, whose layout the later stages refine), so k draws cost
+        about k/5 of a forward on `shapes` instead of k."""
+        b, net_g = sent_emb.size(0), unwrap(self.netG)
+        noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
+        eps = torch.randn(k * b, net_g.ca_net.c_dim, device=sent_emb.device)
         rep = (lambda t: t.repeat(k, *([1] * (t.dim() - 1))))
         with self.rt.autocast():
-            imgs = net_g(noise, rep(sent_emb), rep(words_emb), None if mask is None else rep(mask), eps)[0][-1]
+            imgs = net_g.preview(noise, rep(sent_emb), rep(words_emb), None if mask is None else rep(mask), eps)
+        real = next(r for r in reals if r.size(-1) == imgs.size(-1))
         dist = (imgs.float() - rep(real).float()).pow(2).flatten(1).mean(1).view(k, b)
         best = (dist.argmin(0), torch.arange(b, device=real.device))
         return noise.view(k, b, -1)[best], eps.view(k, b, -1)[best]

@@ -204,6 +204,21 @@ def test_g_net_output_shapes_and_range(branches, init_attention):
     assert mu.shape == logvar.shape == (2, CF)
 
 
+@pytest.mark.parametrize("cls", [G_NET, G_DCGAN])
+def test_preview_is_the_first_image_of_the_same_draw(cls):
+    """`preview` (what TRAIN.PAIRED_CANDIDATES compares): G_NET's stage-1 image, G_DCGAN's only image, for the
+    same z and conditioning-augmentation draw as a full forward, without building a graph."""
+    g = small_g(2, cls=cls, r_num=0)
+    sent, words, mask = text_batch([4, 2])
+    z, eps = torch.randn(2, Z), torch.randn(2, CF)
+    with torch.no_grad():
+        first = g(z, sent, words, mask, eps)[0][0]
+    preview = g.preview(z, sent, words, mask, eps)
+    assert first.shape == (2, 3, 64 if cls is G_NET else 128, 64 if cls is G_NET else 128)
+    assert torch.allclose(preview, first, atol=1e-6) and not preview.requires_grad
+    assert not torch.allclose(preview, g.preview(z, sent, words, mask, torch.randn(2, CF)))
+
+
 def test_g_dcgan_single_image():
     g = small_g(3, cls=G_DCGAN, r_num=0)
     assert [n for n, _ in g.named_children()] == ["ca_net", "h_net1", "h_net2", "h_net3", "img_net"]

@@ -117,22 +117,38 @@ def test_adv_start_epoch_trains_g_alone_and_leaves_d_untouched(attn_cfg, tmp_pat
     assert not torch.equal(d_before[0], _params(trainer.netsD[0]))
 
 
+def test_pixel_term_sums_every_stage_against_the_real_image_of_its_size(attn_cfg, tmp_path):
+    """TRAIN.PIXEL_WEIGHT: the logged `pixel` is Σ_stages MSE(stage image, the caption's real image of that size),
+    so stage 1 (what TRAIN.PAIRED_CANDIDATES compares) learns to show the caption too."""
+    cfg = copy.deepcopy(attn_cfg)
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+    seen = []
+    trainer.netG.register_forward_hook(lambda m, args, out: seen.append([x.detach() for x in out[0]]))
+    losses = trainer.train_step(batch)
+    fakes = seen[-1]
+    assert [f.shape[-1] for f in fakes] == [r.shape[-1] for r in batch.imgs] == [32, 64]
+    expected = sum(torch.nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fakes, batch.imgs))
+    assert losses["pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(attn_cfg, tmp_path):
-    """TRAIN.PAIRED_CANDIDATES: per caption, the z and conditioning-augmentation draw whose image is nearest."""
+    """TRAIN.PAIRED_CANDIDATES: per caption, the z and conditioning-augmentation draw whose first image (G's
+    `preview`) is nearest the real image of that size."""
     cfg = copy.deepcopy(attn_cfg)
     trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
 
     class NoiseImage(torch.nn.Module):  # the image is made of the noise, so the nearest candidate is known
         ca_net = types.SimpleNamespace(c_dim=2)
 
-        def forward(self, noise, sent, words, mask, ca_eps):
-            return [torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)], None, None, None
+        def preview(self, noise, sent, words, mask, ca_eps):
+            return torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)
 
     trainer.netG = NoiseImage()
-    real = torch.randn(5, 3, 2, 2)
+    real, larger = torch.randn(5, 3, 2, 2), torch.randn(5, 3, 4, 4)
     sent, words, mask = torch.zeros(5, 8), torch.zeros(5, 8, 3), torch.zeros(5, 3, dtype=torch.bool)
     torch.manual_seed(3)
-    noise, eps = trainer.nearest_noise(4, sent, words, mask, real)
+    noise, eps = trainer.nearest_noise(4, sent, words, mask, [real, larger])  # compares the 2x2 ones
     torch.manual_seed(3)
     z_all, eps_all = torch.randn(4, 5, trainer.z_dim), torch.randn(4, 5, 2)
     dist = (torch.cat((z_all[..., :10], eps_all), -1) - real.flatten(1)).pow(2).mean(-1)  # [candidate, caption]

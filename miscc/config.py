@@ -98,13 +98,14 @@ _DEFAULTS = {
         # ControlGAN's perceptual loss in the DAMSM image encoder's feature space (miscc/losses.perceptual_loss):
         # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
         "PERCEPTUAL_WEIGHT": 0.0,
-        # mean squared pixel distance of the last image to its caption's real image (miscc/losses.pixel_loss):
+        # mean squared pixel distance of each stage's image to its caption's real image (miscc/losses.pixel_loss):
         # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
         "PIXEL_WEIGHT": 0.0,
         # epochs before this one train G on its paired terms only (PIXEL_WEIGHT, PERCEPTUAL_WEIGHT, the DAMSM loss)
         # and leave D untouched, as ESRGAN pre-trains its generator before the GAN; 0: adversarial from the start
         "ADV_START_EPOCH": 0,
-        # noise candidates per caption; > 1: the paired terms train the candidate nearest the real image (IMLE)
+        # noise candidates per caption; > 1: the paired terms train the candidate whose stage-1 image is nearest
+        # the real image (IMLE; AttnGAN)
         "PAIRED_CANDIDATES": 1,
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)

@@ -12,6 +12,10 @@ One iteration, as the original:
    computed by the image encoder on the fake image with the TRAIN.SMOOTH gammas (wt: weight 0.05, LAMBDA 1);
 6. with TRAIN.EMA, the EMA of G is updated (the original has none; SSA configs set it off).
 
+Ours, as in the AttnGAN trainer: TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the
+caption's real image to step 5, and before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no
+adversarial term (G learns from the paired terms and the DAMSM loss alone).
+
 Adam for G and D with SSA.GENERATOR_LR / SSA.DISCRIMINATOR_LR and betas (SSA.BETA1, SSA.BETA2) (the original
 hard-coded 1e-4 / 4e-4, (0, 0.9)).
 
@@ -46,7 +50,7 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import damsm_generator_loss, perceptual_loss
+from miscc.losses import damsm_generator_loss, perceptual_loss, pixel_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import image_grid, pil_to_chw
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -165,8 +169,10 @@ class SSAGANTrainer(BaseTrainer):
         noise = torch.randn(words_emb.size(0), self.z_dim, device=self.rt.device)
         with self.rt.autocast():
             fake, _ = self.netG(noise, sent_emb)
-        losses.update(self.discriminator_step(real, fake, sent_emb))
-        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real))
+        adversarial = self.epoch >= self.cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
+        if adversarial:
+            losses.update(self.discriminator_step(real, fake, sent_emb))
+        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial))
         return losses
 
     def encoder_step(self, batch):
@@ -196,13 +202,13 @@ class SSAGANTrainer(BaseTrainer):
         return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
 
-    def generator_step(self, fake, words_emb, sent_emb, batch, real) -> dict:
-        """-D(G(z,s), s) + SSA.DAMSM_WEIGHT·DAMSM(fake) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual loss against `real`);
-        D and the image encoder receive no gradient."""
+    def generator_step(self, fake, words_emb, sent_emb, batch, real, adversarial: bool = True) -> dict:
+        """-D(G(z,s), s) (when `adversarial`) + SSA.DAMSM_WEIGHT·DAMSM(fake) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual
+        loss and TRAIN.PIXEL_WEIGHT·pixel loss against `real`); D and the image encoder receive no gradient."""
         image_encoder = unwrap(self.image_encoder)
         with frozen(self.netD, image_encoder):
             with self.rt.autocast():
-                adv = hinge_g_loss(self.netD, fake, sent_emb)
+                adv = hinge_g_loss(self.netD, fake, sent_emb) if adversarial else fake.new_zeros(())
                 features = image_encoder(fake)
                 w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg,
                                                       features)
@@ -213,6 +219,10 @@ class SSAGANTrainer(BaseTrainer):
                 per = perceptual_loss(image_encoder, features[0], real)
                 err_g = err_g + self.cfg.TRAIN.PERCEPTUAL_WEIGHT * per
                 out["perceptual"] = per.detach()
+            if self.cfg.TRAIN.PIXEL_WEIGHT:  # paired pixel term (shapes configs)
+                pix = pixel_loss(fake, real)
+                err_g = err_g + self.cfg.TRAIN.PIXEL_WEIGHT * pix
+                out["pixel"] = pix.detach()
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)

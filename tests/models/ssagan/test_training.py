@@ -108,6 +108,29 @@ def test_perceptual_weight_adds_the_perceptual_term(tiny, tmp_path):
     assert g["errG_adv"].item() == pytest.approx(out[0.0]["errG_adv"].item(), rel=1e-5)
 
 
+def test_adv_start_epoch_and_pixel_weight_train_g_alone_on_the_paired_terms(tiny, tmp_path):
+    """Before TRAIN.ADV_START_EPOCH: no D step, errG = DAMSM + w·pixel (the pixel term is the mean squared distance
+    to the caption's real image); from it on, D steps again and the adversarial term is back."""
+    t = SSAGANTrainer(_cfg(tiny, TRAIN__PIXEL_WEIGHT=3.0, TRAIN__ADV_START_EPOCH=1), CPU, str(tmp_path),
+                      tiny["train_set"])
+    batch = _first_batch(t)
+    d_before = [p.detach().clone() for p in t.netD.parameters()]
+    g_before = [p.detach().clone() for p in t.netG.parameters()]
+    seen = []
+    t.netG.register_forward_hook(lambda m, args, out: seen.append(out[0].detach()))
+    g = t.train_step(batch)
+    assert "errD" not in g and g["errG_adv"].item() == 0
+    assert all(torch.equal(a, b) for a, b in zip(d_before, t.netD.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(g_before, t.netG.parameters()))
+    expected = torch.nn.functional.mse_loss(seen[-1].float(), batch.imgs[-1].float())
+    assert g["pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert g["errG"].item() == pytest.approx((g["DAMSM_G"] + 3.0 * g["pixel"]).item(), rel=1e-5)
+    t.epoch = 1
+    g = t.train_step(batch)
+    assert "errD" in g and g["errG_adv"].item() != 0
+    assert not all(torch.equal(a, b) for a, b in zip(d_before, t.netD.parameters()))
+
+
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_discriminator_step_is_the_original_update(tiny, tmp_path, mode):
     """'separate': Adam step on the hinge loss, then one on +MA-GP (so the penalty is minimised); 'joint': one step

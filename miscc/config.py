@@ -74,8 +74,9 @@ _DEFAULTS = {
         "NET_G": "",
         "B_NET_D": True,
         "SMOOTH": {"GAMMA1": 5.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 1.0},
-        # StackGAN's key: weight of the conditioning-augmentation KL term (AttnGAN hard-codes 1)
-        "COEFF": {"KL": 1.0},
+        # StackGAN's key: weight of the conditioning-augmentation KL term (AttnGAN hard-codes 1); ADV (ours, AttnGAN):
+        # weight of G's adversarial term (1 as the original)
+        "COEFF": {"KL": 1.0, "ADV": 1.0},
         # SSA-GAN (wtliao) keys
         "NF": 32,
         "WARMUP_EPOCHS": 200,

@@ -4,7 +4,8 @@ One iteration, as the original: encode the captions with the frozen DAMSM text e
 mask) makes one image per branch; every discriminator takes one Adam step on its AttnGAN loss (real / fake /
 mismatched, conditional and unconditional); then G takes one step on Σ_stages adversarial loss + LAMBDA·(DAMSM words
 loss + sentence loss on the last image, both directions) + KL(mu, logvar); then the EMA of G is updated (0.999).
-Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1) and
+Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1),
+TRAIN.COEFF.ADV the adversarial term (AttnGAN: 1), and
 TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`),
 TRAIN.PIXEL_WEIGHT a squared pixel distance to the caption's real image (`miscc.losses.pixel_loss`), and
 before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
@@ -123,7 +124,7 @@ class AttnGANTrainer(BaseTrainer):
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
                                                       cfg, features)
             kl = KL_loss(mu.float(), logvar.float())
-            err_g = adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl
+            err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl
             if cfg.TRAIN.PERCEPTUAL_WEIGHT:  # ControlGAN's perceptual term (shapes configs)
                 per = perceptual_loss(self.image_encoder, features[0], batch.imgs[-1])
                 err_g = err_g + cfg.TRAIN.PERCEPTUAL_WEIGHT * per
@@ -135,6 +136,8 @@ class AttnGANTrainer(BaseTrainer):
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
+        if adversarial:
+            losses["errG_adv"] = adv.detach()
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
 

@@ -31,7 +31,7 @@ def test_damsm_plan_counts_its_validations(tmp_path):
 
 
 def test_generator_plan_times_the_steps_before_and_after_adv_start_epoch_apart(monkeypatch):
-    """cfg/shapes_attn.yml trains G alone before TRAIN.ADV_START_EPOCH: the plan times those steps (epoch 0) and the
+    """An AttnGAN config trains G alone before TRAIN.ADV_START_EPOCH: the plan times those steps (epoch 0) and the
     adversarial ones (that epoch) separately and adds them by count."""
     import bench.common
 

@@ -96,6 +96,20 @@ def test_perceptual_and_kl_weights_enter_the_generator_loss(attn_cfg, tmp_path):
     assert adv_shapes.item() == pytest.approx(adv_plain.item(), rel=1e-4, abs=1e-5)
 
 
+def test_coeff_adv_scales_the_adversarial_term(attn_cfg, tmp_path):
+    """TRAIN.COEFF.ADV weights G's adversarial term (logged unweighted as `errG_adv`); the rest of errG is the same."""
+    out = {}
+    for w in (1.0, 0.1):
+        cfg = copy.deepcopy(attn_cfg)
+        cfg.TRAIN.COEFF.ADV = w
+        torch.manual_seed(0)
+        trainer = AttnGANTrainer(cfg, CPU, str(tmp_path / str(w)), build_dataset(cfg, "train"))
+        out[w] = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
+    adv = out[1.0]["errG_adv"]
+    assert adv > 0 and out[0.1]["errG_adv"].item() == pytest.approx(adv.item(), rel=1e-5)
+    assert (out[1.0]["errG"] - out[0.1]["errG"]).item() == pytest.approx(0.9 * adv.item(), rel=1e-4)
+
+
 def test_adv_start_epoch_trains_g_alone_and_leaves_d_untouched(attn_cfg, tmp_path):
     """Before TRAIN.ADV_START_EPOCH no discriminator steps and errG has no adversarial term; from it on, both."""
     cfg = copy.deepcopy(attn_cfg)

@@ -1,4 +1,5 @@
-"""Pieces every generator trainer shares: the frozen DAMSM encoders, text encoding, fixed visualisation batches."""
+"""Pieces every generator trainer shares: the frozen DAMSM encoders, text encoding, the paired G terms, fixed
+visualisation batches."""
 from __future__ import annotations
 
 import os
@@ -8,6 +9,7 @@ import torch
 from datasets import prepare_data
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
+from miscc.losses import perceptual_loss, pixel_loss
 from miscc.modules import freeze
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -64,6 +66,21 @@ def encode_captions(text_encoder, batch):
     words_emb, sent_emb = words_emb.float().detach(), sent_emb.float().detach()
     mask = batch.mask[:, :words_emb.size(2)]
     return words_emb, sent_emb, mask
+
+
+def paired_terms(cfg, image_encoder, fake_features, fakes, reals):
+    """G's terms against the captions' real images (shapes configs): TRAIN.PERCEPTUAL_WEIGHT · perceptual loss of
+    the last image (its DAMSM `fake_features`, computed with gradients) and TRAIN.PIXEL_WEIGHT · Σ over the `fakes`
+    of the pixel loss against the `reals` of the same sizes. Returns (weighted sum, or 0 when both are off; the
+    unweighted terms to log, `perceptual` and `pixel`, for those that are on)."""
+    total, logged = 0.0, {}
+    if cfg.TRAIN.PERCEPTUAL_WEIGHT:
+        per = perceptual_loss(image_encoder, fake_features, reals[-1])
+        total, logged["perceptual"] = total + cfg.TRAIN.PERCEPTUAL_WEIGHT * per, per.detach()
+    if cfg.TRAIN.PIXEL_WEIGHT:
+        pix = sum(pixel_loss(f, r) for f, r in zip(fakes, reals, strict=True))
+        total, logged["pixel"] = total + cfg.TRAIN.PIXEL_WEIGHT * pix, pix.detach()
+    return total, logged
 
 
 def fixed_batch(dataset, n: int, z_dim: int, seed: int, device):

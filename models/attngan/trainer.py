@@ -7,8 +7,8 @@ loss + sentence loss on the last image, both directions) + KL(mu, logvar); then 
 Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1),
 TRAIN.COEFF.ADV the adversarial term (AttnGAN: 1), and
 TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`),
-TRAIN.PIXEL_WEIGHT a squared pixel distance to the caption's real image (`miscc.losses.pixel_loss`), and
-before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
+TRAIN.PIXEL_WEIGHT a squared pixel distance of every stage's image to the caption's real image
+(`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
 pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
 caption, the one whose image is nearest the real image (`nearest_noise`).
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
@@ -27,7 +27,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
-from miscc.losses import damsm_generator_loss, perceptual_loss, pixel_loss
+from miscc.losses import damsm_generator_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
@@ -35,7 +35,7 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
 from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm
+from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm, paired_terms
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -108,7 +108,7 @@ class AttnGANTrainer(BaseTrainer):
         cond = TextCondition(sent_emb, words_emb, mask) if cfg.GAN.D_WORD_CONTEXT_LAYERS else sent_emb
         adversarial = self.epoch >= cfg.TRAIN.ADV_START_EPOCH  # before: G learns from the paired terms alone
         losses = {}
-        reals = batch.imgs[len(batch.imgs) - len(self.netsD):]  # G_DCGAN: one D, for the last size
+        reals = batch.imgs[len(batch.imgs) - len(fake_imgs):]  # G_DCGAN: one image (and one D), the last size
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD) if adversarial else ()):
             with rt.autocast():
                 err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
@@ -124,15 +124,9 @@ class AttnGANTrainer(BaseTrainer):
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
                                                       cfg, features)
             kl = KL_loss(mu.float(), logvar.float())
-            err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl
-            if cfg.TRAIN.PERCEPTUAL_WEIGHT:  # ControlGAN's perceptual term (shapes configs)
-                per = perceptual_loss(self.image_encoder, features[0], batch.imgs[-1])
-                err_g = err_g + cfg.TRAIN.PERCEPTUAL_WEIGHT * per
-                losses["perceptual"] = per.detach()
-            if cfg.TRAIN.PIXEL_WEIGHT:  # paired pixel term (shapes configs), on every stage's image as D's terms
-                pix = sum(pixel_loss(f, r) for f, r in zip(fake_imgs, batch.imgs[len(batch.imgs) - len(fake_imgs):]))
-                err_g = err_g + cfg.TRAIN.PIXEL_WEIGHT * pix
-                losses["pixel"] = pix.detach()
+            paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals)  # every stage
+            err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl + paired
+            losses.update(logged)
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)

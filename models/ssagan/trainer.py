@@ -50,7 +50,7 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import damsm_generator_loss, perceptual_loss, pixel_loss
+from miscc.losses import damsm_generator_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import image_grid, pil_to_chw
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -60,7 +60,7 @@ from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import decode_ids, encode_captions, epoch_from_name, fixed_batch, load_damsm, \
-    text_encoder_path
+    paired_terms, text_encoder_path
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -213,16 +213,8 @@ class SSAGANTrainer(BaseTrainer):
                 w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg,
                                                       features)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
-            err_g = adv.float() + damsm
-            out = {}
-            if self.cfg.TRAIN.PERCEPTUAL_WEIGHT:  # ControlGAN's perceptual term (shapes configs)
-                per = perceptual_loss(image_encoder, features[0], real)
-                err_g = err_g + self.cfg.TRAIN.PERCEPTUAL_WEIGHT * per
-                out["perceptual"] = per.detach()
-            if self.cfg.TRAIN.PIXEL_WEIGHT:  # paired pixel term (shapes configs)
-                pix = pixel_loss(fake, real)
-                err_g = err_g + self.cfg.TRAIN.PIXEL_WEIGHT * pix
-                out["pixel"] = pix.detach()
+            paired, out = paired_terms(self.cfg, image_encoder, features[0], [fake], [real])
+            err_g = adv.float() + damsm + paired
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)

@@ -9,8 +9,8 @@ from models.attngan.networks import D_NET, D_NET64, D_NET128, D_NET256, G_DCGAN,
 
 
 def _check_base_size(cfg) -> None:
-    if cfg.TREE.BASE_SIZE not in (32, 64):
-        raise InputError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN) or 32 "
+    if cfg.TREE.BASE_SIZE not in (16, 32, 64):
+        raise InputError(f"the AttnGAN generator makes BASE_SIZE·2^i images with BASE_SIZE 64 (AttnGAN), 32 or 16 "
                          f"(small CPU configurations), got TREE.BASE_SIZE={cfg.TREE.BASE_SIZE}")
 
 

@@ -85,14 +85,17 @@ def downBlock(in_planes: int, out_planes: int) -> nn.Sequential:
                          nn.LeakyReLU(0.2, inplace=True))
 
 
-def encode_image_by_16times(ndf: int, last_stride: int = 2) -> nn.Sequential:
+def encode_image_by_16times(ndf: int, n_stride1: int = 0) -> nn.Sequential:
     """3 → ndf → 2ndf → 4ndf → 8ndf with four stride-2 convs; BN on all but the first (keys 0, 2, 3, 5, 6, 8, 9).
 
-    `last_stride=1` (a 3×3 conv instead of the last 4×4 stride-2 one) downsamples by 8, for 32-pixel images."""
+    With `n_stride1` (ours; 0 = AttnGAN) the last that many convs are 3×3 stride-1 instead of 4×4 stride-2: 1
+    downsamples by 8, for 32-pixel images, 2 by 4, for 16-pixel ones."""
+    if not 0 <= n_stride1 <= 2:
+        raise ValueError(f"n_stride1 must be 0, 1 or 2, got {n_stride1}")
     layers: list[nn.Module] = [nn.Conv2d(3, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
     for i in range(3):
         cin, cout = ndf * 2 ** i, ndf * 2 ** (i + 1)
-        conv = nn.Conv2d(cin, cout, 4, 2, 1, bias=False) if i < 2 or last_stride == 2 else \
+        conv = nn.Conv2d(cin, cout, 4, 2, 1, bias=False) if i < 3 - n_stride1 else \
             nn.Conv2d(cin, cout, 3, 1, 1, bias=False)
         layers += [conv, nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
     return nn.Sequential(*layers)
@@ -189,8 +192,8 @@ def _residual_stack(channels: int, r_num: int) -> nn.Sequential:
 class INIT_STAGE_G(nn.Module):
     """Stage 1: cat(c_code, z) → fc → (ngf, 4, 4) → four upBlocks → (ngf/16, 64, 64).
 
-    `base_size` 32 (ours, for small CPU configurations) starts the same four upBlocks from 2×2; only the `fc`
-    shape differs from AttnGAN's 64-pixel layout.
+    `base_size` 32 or 16 (ours, for small CPU configurations) starts the same four upBlocks from 2×2 or 1×1; only
+    the `fc` shape differs from AttnGAN's 64-pixel layout.
 
     With `init_attention` (BERT-AttnGAN) the 64² features then attend over the words, are concatenated with the
     word context, go through `r_num` ResBlocks, are upsampled to 128² and average-pooled back to 64². BERT-AttnGAN
@@ -209,8 +212,8 @@ class INIT_STAGE_G(nn.Module):
                  init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
                  grid_attention: int = 0):
         super().__init__()
-        if base_size not in (32, 64):
-            raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN) or 32, got {base_size}")
+        if base_size not in (16, 32, 64):
+            raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN), 32 or 16, got {base_size}")
         if ngf % 16:
             raise InputError(f"INIT_STAGE_G needs ngf divisible by 16 (ngf = 16·GF_DIM), got {ngf}")
         if (init_attention or grid_attention) and nef is None:
@@ -518,7 +521,8 @@ class D_GET_LOGITS(nn.Module):
 
 
 class D_NET(nn.Module):
-    """AttnGAN discriminator trunk for `img_size` = 64·2^n images, with its heads `UNCOND_DNET` / `COND_DNET`.
+    """AttnGAN discriminator trunk for `img_size` = 64·2^n images (and, ours, 32 or 16: `encode_image_by_16times`
+    with one or two stride-1 convs), with its heads `UNCOND_DNET` / `COND_DNET`.
 
     Layer plan: `img_code_s16` (÷16, 8ndf), then n downBlocks `img_code_s32`, `img_code_s64`, ... doubling channels,
     then n Block3x3_leakRelu `<last>_1`, `<last>_2`, ... halving them back to 8ndf at 4×4. `forward(x)` returns the
@@ -527,11 +531,11 @@ class D_NET(nn.Module):
 
     def __init__(self, ndf: int, nef: int, img_size: int, b_jcu: bool = True, word_layers: int = 0):
         super().__init__()
-        n = int(round(math.log2(img_size / 64))) if img_size >= 32 else -2
-        if n < -1 or 64 * 2 ** n != img_size:
-            raise InputError(f"discriminator image size must be 32 or 64·2^n, got {img_size}")
+        n = int(round(math.log2(img_size / 64))) if img_size >= 16 else -3
+        if n < -2 or 64 * 2 ** n != img_size:
+            raise InputError(f"discriminator image size must be 16, 32 or 64·2^n, got {img_size}")
         self.df_dim, self.ef_dim, self.img_size = ndf, nef, img_size
-        self.img_code_s16 = encode_image_by_16times(ndf, last_stride=1 if n < 0 else 2)
+        self.img_code_s16 = encode_image_by_16times(ndf, n_stride1=max(-n, 0))
         self._trunk = ["img_code_s16"]
         n = max(n, 0)
         for i in range(1, n + 1):

@@ -54,7 +54,7 @@ def test_attngan_images_maps_scores_and_grid(app):
     assert answer["dropped"] == [] and answer["warnings"] == []
     assert [v["index"] for v in answer["variants"]] == [0, 1, 2]
     for v in answer["variants"]:
-        assert [_png(s["png"]).size for s in v["stages"]] == [(32, 32), (64, 64)]  # BRANCH_NUM 2, BASE_SIZE 32
+        assert [_png(s["png"]).size for s in v["stages"]] == [(16, 16), (32, 32)]  # BRANCH_NUM 2, BASE_SIZE 16
         assert len(v["attention"]) == 1 and "stage 2" in v["attention"][0]["label"]  # the one attention stage
         maps = v["attention"][0]["maps"]
         assert [m["word"] for m in maps] == answer["words"]

@@ -71,11 +71,11 @@ def test_type_generate_and_see_images_and_maps(server, browser, tmp_path):
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".variant")) == 3)
     stages = browser.find_elements(By.CSS_SELECTOR, ".variant figure.stage img")
     maps = browser.find_elements(By.CSS_SELECTOR, ".variant figure.attn")
-    assert len(stages) == 3 * 2  # two stages (32 and 64 px) per variant
+    assert len(stages) == 3 * 2  # two stages (16 and 32 px) per variant
     words = ["a", "red", "circle", "on", "a", "white", "background"]
     assert len(maps) == 3 * len(words)  # one map per kept word and variant
     assert [m.text for m in maps[:len(words)]] == words  # the word under each map
-    assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 32
+    assert all(browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth", img) == 16
                for img in stages[::2])  # the images really decoded
     assert "'zebra' is not in the vocabulary" in browser.find_element(By.ID, "notes").text
     assert browser.find_element(By.ID, "download").get_attribute("href").startswith("data:image/png;base64,")

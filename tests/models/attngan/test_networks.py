@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from miscc.checkpoint import describe_mismatch, load_state_dict_strict
 from miscc.config import load_config
+from miscc.errors import InputError
 from models.attngan import (
     CA_NET, D_GET_LOGITS, D_NET, D_NET64, D_NET128, D_NET256, G_DCGAN, G_NET, GlobalAttentionGeneral,
     INIT_STAGE_G, NEXT_STAGE_G, KL_loss, TextCondition, WordContext, build_discriminators, build_generator,
@@ -557,19 +558,25 @@ def test_factories_reject_bad_config():
         build_discriminators(small_cfg(**{"TREE.BRANCH_NUM": 0}))
 
 
-def test_base_size_32_two_stages_for_cpu_configs():
-    """BASE_SIZE 32 (ours): stages of 32 and 64 px with word attention; D downsamples 32-px images by 8."""
-    cfg = small_cfg(**{"TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 2})
+@pytest.mark.parametrize("base, stride1", [(32, 1), (16, 2)])
+def test_small_base_sizes_two_stages_for_cpu_configs(base, stride1):
+    """BASE_SIZE 32 or 16 (ours): stages of base and 2·base px with word attention; D reaches 4×4 on the small
+    first-stage images by making its last one or two downsampling convs 3×3 stride-1 ones."""
+    cfg = small_cfg(**{"TREE.BASE_SIZE": base, "TREE.BRANCH_NUM": 2})
     netG, netsD = build_generator(cfg), build_discriminators(cfg)
     b, t = 3, 5
     z = torch.randn(b, cfg.GAN.Z_DIM)
     sent, words = torch.randn(b, cfg.TEXT.EMBEDDING_DIM), torch.randn(b, cfg.TEXT.EMBEDDING_DIM, t)
     imgs, att, _, _ = netG(z, sent, words, torch.zeros(b, t, dtype=torch.bool))
-    assert [tuple(i.shape[2:]) for i in imgs] == [(32, 32), (64, 64)]
-    assert tuple(att[0].shape) == (b, t, 32, 32)
-    assert [type(d).__name__ for d in netsD] == ["D_NET", "D_NET64"]
+    assert [tuple(i.shape[2:]) for i in imgs] == [(base, base), (2 * base, 2 * base)]
+    assert tuple(att[0].shape) == (b, t, base, base)
+    assert [type(d).__name__ for d in netsD] == ["D_NET", "D_NET64" if base == 32 else "D_NET"]
+    strides = [m.stride[0] for m in netsD[0].img_code_s16 if isinstance(m, nn.Conv2d)]
+    assert strides == [2] * (4 - stride1) + [1] * stride1
     for d, img in zip(netsD, imgs):
         assert tuple(d(img).shape) == (b, cfg.GAN.DF_DIM * 8, 4, 4)
+    with pytest.raises(InputError, match="BASE_SIZE"):
+        build_generator(small_cfg(**{"TREE.BASE_SIZE": 8}))
 
 
 def test_hinge_losses_and_diffaugment_option():

@@ -141,7 +141,7 @@ def test_pixel_term_sums_every_stage_against_the_real_image_of_its_size(attn_cfg
     trainer.netG.register_forward_hook(lambda m, args, out: seen.append([x.detach() for x in out[0]]))
     losses = trainer.train_step(batch)
     fakes = seen[-1]
-    assert [f.shape[-1] for f in fakes] == [r.shape[-1] for r in batch.imgs] == [32, 64]
+    assert [f.shape[-1] for f in fakes] == [r.shape[-1] for r in batch.imgs] == [16, 32]
     expected = sum(torch.nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fakes, batch.imgs))
     assert losses["pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
 

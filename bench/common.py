@@ -12,12 +12,29 @@ import torch
 from datasets import Batch
 
 
+class _AnyWord(dict):
+    """A synthetic vocabulary that holds every word: ids 1, 2, ... in the order asked for, so config word lists
+    (DAMSM.SWAP_NEGATIVES) resolve to distinct ids that the random synthetic captions contain now and then."""
+
+    def __init__(self, n_words: int):
+        super().__init__()
+        self.n_words = n_words
+
+    def __contains__(self, word) -> bool:
+        return True
+
+    def __missing__(self, word):
+        self[word] = 1 + len(self) % max(1, self.n_words - 1)
+        return self[word]
+
+
 class SyntheticText:
-    """What a trainer reads from a dataset, without files: vocabulary size and id-to-word maps."""
+    """What a trainer reads from a dataset, without files: vocabulary size and the word maps."""
 
     def __init__(self, n_words: int):
         self.n_words = n_words
         self.ixtoword = {i: f"w{i}" for i in range(n_words)}
+        self.wordtoix = _AnyWord(n_words)
         self.bert_tokenizer = None
 
     def __len__(self):

@@ -154,6 +154,9 @@ _DEFAULTS = {
         "VALID_BATCHES": 50,
         "VALID_INTERVAL": 1,  # validate (losses, R-precision) every N epochs and after the last; 0 = never (ours)
         "RPREC_SAMPLES": 1000,
+        # ours: word groups ("circle square triangle") whose members are swapped in each caption to make one hard
+        # negative per image for the image -> caption terms (models.damsm.losses); [] = AttnGAN
+        "SWAP_NEGATIVES": [],
     },
     "EVAL": {
         "PROTOCOLS": [],  # e.g. [fid30k, is30k, rprec30k]

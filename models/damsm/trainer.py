@@ -3,8 +3,10 @@
 Recipe as AttnGAN: Adam(ENCODER_LR, betas (0.5, 0.999)) over the text encoder and the image encoder's trainable
 layers, lr ×ENCODER_LR_DECAY every ENCODER_LR_DECAY_EPOCHS epochs (AttnGAN: 1) while above ENCODER_LR/10,
 gradient-norm clip RNN_GRAD_CLIP on the text encoder, loss = words_loss (both directions) + sent_loss (both
-directions). Deviation: the original re-created Adam every epoch (resetting its moments); here one Adam runs
-through, and only its learning rate changes, so a resumed run is identical to an uninterrupted one.
+directions); with DAMSM.SWAP_NEGATIVES (ours) each image's caption with one word swapped within a group is one
+more negative (`models.damsm.losses`). Deviation: the original re-created Adam every epoch (resetting its
+moments); here one Adam runs through, and only its learning rate changes, so a resumed run is identical to an
+uninterrupted one.
 
 Every DAMSM.VALID_INTERVAL epochs (AttnGAN: every epoch) and after the last: validation losses on up to
 DAMSM.VALID_BATCHES test batches and R-precision (DM-GAN protocol: the true caption against 99 captions of other
@@ -26,7 +28,8 @@ from eval.rprecision import r_precision
 from miscc.checkpoint import atomic_save
 from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
-from models.damsm.losses import damsm_losses
+from miscc.errors import InputError
+from models.damsm.losses import damsm_losses, swap_word_groups
 from trainers.base import BaseTrainer, loop_settings
 from trainers.optim import gan_step
 from trainers.runtime import unwrap, wrap_ddp
@@ -77,6 +80,11 @@ class DAMSMTrainer(BaseTrainer):
         self.optimizer = torch.optim.Adam(params, lr=self.base_lr, betas=(cfg.TRAIN.BETA1, cfg.TRAIN.BETA2))
         self.gammas = (cfg.TRAIN.SMOOTH.GAMMA1, cfg.TRAIN.SMOOTH.GAMMA2, cfg.TRAIN.SMOOTH.GAMMA3)
         self.ixtoword = train_set.ixtoword
+        self.swap_groups = None
+        if cfg.DAMSM.SWAP_NEGATIVES:
+            if getattr(train_set, "wordtoix", None) is None:
+                raise InputError("DAMSM.SWAP_NEGATIVES needs a word vocabulary; this dataset has none")
+            self.swap_groups = swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), train_set.wordtoix)
         self.last_attn = None
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
 
@@ -103,7 +111,8 @@ class DAMSMTrainer(BaseTrainer):
         return prepare_data(raw, self.rt.device)
 
     def train_step(self, batch):
-        loss, parts, attn = damsm_losses(self.image_encoder, self.text_encoder, batch, self.gammas, self.rt)
+        loss, parts, attn = damsm_losses(self.image_encoder, self.text_encoder, batch, self.gammas, self.rt,
+                                         self.swap_groups)
         gan_step(loss, self.optimizer, self.scaler, clip_params=self.text_params, max_norm=self.cfg.TRAIN.RNN_GRAD_CLIP)
         self.last_attn = (batch.imgs[-1][:8].detach(), batch.captions[:8].cpu(), batch.cap_lens[:8].cpu(),
                           [a.detach().cpu()[0] for a in attn[:8]])  # each [1, L, h, w]

@@ -8,6 +8,7 @@ import torch
 import pretrain_DAMSM
 from miscc.checkpoint import load_checkpoint
 from miscc.config import load_config
+from miscc.errors import InputError
 from models.damsm import build_image_encoder, build_text_encoder
 from models.damsm.trainer import DAMSMTrainer
 from tests.helpers import tiny_shapes
@@ -120,3 +121,27 @@ def test_validation_interval_validates_every_n_epochs_and_the_last(data_dir, tmp
     assert "R_precision" in trainer.end_of_epoch(2)
     cfg.DAMSM.VALID_INTERVAL = 0
     assert [trainer.end_of_epoch(e) for e in range(3)] == [{}, {}, {}]
+
+
+def test_swap_negatives_option_reaches_the_loss_and_names_unknown_words(data_dir, tmp_path):
+    """DAMSM.SWAP_NEGATIVES: the trainer maps the groups to vocabulary ids and its step uses them (a hard negative
+    can only raise w_loss0 / s_loss0); an unknown word is named before training starts."""
+    from datasets import build_dataset, build_dataloader, prepare_data
+
+    def trainer(groups):
+        cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16,
+                                       "DAMSM.SWAP_NEGATIVES": groups})
+        return DAMSMTrainer(cfg, Runtime(device=torch.device("cpu")), str(tmp_path), build_dataset(cfg, "train"),
+                            None)
+
+    with pytest.raises(InputError, match="hexagon"):
+        trainer(["circle hexagon"])
+    t = trainer(["circle square triangle"])
+    assert t.swap_groups == [[t.train_set.wordtoix[w] for w in ("circle", "square", "triangle")]]
+    batch = prepare_data(next(iter(build_dataloader(t.train_set, batch_size=8, shuffle=False, drop_last=True,
+                                                    workers=0))), "cpu")
+    from models.damsm.losses import damsm_losses
+    t.text_encoder.eval(), t.image_encoder.eval()  # no dropout: both calls see the same encoders
+    _, plain, _ = damsm_losses(t.image_encoder, t.text_encoder, batch, t.gammas, t.rt)
+    _, hard, _ = damsm_losses(t.image_encoder, t.text_encoder, batch, t.gammas, t.rt, t.swap_groups)
+    assert hard["s_loss0"] > plain["s_loss0"] and torch.equal(hard["s_loss1"], plain["s_loss1"])

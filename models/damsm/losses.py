@@ -45,6 +45,19 @@ def swap_negatives(captions: torch.Tensor, cap_lens: torch.Tensor, groups: list[
     return neg, has.to(captions.device)
 
 
+def paired_words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_lens, gamma1: float = 4.0,
+                            gamma2: float = 5.0) -> torch.Tensor:
+    """[B]: the word-level score of image i and caption i only, `words_similarity(...)[0].diagonal()` without the
+    B x B work: each group of equal-length captions is scored against its own images."""
+    lens = torch.as_tensor(cap_lens).reshape(-1).cpu()
+    out = torch.empty(words_emb.size(0), device=words_emb.device, dtype=words_emb.dtype)
+    for length in lens.unique().tolist():
+        idx = (lens == length).nonzero().flatten().to(words_emb.device)
+        sims, _ = words_similarity(img_features[idx], words_emb[idx], lens[idx.cpu()], gamma1, gamma2)
+        out[idx] = sims.diagonal()
+    return out
+
+
 def damsm_losses(image_encoder, text_encoder, batch, gammas, rt, swap_groups: list[list[int]] | None = None,
                  generator: torch.Generator | None = None):
     """(total, parts dict, attention maps) of one batch; `gammas` = (GAMMA1, GAMMA2, GAMMA3).
@@ -70,7 +83,7 @@ def damsm_losses(image_encoder, text_encoder, batch, gammas, rt, swap_groups: li
         with rt.autocast():
             neg_words, neg_sent = text_encoder(neg_ids, batch.cap_lens)
         w_sims, attn = words_similarity(words_features, words_emb, batch.cap_lens, g1, g2)
-        neg_w = words_similarity(words_features, neg_words.float(), batch.cap_lens, g1, g2)[0].diagonal()
+        neg_w = paired_words_similarity(words_features, neg_words.float(), batch.cap_lens, g1, g2)
         w0, w1 = _losses_with_negative(w_sims, neg_w, has, batch.class_ids, labels, g3)
         neg_s = sent_similarity(sent_code, neg_sent.float()).diagonal()
         s0, s1 = _losses_with_negative(sent_similarity(sent_code, sent_emb), neg_s, has, batch.class_ids, labels, g3)

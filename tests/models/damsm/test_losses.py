@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from miscc.errors import InputError
 from miscc.losses import sent_similarity
-from models.damsm.losses import damsm_losses, swap_negatives, swap_word_groups
+from miscc.losses import words_similarity
+from models.damsm.losses import damsm_losses, paired_words_similarity, swap_negatives, swap_word_groups
 from trainers.runtime import Runtime
 
 CPU = Runtime(device=torch.device("cpu"))
@@ -83,3 +84,11 @@ def test_hard_negative_is_one_more_column_of_the_image_to_caption_terms():
     assert torch.allclose(parts["s_loss1"], plain["s_loss1"]) and torch.allclose(parts["w_loss1"], plain["w_loss1"])
     assert parts["w_loss0"] > plain["w_loss0"] and parts["s_loss0"] > plain["s_loss0"]
     assert torch.allclose(total, sum(parts.values())) and len(attn) == b
+
+
+def test_paired_word_scores_are_the_diagonal_of_the_batch_matrix():
+    torch.manual_seed(1)
+    feats, words = torch.randn(6, 8, 3, 3), torch.randn(6, 8, 7)
+    lens = torch.tensor([7, 7, 5, 4, 4, 2])
+    full, _ = words_similarity(feats, words, lens)
+    assert torch.allclose(paired_words_similarity(feats, words, lens), full.diagonal(), atol=1e-5)

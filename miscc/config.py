@@ -73,7 +73,9 @@ _DEFAULTS = {
         "NET_E": "",
         "NET_G": "",
         "B_NET_D": True,
-        "SMOOTH": {"GAMMA1": 5.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 1.0},
+        # SWAP_LAMBDA (ours; 0 off): weight of G's DAMSM hard-negative term, its image against its caption with one
+        # DAMSM.SWAP_NEGATIVES word swapped (miscc/losses.damsm_generator_loss)
+        "SMOOTH": {"GAMMA1": 5.0, "GAMMA2": 5.0, "GAMMA3": 10.0, "LAMBDA": 1.0, "SWAP_LAMBDA": 0.0},
         # StackGAN's key: weight of the conditioning-augmentation KL term (AttnGAN hard-codes 1); ADV (ours, AttnGAN):
         # weight of G's adversarial term (1 as the original)
         "COEFF": {"KL": 1.0, "ADV": 1.0},
@@ -108,6 +110,9 @@ _DEFAULTS = {
         # noise candidates per caption; > 1: the paired terms train the candidate whose stage-1 image is nearest
         # the real image (IMLE; AttnGAN)
         "PAIRED_CANDIDATES": 1,
+        # > 0: G also draws every caption from fresh noise, and those images pay this share of the pixel term
+        # (PIXEL_WEIGHT), so what the caption fixes must not depend on the noise IMLE chooses (AttnGAN)
+        "PAIRED_ANCHOR": 0.0,
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
@@ -362,7 +367,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PIXEL_WEIGHT", "TRAIN.ADV_START_EPOCH",
-    "TRAIN.PAIRED_CANDIDATES", "DAMSM.SWAP_NEGATIVES",
+    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "DAMSM.SWAP_NEGATIVES",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",

@@ -1,7 +1,7 @@
 """DAMSM losses (AttnGAN `code/GlobalAttention.py` `func_attention`, `code/miscc/losses.py` `words_loss`/`sent_loss`),
-the DAMSM term every generator family adds to its own losses (`damsm_generator_loss`), and ControlGAN's perceptual
-term in the DAMSM image encoder's features (`perceptual_loss`); a family's other losses live in
-`models/<family>/losses.py`.
+the DAMSM term every generator family adds to its own losses (`damsm_generator_loss`), the word-swap hard negatives
+(ours) that DAMSM pre-training and that term share (`swap_negatives`), and ControlGAN's perceptual term in the DAMSM
+image encoder's features (`perceptual_loss`); a family's other losses live in `models/<family>/losses.py`.
 
 Numerically the original's, with the Python-3 / modern-torch fixes: bool masks instead of `torch.ByteTensor`,
 masks built on the scores' device (no `cfg.CUDA`), `class_ids` accepted as a numpy array, list or tensor, and
@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from miscc.errors import InputError
 
 
 def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -142,17 +144,83 @@ def sent_loss(cnn_code, rnn_code, labels, class_ids, batch_size, gamma3: float =
     return F.cross_entropy(scores, labels), F.cross_entropy(scores.t(), labels)
 
 
-def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg, features=None):
+def swap_word_groups(groups: list[str], wordtoix: dict[str, int]) -> list[list[int]]:
+    """DAMSM.SWAP_NEGATIVES (["circle square triangle", ...]) as lists of vocabulary ids; every word must be in the
+    vocabulary and every group needs two different words."""
+    out = []
+    for g in groups:
+        words = list(dict.fromkeys(str(g).replace(":", " ").split()))
+        if len(words) < 2:
+            raise InputError(f"DAMSM.SWAP_NEGATIVES: group {g!r} needs two different words at least")
+        missing = [w for w in words if w not in wordtoix]
+        if missing:
+            raise InputError(f"DAMSM.SWAP_NEGATIVES: group {g!r}: {missing} not in the captions' vocabulary")
+        out.append([wordtoix[w] for w in words])
+    return out
+
+
+def swap_negatives(captions: torch.Tensor, cap_lens: torch.Tensor, groups: list[list[int]],
+                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hard negative captions: in each caption one word of a swap group (chosen at random among its words that are
+    in a group) is replaced by another word of the same group ("a red circle on the left" -> "a red square on the
+    left"). Returns (negatives [B, T], has_negative [B] bool: False where a caption holds no group word; its row is
+    then the caption unchanged). Lengths, and so the batch's sort order, stay as they are."""
+    neg = captions.clone()
+    has = torch.zeros(captions.size(0), dtype=torch.bool)
+    group_of = {w: g for g in groups for w in g}
+    cap = captions.cpu()
+    for i in range(cap.size(0)):
+        where = [t for t in range(int(cap_lens[i])) if int(cap[i, t]) in group_of]
+        if not where:
+            continue
+        t = where[int(torch.randint(len(where), (1,), generator=generator))]
+        others = [w for w in group_of[int(cap[i, t])] if w != int(cap[i, t])]
+        neg[i, t] = others[int(torch.randint(len(others), (1,), generator=generator))]
+        has[i] = True
+    return neg, has.to(captions.device)
+
+
+def paired_words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_lens, gamma1: float = 4.0,
+                            gamma2: float = 5.0) -> torch.Tensor:
+    """[B]: the word-level score of image i and caption i only, `words_similarity(...)[0].diagonal()` without the
+    B x B work: each group of equal-length captions is scored against its own images."""
+    lens = torch.as_tensor(cap_lens).reshape(-1).cpu()
+    out = torch.empty(words_emb.size(0), device=words_emb.device, dtype=words_emb.dtype)
+    for length in lens.unique().tolist():
+        idx = (lens == length).nonzero().flatten().to(words_emb.device)
+        sims, _ = words_similarity(img_features[idx], words_emb[idx], lens[idx.cpu()], gamma1, gamma2)
+        out[idx] = sims.diagonal()
+    return out
+
+
+def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg, features=None, negatives=None):
     """LAMBDA·(words_loss0 + words_loss1) + LAMBDA·(sent_loss0 + sent_loss1) of generated images (AttnGAN Eq. 7).
-    `features`: `image_encoder(fake)` when the caller already has it."""
+    `features`: `image_encoder(fake)` when the caller already has it.
+
+    Ours, with TRAIN.SMOOTH.SWAP_LAMBDA > 0 and `negatives` = (words_emb, sent_emb, has) of the captions with one
+    DAMSM.SWAP_NEGATIVES word swapped (trainers.common.encode_swap_negatives): each image must also match its own
+    caption better than that hard negative, -log softmax(GAMMA3 · [score(image, caption), score(image, negative)])
+    at the word level (added to the first value) and the sentence level (to the second), over the captions that
+    have a negative. The batch's other captions rarely differ from an image's in one word, so the plain DAMSM term
+    leaves such differences (a circle for a square) unasked."""
     sm = cfg.TRAIN.SMOOTH
     region_features, cnn_code = image_encoder(fake) if features is None else features
+    region_features, cnn_code = region_features.float(), cnn_code.float()
     b = fake.size(0)
     labels = torch.arange(b, device=fake.device)
-    w0, w1, _ = words_loss(region_features.float(), words_emb, labels, batch.cap_lens, batch.class_ids, b,
+    w0, w1, _ = words_loss(region_features, words_emb, labels, batch.cap_lens, batch.class_ids, b,
                            sm.GAMMA1, sm.GAMMA2, sm.GAMMA3)
-    s0, s1 = sent_loss(cnn_code.float(), sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
-    return (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA
+    s0, s1 = sent_loss(cnn_code, sent_emb, labels, batch.class_ids, b, sm.GAMMA3)
+    w, s = (w0 + w1) * sm.LAMBDA, (s0 + s1) * sm.LAMBDA
+    if negatives is None or not sm.SWAP_LAMBDA or not negatives[2].any():
+        return w, s
+    neg_words, neg_sent, has = negatives
+    pos_w = paired_words_similarity(region_features, words_emb, batch.cap_lens, sm.GAMMA1, sm.GAMMA2)
+    neg_w = paired_words_similarity(region_features, neg_words.float(), batch.cap_lens, sm.GAMMA1, sm.GAMMA2)
+    pos_s, neg_s = cosine_similarity(cnn_code, sent_emb), cosine_similarity(cnn_code, neg_sent.float())
+    w = w + sm.SWAP_LAMBDA * F.softplus(sm.GAMMA3 * (neg_w - pos_w))[has].mean()
+    s = s + sm.SWAP_LAMBDA * F.softplus(sm.GAMMA3 * (neg_s - pos_s))[has].mean()
+    return w, s
 
 
 def perceptual_loss(image_encoder, fake_features: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

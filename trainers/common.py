@@ -9,7 +9,7 @@ import torch
 from datasets import prepare_data
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import perceptual_loss, pixel_loss
+from miscc.losses import perceptual_loss, pixel_loss, swap_negatives, swap_word_groups
 from miscc.modules import freeze
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -66,6 +66,28 @@ def encode_captions(text_encoder, batch):
     words_emb, sent_emb = words_emb.float().detach(), sent_emb.float().detach()
     mask = batch.mask[:, :words_emb.size(2)]
     return words_emb, sent_emb, mask
+
+
+def swap_groups_for(cfg, train_set) -> list[list[int]] | None:
+    """DAMSM.SWAP_NEGATIVES as vocabulary ids when G's hard-negative term is on (TRAIN.SMOOTH.SWAP_LAMBDA > 0), else
+    None; that term needs the groups."""
+    if not cfg.TRAIN.SMOOTH.SWAP_LAMBDA:
+        return None
+    if not cfg.DAMSM.SWAP_NEGATIVES:
+        raise InputError("TRAIN.SMOOTH.SWAP_LAMBDA > 0 needs DAMSM.SWAP_NEGATIVES, the word groups to swap "
+                         "(e.g. ['circle square triangle'])")
+    return swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), train_set.wordtoix)
+
+
+def encode_swap_negatives(text_encoder, batch, groups):
+    """The batch's captions with one word of a swap group swapped (miscc.losses.swap_negatives), through the frozen
+    text encoder: (words_emb, sent_emb, has) for damsm_generator_loss's `negatives`; None without groups."""
+    if not groups:
+        return None
+    neg, has = swap_negatives(batch.captions, batch.cap_lens, groups)
+    with torch.no_grad():
+        words_emb, sent_emb = text_encoder(neg, batch.cap_lens)
+    return words_emb.float(), sent_emb.float(), has
 
 
 def paired_terms(cfg, image_encoder, fake_features, fakes, reals):

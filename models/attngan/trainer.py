@@ -10,7 +10,10 @@ TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`mi
 TRAIN.PIXEL_WEIGHT a squared pixel distance of every stage's image to the caption's real image
 (`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
 pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
-caption, the one whose image is nearest the real image (`nearest_noise`).
+caption, the one whose image is nearest the real image (`nearest_noise`); TRAIN.SMOOTH.SWAP_LAMBDA > 0 adds to the
+DAMSM term each image's own caption with one DAMSM.SWAP_NEGATIVES word swapped as a hard negative;
+TRAIN.PAIRED_ANCHOR > 0 also renders every caption from a fresh noise draw, whose images pay that share of the
+pixel term (`with_fresh_draws`).
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their
@@ -27,7 +30,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
-from miscc.losses import damsm_generator_loss
+from miscc.losses import damsm_generator_loss, pixel_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
@@ -35,7 +38,8 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
 from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, encode_captions, epoch_from_name, load_damsm, paired_terms
+from trainers.common import (decode_ids, encode_captions, encode_swap_negatives, epoch_from_name, load_damsm,
+                             paired_terms, swap_groups_for)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -55,6 +59,7 @@ class AttnGANTrainer(BaseTrainer):
                       for d in self.netsD]
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.z_dim = cfg.GAN.Z_DIM
+        self.swap_groups = swap_groups_for(cfg, train_set)  # TRAIN.SMOOTH.SWAP_LAMBDA's hard negatives
         policy = parse_policy(cfg.TRAIN.DIFFAUGMENT)
         self.augment = (lambda x: diff_augment(x, policy, cfg.TRAIN.DIFFAUGMENT_TRANSLATION,
                                                cfg.TRAIN.DIFFAUGMENT_CUTOUT)) if policy else None
@@ -96,12 +101,20 @@ class AttnGANTrainer(BaseTrainer):
     def train_step(self, batch):
         rt, cfg = self.rt, self.cfg
         words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
+        negatives = encode_swap_negatives(self.text_encoder, batch, self.swap_groups)
         b = words_emb.size(0)
         noise, ca_eps = torch.randn(b, self.z_dim, device=rt.device), None
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
+        text = (sent_emb, words_emb, mask)
+        anchored = bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT)
+        if anchored:  # one forward: the chosen draws, then fresh ones for the anchor term
+            noise, ca_eps, text = self.with_fresh_draws(noise, ca_eps, *text)
         with rt.autocast():
-            fake_imgs, _, mu, logvar = self.netG(noise, sent_emb, words_emb, mask, ca_eps)
+            fake_imgs, _, mu, logvar = self.netG(noise, *text, ca_eps)
+        if anchored:
+            anchor_imgs = [f[b:] for f in fake_imgs]
+            fake_imgs, mu, logvar = [f[:b] for f in fake_imgs], mu[:b], logvar[:b]
         real_labels = torch.ones(b, device=rt.device)
         fake_labels = torch.zeros(b, device=rt.device)
 
@@ -122,9 +135,13 @@ class AttnGANTrainer(BaseTrainer):
                     if adversarial else fake_imgs[-1].new_zeros(())
                 features = self.image_encoder(fake_imgs[-1])
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
-                                                      cfg, features)
+                                                      cfg, features, negatives)
             kl = KL_loss(mu.float(), logvar.float())
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals)  # every stage
+            if anchored:
+                anchor = sum(pixel_loss(f, r) for f, r in zip(anchor_imgs, reals, strict=True))
+                paired = paired + cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * anchor
+                logged["anchor"] = anchor.detach()
             err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl + paired
             losses.update(logged)
             gan_step(err_g, self.optG, self.scaler)
@@ -134,6 +151,20 @@ class AttnGANTrainer(BaseTrainer):
             losses["errG_adv"] = adv.detach()
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
+
+    def with_fresh_draws(self, noise, ca_eps, sent_emb, words_emb, mask):
+        """TRAIN.PAIRED_ANCHOR: the batch's noise (and conditioning-augmentation draw) followed by fresh draws for
+        the same captions, and the text repeated to match: (noise [2B, Z], ca_eps [2B, C], (sent, words, mask)).
+        The fresh draws' images pay the anchor term: IMLE trains only the draw nearest the real image, so what the
+        noise can supply (the background a caption names, say) G need not learn from the text; an image from any
+        draw must show what the caption fixes."""
+        b, c_dim = noise.size(0), unwrap(self.netG).ca_net.c_dim
+        if ca_eps is None:
+            ca_eps = torch.randn(b, c_dim, device=noise.device)
+        noise = torch.cat((noise, torch.randn_like(noise)))
+        ca_eps = torch.cat((ca_eps, torch.randn(b, c_dim, device=noise.device)))
+        twice = (lambda t: None if t is None else torch.cat((t, t)))
+        return noise, ca_eps, (twice(sent_emb), twice(words_emb), twice(mask))
 
     @torch.no_grad()
     def nearest_noise(self, k, sent_emb, words_emb, mask, reals):

@@ -5,57 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from miscc.errors import InputError
-from miscc.losses import class_mask, sent_loss, sent_similarity, words_loss, words_similarity
-
-
-def swap_word_groups(groups: list[str], wordtoix: dict[str, int]) -> list[list[int]]:
-    """DAMSM.SWAP_NEGATIVES (["circle square triangle", ...]) as lists of vocabulary ids; every word must be in the
-    vocabulary and every group needs two different words."""
-    out = []
-    for g in groups:
-        words = list(dict.fromkeys(str(g).replace(":", " ").split()))
-        if len(words) < 2:
-            raise InputError(f"DAMSM.SWAP_NEGATIVES: group {g!r} needs two different words at least")
-        missing = [w for w in words if w not in wordtoix]
-        if missing:
-            raise InputError(f"DAMSM.SWAP_NEGATIVES: group {g!r}: {missing} not in the captions' vocabulary")
-        out.append([wordtoix[w] for w in words])
-    return out
-
-
-def swap_negatives(captions: torch.Tensor, cap_lens: torch.Tensor, groups: list[list[int]],
-                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Hard negative captions: in each caption one word of a swap group (chosen at random among its words that are
-    in a group) is replaced by another word of the same group ("a red circle on the left" -> "a red square on the
-    left"). Returns (negatives [B, T], has_negative [B] bool: False where a caption holds no group word; its row is
-    then the caption unchanged). Lengths, and so the batch's sort order, stay as they are."""
-    neg = captions.clone()
-    has = torch.zeros(captions.size(0), dtype=torch.bool)
-    group_of = {w: g for g in groups for w in g}
-    cap = captions.cpu()
-    for i in range(cap.size(0)):
-        where = [t for t in range(int(cap_lens[i])) if int(cap[i, t]) in group_of]
-        if not where:
-            continue
-        t = where[int(torch.randint(len(where), (1,), generator=generator))]
-        others = [w for w in group_of[int(cap[i, t])] if w != int(cap[i, t])]
-        neg[i, t] = others[int(torch.randint(len(others), (1,), generator=generator))]
-        has[i] = True
-    return neg, has.to(captions.device)
-
-
-def paired_words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_lens, gamma1: float = 4.0,
-                            gamma2: float = 5.0) -> torch.Tensor:
-    """[B]: the word-level score of image i and caption i only, `words_similarity(...)[0].diagonal()` without the
-    B x B work: each group of equal-length captions is scored against its own images."""
-    lens = torch.as_tensor(cap_lens).reshape(-1).cpu()
-    out = torch.empty(words_emb.size(0), device=words_emb.device, dtype=words_emb.dtype)
-    for length in lens.unique().tolist():
-        idx = (lens == length).nonzero().flatten().to(words_emb.device)
-        sims, _ = words_similarity(img_features[idx], words_emb[idx], lens[idx.cpu()], gamma1, gamma2)
-        out[idx] = sims.diagonal()
-    return out
+from miscc.losses import (class_mask, paired_words_similarity, sent_loss, sent_similarity, swap_negatives, words_loss,
+                          words_similarity)
 
 
 def damsm_losses(image_encoder, text_encoder, batch, gammas, rt, swap_groups: list[list[int]] | None = None,

@@ -27,9 +27,10 @@ from datasets import build_dataloader, prepare_data
 from eval.rprecision import r_precision
 from miscc.checkpoint import atomic_save
 from miscc.errors import InputError
+from miscc.losses import swap_word_groups
 from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
-from models.damsm.losses import damsm_losses, swap_word_groups
+from models.damsm.losses import damsm_losses
 from trainers.base import BaseTrainer, loop_settings
 from trainers.optim import gan_step
 from trainers.runtime import unwrap, wrap_ddp

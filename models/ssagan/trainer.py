@@ -59,8 +59,8 @@ from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, 
 from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, encode_captions, epoch_from_name, fixed_batch, load_damsm, \
-    paired_terms, text_encoder_path
+from trainers.common import decode_ids, encode_captions, encode_swap_negatives, epoch_from_name, fixed_batch, \
+    load_damsm, paired_terms, swap_groups_for, text_encoder_path
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -108,6 +108,7 @@ class SSAGANTrainer(BaseTrainer):
         self.optG = torch.optim.Adam(self.netG.parameters(), lr=ssa.GENERATOR_LR, betas=betas)
         self.optD = torch.optim.Adam(self.netD.parameters(), lr=ssa.DISCRIMINATOR_LR, betas=betas)
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
+        self.swap_groups = swap_groups_for(cfg, train_set)  # TRAIN.SMOOTH.SWAP_LAMBDA's hard negatives
         self.z_dim = cfg.GAN.Z_DIM
         self.magp_mode = ssa.MAGP_MODE
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
@@ -172,7 +173,8 @@ class SSAGANTrainer(BaseTrainer):
         adversarial = self.epoch >= self.cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
         if adversarial:
             losses.update(self.discriminator_step(real, fake, sent_emb))
-        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial))
+        negatives = encode_swap_negatives(unwrap(self.text_encoder), batch, self.swap_groups)
+        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial, negatives))
         return losses
 
     def encoder_step(self, batch):
@@ -202,16 +204,18 @@ class SSAGANTrainer(BaseTrainer):
         return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
 
-    def generator_step(self, fake, words_emb, sent_emb, batch, real, adversarial: bool = True) -> dict:
-        """-D(G(z,s), s) (when `adversarial`) + SSA.DAMSM_WEIGHT·DAMSM(fake) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual
-        loss and TRAIN.PIXEL_WEIGHT·pixel loss against `real`); D and the image encoder receive no gradient."""
+    def generator_step(self, fake, words_emb, sent_emb, batch, real, adversarial: bool = True,
+                       negatives=None) -> dict:
+        """-D(G(z,s), s) (when `adversarial`) + SSA.DAMSM_WEIGHT·DAMSM(fake) (with TRAIN.SMOOTH.SWAP_LAMBDA's
+        hard-negative part given `negatives`) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual loss and TRAIN.PIXEL_WEIGHT·pixel
+        loss against `real`); D and the image encoder receive no gradient."""
         image_encoder = unwrap(self.image_encoder)
         with frozen(self.netD, image_encoder):
             with self.rt.autocast():
                 adv = hinge_g_loss(self.netD, fake, sent_emb) if adversarial else fake.new_zeros(())
                 features = image_encoder(fake)
                 w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg,
-                                                      features)
+                                                      features, negatives)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
             paired, out = paired_terms(self.cfg, image_encoder, features[0], [fake], [real])
             err_g = adv.float() + damsm + paired

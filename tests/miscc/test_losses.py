@@ -259,6 +259,41 @@ def test_damsm_generator_loss_reuses_precomputed_features():
     assert all(torch.equal(a, b) for a, b in zip(direct, reused))
 
 
+def test_damsm_generator_loss_swap_negatives_term_by_hand():
+    """TRAIN.SMOOTH.SWAP_LAMBDA: plus lambda * mean over captions with a negative of softplus(GAMMA3 * (negative's
+    score - caption's score)), word level to the first value, sentence level to the second; off (0 or no
+    negatives) it is the plain term."""
+    from types import SimpleNamespace
+
+    from miscc.losses import damsm_generator_loss, paired_words_similarity
+
+    torch.manual_seed(0)
+    enc = _Encoder()
+    fake = torch.rand(4, 3, 8, 8) * 2 - 1
+    words, sent = torch.randn(4, 4, 5), torch.randn(4, 4)
+    neg_words, neg_sent = torch.randn(4, 4, 5), torch.randn(4, 4)
+    has = torch.tensor([True, False, True, True])
+    batch = SimpleNamespace(cap_lens=torch.tensor([5, 4, 3, 2]), class_ids=None)
+    smooth = SimpleNamespace(GAMMA1=4.0, GAMMA2=5.0, GAMMA3=10.0, LAMBDA=0.5, SWAP_LAMBDA=0.0)
+    cfg = SimpleNamespace(TRAIN=SimpleNamespace(SMOOTH=smooth))
+    plain = damsm_generator_loss(enc, fake, words, sent, batch, cfg, negatives=(neg_words, neg_sent, has))
+    assert all(torch.equal(a, b) for a, b in zip(plain, damsm_generator_loss(enc, fake, words, sent, batch, cfg)))
+    smooth.SWAP_LAMBDA = 2.0
+    w, s = damsm_generator_loss(enc, fake, words, sent, batch, cfg, negatives=(neg_words, neg_sent, has))
+    region, code = enc(fake)
+    pos_w = paired_words_similarity(region, words, batch.cap_lens, 4.0, 5.0)
+    neg_w = paired_words_similarity(region, neg_words, batch.cap_lens, 4.0, 5.0)
+    cos = nn.functional.cosine_similarity
+    rows = [0, 2, 3]  # caption 1 has no negative
+    want_w = 2.0 * torch.log1p(torch.exp(10.0 * (neg_w - pos_w)))[rows].mean()
+    want_s = 2.0 * torch.log1p(torch.exp(10.0 * (cos(code, neg_sent) - cos(code, sent))))[rows].mean()
+    assert w.item() == pytest.approx((plain[0] + want_w).item(), rel=1e-5)
+    assert s.item() == pytest.approx((plain[1] + want_s).item(), rel=1e-5)
+    no_negative = damsm_generator_loss(enc, fake, words, sent, batch, cfg,
+                                       negatives=(neg_words, neg_sent, torch.zeros(4, dtype=torch.bool)))
+    assert all(torch.equal(a, b) for a, b in zip(plain, no_negative))
+
+
 def test_pixel_loss_is_the_mean_squared_distance_and_its_optimum_is_the_mean():
     from miscc.losses import pixel_loss
 

@@ -10,6 +10,7 @@ import torch
 from datasets import build_dataset
 from main import main as main_entry
 from miscc.checkpoint import load_checkpoint
+from miscc.errors import InputError
 from models.attngan.trainer import AttnGANTrainer
 from models.registry import get_family
 from tests.helpers import small_config, tiny_encoders, tiny_shapes
@@ -20,7 +21,8 @@ from trainers.sampling import encode_sentences, generate_sentences, sample_test_
 
 CPU = Runtime(device=torch.device("cpu"))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1,
-        "DAMSM.IMAGE_SIZE": 32, "TRAIN.ADV_START_EPOCH": 0}  # the GAN from the first step (the shipped config: 16)
+        "DAMSM.IMAGE_SIZE": 32, "TRAIN.ADV_START_EPOCH": 0,  # the GAN from the first step (the shipped config: 16)
+        "TRAIN.PAIRED_ANCHOR": 0.0}  # G renders B images, as the other terms' tests expect (the anchor's test sets it)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +112,31 @@ def test_coeff_adv_scales_the_adversarial_term(attn_cfg, tmp_path):
     assert (out[1.0]["errG"] - out[0.1]["errG"]).item() == pytest.approx(0.9 * adv.item(), rel=1e-4)
 
 
+def test_swap_lambda_adds_the_hard_negative_term_and_needs_its_groups(attn_cfg, tmp_path):
+    """TRAIN.SMOOTH.SWAP_LAMBDA: G's DAMSM word and sentence terms grow by the hard-negative term (softplus >= 0,
+    log 2 where the encoders cannot tell the caption from its negative); it needs DAMSM.SWAP_NEGATIVES and names
+    words missing from the vocabulary."""
+    results = {}
+    for lam in (0.0, 5.0):
+        cfg = copy.deepcopy(attn_cfg)
+        cfg.TRAIN.SMOOTH.SWAP_LAMBDA = lam
+        cfg.DAMSM.SWAP_NEGATIVES = ["circle square triangle"]
+        torch.manual_seed(0)
+        trainer = AttnGANTrainer(cfg, CPU, str(tmp_path / str(lam)), build_dataset(cfg, "train"))
+        assert (trainer.swap_groups is None) == (lam == 0.0)
+        results[lam] = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
+    for key in ("w_loss", "s_loss"):
+        assert results[5.0][key] > results[0.0][key] + 1.0, (key, results)
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.SMOOTH.SWAP_LAMBDA = 1.0
+    cfg.DAMSM.SWAP_NEGATIVES = []
+    with pytest.raises(InputError, match="DAMSM.SWAP_NEGATIVES"):
+        AttnGANTrainer(cfg, CPU, str(tmp_path / "none"), build_dataset(cfg, "train"))
+    cfg.DAMSM.SWAP_NEGATIVES = ["circle hexagon"]
+    with pytest.raises(InputError, match="hexagon"):
+        AttnGANTrainer(cfg, CPU, str(tmp_path / "bad"), build_dataset(cfg, "train"))
+
+
 def test_adv_start_epoch_trains_g_alone_and_leaves_d_untouched(attn_cfg, tmp_path):
     """Before TRAIN.ADV_START_EPOCH no discriminator steps and errG has no adversarial term; from it on, both."""
     cfg = copy.deepcopy(attn_cfg)
@@ -144,6 +171,32 @@ def test_pixel_term_sums_every_stage_against_the_real_image_of_its_size(attn_cfg
     assert [f.shape[-1] for f in fakes] == [r.shape[-1] for r in batch.imgs] == [16, 32]
     expected = sum(torch.nn.functional.mse_loss(f.float(), r.float()) for f, r in zip(fakes, batch.imgs))
     assert losses["pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, tmp_path):
+    """TRAIN.PAIRED_ANCHOR: one G forward holds the chosen draws and, after them, fresh draws for the same captions;
+    the logged `pixel` is the chosen images' term, `anchor` the fresh images' (every stage), and errG counts it
+    PAIRED_ANCHOR x PIXEL_WEIGHT times (the rest of errG as without it)."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PAIRED_ANCHOR, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PERCEPTUAL_WEIGHT = 0.5, 3.0, 0.0
+    cfg.TRAIN.PAIRED_CANDIDATES = 2
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+    seen = []
+    trainer.netG.register_forward_hook(lambda m, args, out: seen.append(([x.detach() for x in out[0]], args)))
+    losses = trainer.train_step(batch)
+    fakes, args = seen[-1]
+    b = batch.imgs[0].size(0)
+    assert fakes[0].size(0) == 2 * b and torch.equal(args[1][:b], args[1][b:])  # the captions twice
+    assert not torch.equal(args[0][:b], args[0][b:])  # other noise
+    mse = torch.nn.functional.mse_loss
+    pixel = sum(mse(f[:b].float(), r.float()) for f, r in zip(fakes, batch.imgs))
+    anchor = sum(mse(f[b:].float(), r.float()) for f, r in zip(fakes, batch.imgs))
+    assert losses["pixel"].item() == pytest.approx(pixel.item(), rel=1e-5)
+    assert losses["anchor"].item() == pytest.approx(anchor.item(), rel=1e-5)
+    rest = (losses["w_loss"] + losses["s_loss"] + cfg.TRAIN.COEFF.ADV * losses["errG_adv"]
+            + cfg.TRAIN.COEFF.KL * losses["kl_loss"] + 3.0 * losses["pixel"])
+    assert (losses["errG"] - rest).item() == pytest.approx(0.5 * 3.0 * anchor.item(), rel=1e-4)
 
 
 def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(attn_cfg, tmp_path):

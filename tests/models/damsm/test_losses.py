@@ -1,4 +1,4 @@
-"""DAMSM.SWAP_NEGATIVES (ours): word-swap hard negatives in the DAMSM loss (models/damsm/losses.py)."""
+"""DAMSM.SWAP_NEGATIVES (ours): word-swap hard negatives in the DAMSM loss (miscc/losses.py, models/damsm/losses.py)."""
 from types import SimpleNamespace
 
 import pytest
@@ -7,9 +7,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miscc.errors import InputError
-from miscc.losses import sent_similarity
-from miscc.losses import words_similarity
-from models.damsm.losses import damsm_losses, paired_words_similarity, swap_negatives, swap_word_groups
+from miscc.losses import paired_words_similarity, sent_similarity, swap_negatives, swap_word_groups, words_similarity
+from models.damsm.losses import damsm_losses
 from trainers.runtime import Runtime
 
 CPU = Runtime(device=torch.device("cpu"))

@@ -108,6 +108,19 @@ def test_perceptual_weight_adds_the_perceptual_term(tiny, tmp_path):
     assert g["errG_adv"].item() == pytest.approx(out[0.0]["errG_adv"].item(), rel=1e-5)
 
 
+def test_swap_lambda_adds_the_hard_negative_term(tiny, tmp_path):
+    """TRAIN.SMOOTH.SWAP_LAMBDA: G's DAMSM word and sentence terms grow by the hard-negative term (softplus, log 2
+    where the untrained encoders cannot tell a caption from its negative)."""
+    out = {}
+    for lam in (0.0, 5.0):
+        torch.manual_seed(0)
+        t = SSAGANTrainer(_cfg(tiny, TRAIN__SMOOTH__SWAP_LAMBDA=lam, DAMSM__SWAP_NEGATIVES=["circle square triangle"]),
+                          CPU, str(tmp_path / str(lam)), tiny["train_set"])
+        out[lam] = t.train_step(_first_batch(t))
+    for key in ("w_loss", "s_loss"):
+        assert out[5.0][key] > out[0.0][key] + 1.0, (key, out)
+
+
 def test_adv_start_epoch_and_pixel_weight_train_g_alone_on_the_paired_terms(tiny, tmp_path):
     """Before TRAIN.ADV_START_EPOCH: no D step, errG = DAMSM + w·pixel (the pixel term is the mean squared distance
     to the caption's real image); from it on, D steps again and the adversarial term is back."""

@@ -76,7 +76,14 @@ def swap_groups_for(cfg, train_set) -> list[list[int]] | None:
     if not cfg.DAMSM.SWAP_NEGATIVES:
         raise InputError("TRAIN.SMOOTH.SWAP_LAMBDA > 0 needs DAMSM.SWAP_NEGATIVES, the word groups to swap "
                          "(e.g. ['circle square triangle'])")
-    return swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), train_set.wordtoix)
+    return swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), caption_vocabulary(train_set))
+
+
+def caption_vocabulary(dataset) -> dict[str, int]:
+    """word -> id as the dataset's captions hold them: the BERT tokenizer's vocabulary (whole-word tokens) where the
+    captions are BERT ids, else the LSTM vocabulary (`wordtoix`)."""
+    tokenizer = getattr(dataset, "bert_tokenizer", None)
+    return tokenizer.get_vocab() if tokenizer is not None else dataset.wordtoix
 
 
 def encode_swap_negatives(text_encoder, batch, groups):

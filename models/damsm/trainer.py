@@ -32,6 +32,7 @@ from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
 from models.damsm.losses import damsm_losses
 from trainers.base import BaseTrainer, loop_settings
+from trainers.common import caption_vocabulary
 from trainers.optim import gan_step
 from trainers.runtime import unwrap, wrap_ddp
 
@@ -85,7 +86,7 @@ class DAMSMTrainer(BaseTrainer):
         if cfg.DAMSM.SWAP_NEGATIVES:
             if getattr(train_set, "wordtoix", None) is None:
                 raise InputError("DAMSM.SWAP_NEGATIVES needs a word vocabulary; this dataset has none")
-            self.swap_groups = swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), train_set.wordtoix)
+            self.swap_groups = swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), caption_vocabulary(train_set))
         self.last_attn = None
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
 

@@ -91,3 +91,24 @@ def test_paired_word_scores_are_the_diagonal_of_the_batch_matrix():
     lens = torch.tensor([7, 7, 5, 4, 4, 2])
     full, _ = words_similarity(feats, words, lens)
     assert torch.allclose(paired_words_similarity(feats, words, lens), full.diagonal(), atol=1e-5)
+
+
+def test_swap_groups_use_the_ids_the_captions_hold(minilm_dir):
+    """With BERT captions the swap groups are BERT token ids (the LSTM vocabulary's ids would swap other tokens);
+    with LSTM captions, `wordtoix`; a word the vocabulary lacks is named."""
+    from datasets import load_bert_tokenizer
+    from miscc.config import load_config
+    from trainers.common import swap_groups_for
+
+    cfg = load_config(None, {"TRAIN.SMOOTH.SWAP_LAMBDA": 0.2, "DAMSM.SWAP_NEGATIVES": ["circle square triangle"]})
+    tokenizer = load_bert_tokenizer(str(minilm_dir))
+    bert_set = SimpleNamespace(bert_tokenizer=tokenizer, wordtoix={"circle": 1, "square": 2, "triangle": 3})
+    (ids,) = swap_groups_for(cfg, bert_set)
+    assert tokenizer.convert_ids_to_tokens(ids) == ["circle", "square", "triangle"]
+    lstm_set = SimpleNamespace(wordtoix={"circle": 1, "square": 2, "triangle": 3})
+    assert swap_groups_for(cfg, lstm_set) == [[1, 2, 3]]
+    cfg.DAMSM.SWAP_NEGATIVES = ["circle hexagon"]
+    with pytest.raises(InputError, match="hexagon"):
+        swap_groups_for(cfg, bert_set)
+    cfg.TRAIN.SMOOTH.SWAP_LAMBDA = 0.0
+    assert swap_groups_for(cfg, lstm_set) is None

@@ -168,13 +168,12 @@ def swap_negatives(captions: torch.Tensor, cap_lens: torch.Tensor, groups: list[
     neg = captions.clone()
     has = torch.zeros(captions.size(0), dtype=torch.bool)
     group_of = {w: g for g in groups for w in g}
-    cap = captions.cpu()
-    for i in range(cap.size(0)):
-        where = [t for t in range(int(cap_lens[i])) if int(cap[i, t]) in group_of]
+    for i, (ids, n) in enumerate(zip(captions.tolist(), torch.as_tensor(cap_lens).reshape(-1).tolist())):
+        where = [t for t in range(n) if ids[t] in group_of]
         if not where:
             continue
         t = where[int(torch.randint(len(where), (1,), generator=generator))]
-        others = [w for w in group_of[int(cap[i, t])] if w != int(cap[i, t])]
+        others = [w for w in group_of[ids[t]] if w != ids[t]]
         neg[i, t] = others[int(torch.randint(len(others), (1,), generator=generator))]
         has[i] = True
     return neg, has.to(captions.device)

@@ -208,7 +208,9 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
     `value` (the headline) is the share of images whose every caption object is right; `count` the share whose
     predicted number of objects equals the caption's. Captions naming no shape are skipped (`n_unparsed`).
     The same four measures over the objects of one-object and of two-object captions only (`color_any_1obj`, ...,
-    `all_three_2obj`): whether a generator draws a second object at all shows there.
+    `all_three_2obj`): whether a generator draws a second object at all shows there. And `color_any` /
+    `color_shape_any` over the objects whose caption names their place and those whose caption leaves it open
+    (`color_any_placed`, `color_any_unplaced`, ...): a generator that cannot choose a place itself fails the latter.
     """
     if parse_caption is None:
         from miscc.shapes_spec import parse_caption
@@ -220,7 +222,8 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
         raise InputError(f"attribute_accuracy: {n_images} images but {len(captions)} captions")
     bar = ("color_any", "color_shape_any", "color_at_position", "all_three")
     hits = {k: [] for k in ("color", "shape", "position", "object", *bar, *(f"{k}_{n}obj" for k in bar
-                                                                              for n in (1, 2)))}
+                                                                              for n in (1, 2)),
+                            *(f"{k}_{p}" for k in bar[:2] for p in ("placed", "unplaced")))}
     image_ok, count_ok, unparsed = [], [], 0
     for i, caption in enumerate(captions):
         wanted = [o for o in parse_caption(caption) if o.get("shape")]
@@ -251,6 +254,8 @@ def score_attributes(model: DatasetClassifier, logits: dict[str, torch.Tensor], 
                     hits[k].append(ok)
                     if len(wanted) in (1, 2):
                         hits[f"{k}_{len(wanted)}obj"].append(ok)
+                    if k in bar[:2]:
+                        hits[f"{k}_{'placed' if pos else 'unplaced'}"].append(ok)
             hits["shape"].append(shape_ok)
             hits["object"].append(object_ok)
             if pos:

@@ -132,6 +132,7 @@ def _attngan_g(sd):
             "GAN.R_NUM": (_count(sd, r"h_net2\.residual\.(\d+)\.") or 0) if branches and branches > 1 else None,
             "GAN.B_INIT_ATTENTION": any(k.startswith("h_net1.att.") for k in sd),
             "GAN.GRID_ATTENTION": _dim(sd, "h_net1.grid_pos", 2) or 0,
+            "GAN.GRID_NOISE": "h_net1.grid_noise.weight" in sd,
             "GAN.POSITION_QUERIES": "h_net2.pos" in sd if branches and branches > 1 else None,
             "GAN.WORD_CONTEXT_LAYERS": _count(sd, r"word_context\.encoder\.layers\.(\d+)\.") or 0}
 

@@ -113,6 +113,9 @@ _DEFAULTS = {
         # > 0: G also draws every caption from fresh noise, and those images pay this share of the pixel term
         # (PIXEL_WEIGHT), so what the caption fixes must not depend on the noise IMLE chooses (AttnGAN)
         "PAIRED_ANCHOR": 0.0,
+        # the anchor compares the images average-pooled to this many cells a side (1: their mean colours, which the
+        # background fixes and an object's place does not); 0: pixel by pixel
+        "ANCHOR_POOL": 0,
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
@@ -137,6 +140,8 @@ _DEFAULTS = {
         "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
         "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
         "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
+        # AttnGAN with GRID_ATTENTION g: the first g*g noise entries also join those queries as a g x g map
+        "GRID_NOISE": False,
         "POSITION_QUERIES": False,  # AttnGAN: a learned per-position embedding in the queries of stages 2+
         "WORD_CONTEXT_LAYERS": 0,  # AttnGAN: Transformer layers over the word features inside G (0 = off)
         "D_WORD_CONTEXT_LAYERS": 0,  # AttnGAN: conditional D heads also read the words through such layers (0 = off)
@@ -367,7 +372,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PIXEL_WEIGHT", "TRAIN.ADV_START_EPOCH",
-    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "DAMSM.SWAP_NEGATIVES",
+    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL", "DAMSM.SWAP_NEGATIVES",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",

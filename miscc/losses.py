@@ -180,16 +180,21 @@ def swap_negatives(captions: torch.Tensor, cap_lens: torch.Tensor, groups: list[
 
 
 def paired_words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_lens, gamma1: float = 4.0,
-                            gamma2: float = 5.0) -> torch.Tensor:
+                            gamma2: float = 5.0, eps: float = 1e-8) -> torch.Tensor:
     """[B]: the word-level score of image i and caption i only, `words_similarity(...)[0].diagonal()` without the
-    B x B work: each group of equal-length captions is scored against its own images."""
-    lens = torch.as_tensor(cap_lens).reshape(-1).cpu()
-    out = torch.empty(words_emb.size(0), device=words_emb.device, dtype=words_emb.dtype)
-    for length in lens.unique().tolist():
-        idx = (lens == length).nonzero().flatten().to(words_emb.device)
-        sims, _ = words_similarity(img_features[idx], words_emb[idx], lens[idx.cpu()], gamma1, gamma2)
-        out[idx] = sims.diagonal()
-    return out
+    B x B work, in one pass: the words past a caption's length are masked out of Eq. (8) and (10) instead of cut
+    off (the same scores up to float rounding; one set of ops per call, not one per caption length)."""
+    b, dim, ih, iw = img_features.shape
+    lens = torch.as_tensor(cap_lens, device=words_emb.device).reshape(-1)
+    valid = torch.arange(words_emb.size(2), device=words_emb.device).unsqueeze(0) < lens.unsqueeze(1)  # B x T
+    context = img_features.reshape(b, dim, ih * iw)
+    attn = torch.bmm(context.transpose(1, 2), words_emb)  # B x S x T, Eq. (7)
+    attn = F.softmax(attn.masked_fill(~valid.unsqueeze(1), float("-inf")), dim=2)  # Eq. (8), over its words
+    attn = F.softmax(attn.transpose(1, 2) * gamma1, dim=2)  # B x T x S, Eq. (9)
+    wei_context = torch.bmm(context, attn.transpose(1, 2))  # B x D x T
+    norms = torch.norm(wei_context, 2, dim=1) * torch.norm(words_emb, 2, dim=1)
+    cos = (wei_context * words_emb).sum(1) / norms.clamp(min=eps)  # B x T
+    return torch.logsumexp((cos * gamma2).masked_fill(~valid, float("-inf")), dim=1)  # Eq. (10)
 
 
 def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg, features=None, negatives=None):
@@ -233,6 +238,11 @@ def perceptual_loss(image_encoder, fake_features: torch.Tensor, real: torch.Tens
     with torch.no_grad():
         real_features = image_encoder(real)[0]
     return F.mse_loss(fake_features.float(), real_features.float())
+
+
+def pooled(images: torch.Tensor, cells: int) -> torch.Tensor:
+    """`images` average-pooled to `cells` x `cells` (TRAIN.ANCHOR_POOL); unchanged for `cells` <= 0."""
+    return images if cells <= 0 else F.adaptive_avg_pool2d(images, cells)
 
 
 def pixel_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

@@ -329,3 +329,6 @@ def test_mismatch_message_names_grid_attention():
     plain_q = G_NET(4, 32, 100, 100, 2, 1, base_size=32, position_queries=True)
     head = describe_mismatch(plain, plain_q.state_dict(), "posq.pth").splitlines()[0]
     assert "GAN.POSITION_QUERIES True, config says False" in head
+    noisy = G_NET(4, 32, 100, 100, 2, 1, base_size=32, grid_attention=8, grid_noise=True)
+    head = describe_mismatch(grid, noisy.state_dict(), "noise.pth").splitlines()[0]
+    assert "GAN.GRID_NOISE True, config says False" in head

@@ -123,6 +123,10 @@ def print_attributes(jsonl: str) -> None:
             if d.get(f"color_any_{n}obj") is not None:
                 print(f"  {what}: " + ", ".join(f"{label} {100 * d[f'{k}_{n}obj']:.1f} %" for k, label in names
                                                  if d.get(f"{k}_{n}obj") is not None), flush=True)
+        for p, what in (("placed", "objects whose place the caption names"), ("unplaced", "objects it leaves open")):
+            if d.get(f"color_any_{p}") is not None:
+                print(f"  {what}: " + ", ".join(f"{label} {100 * d[f'{k}_{p}']:.1f} %" for k, label in names[:2]),
+                      flush=True)
 
 
 def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan: bool) -> None:

@@ -205,12 +205,16 @@ class INIT_STAGE_G(nn.Module):
     reaches it as one vector in which colours and places are not bound to each other; a query that knows where it is
     can pick the words naming its place.
 
+    With `grid_noise` as well (ours, GAN.GRID_NOISE) the first g·g entries of the noise, laid out as a g×g map, are
+    added there through a learned 1×1 conv (`grid_noise`) before the queries are formed: a place the caption leaves
+    open ("a red circle") needs a draw that says where, and a map of independent draws gives every place its own.
+
     `forward(z_code, c_code, word_embs=None, mask=None) -> (h [B, ngf/16, 64, 64], attention [B, T, 64, 64] or None)`.
     """
 
     def __init__(self, ngf: int, ncf: int, z_dim: int, nef: int | None = None, r_num: int = 0,
                  init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0):
+                 grid_attention: int = 0, grid_noise: bool = False):
         super().__init__()
         if base_size not in (16, 32, 64):
             raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN), 32 or 16, got {base_size}")
@@ -236,6 +240,14 @@ class INIT_STAGE_G(nn.Module):
             ch = ngf // 2 ** self.grid_level
             self.grid_att = GlobalAttentionGeneral(ch, nef)
             self.grid_pos = nn.Parameter(torch.randn(1, ch, grid_attention, grid_attention))
+        self.grid_size = grid_attention if grid_noise else 0
+        if grid_noise:
+            if not grid_attention:
+                raise InputError("GAN.GRID_NOISE needs GAN.GRID_ATTENTION: the noise map joins its queries")
+            if z_dim < grid_attention ** 2:
+                raise InputError(f"GAN.GRID_NOISE lays out {grid_attention}x{grid_attention} noise entries: "
+                                 f"GAN.Z_DIM must be at least {grid_attention ** 2}, got {z_dim}")
+            self.grid_noise = nn.Conv2d(1, ch, kernel_size=1)
         if init_attention:
             out_ch = ngf // 16
             self.att = GlobalAttentionGeneral(out_ch, nef)
@@ -254,6 +266,9 @@ class INIT_STAGE_G(nn.Module):
             if i == self.grid_level:
                 if word_embs is None:
                     raise ValueError("INIT_STAGE_G with grid_attention needs word_embs")
+                if self.grid_size:
+                    g = self.grid_size
+                    out = out + self.grid_noise(z_code[:, :g * g].reshape(-1, 1, g, g).to(out.dtype))
                 out = out + self.grid_att(out + self.grid_pos, word_embs, mask)[0]
         if not self.init_attention:
             return out, None
@@ -338,7 +353,8 @@ class _AttnGANGenerator(nn.Module):
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int, r_num: int,
                  init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64,
-                 grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0):
+                 grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
+                 grid_noise: bool = False):
         super().__init__()
         if branch_num < 1:
             raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
@@ -351,7 +367,7 @@ class _AttnGANGenerator(nn.Module):
         for i in range(1, branch_num + 1):
             if i == 1:
                 stage = INIT_STAGE_G(gf_dim * 16, condition_dim, z_dim, ef_dim, r_num, init_attention, upsample_mode,
-                                     base_size, grid_attention)
+                                     base_size, grid_attention, grid_noise)
             else:
                 stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode,
                                      base_size * 2 ** (i - 2) if position_queries else 0)
@@ -395,10 +411,12 @@ class G_NET(_AttnGANGenerator):
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0):
+                 grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
+                 grid_noise: bool = False):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
                          image_heads=True, base_size=base_size, grid_attention=grid_attention,
-                         position_queries=position_queries, word_context_layers=word_context_layers)
+                         position_queries=position_queries, word_context_layers=word_context_layers,
+                         grid_noise=grid_noise)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
                 mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None):
@@ -418,10 +436,12 @@ class G_DCGAN(_AttnGANGenerator):
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0):
+                 grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
+                 grid_noise: bool = False):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
                          image_heads=False, base_size=base_size, grid_attention=grid_attention,
-                         position_queries=position_queries, word_context_layers=word_context_layers)
+                         position_queries=position_queries, word_context_layers=word_context_layers,
+                         grid_noise=grid_noise)
         self.img_net = GET_IMAGE_G(gf_dim)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,

@@ -13,7 +13,7 @@ pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 train
 caption, the one whose image is nearest the real image (`nearest_noise`); TRAIN.SMOOTH.SWAP_LAMBDA > 0 adds to the
 DAMSM term each image's own caption with one DAMSM.SWAP_NEGATIVES word swapped as a hard negative;
 TRAIN.PAIRED_ANCHOR > 0 also renders every caption from a fresh noise draw, whose images pay that share of the
-pixel term (`with_fresh_draws`).
+pixel term (`with_fresh_draws`), on the images average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0.
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their
@@ -30,7 +30,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
-from miscc.losses import damsm_generator_loss, pixel_loss
+from miscc.losses import damsm_generator_loss, pixel_loss, pooled
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
@@ -139,7 +139,8 @@ class AttnGANTrainer(BaseTrainer):
             kl = KL_loss(mu.float(), logvar.float())
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals)  # every stage
             if anchored:
-                anchor = sum(pixel_loss(f, r) for f, r in zip(anchor_imgs, reals, strict=True))
+                anchor = sum(pixel_loss(pooled(f, cfg.TRAIN.ANCHOR_POOL), pooled(r, cfg.TRAIN.ANCHOR_POOL))
+                             for f, r in zip(anchor_imgs, reals, strict=True))
                 paired = paired + cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * anchor
                 logged["anchor"] = anchor.detach()
             err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl + paired

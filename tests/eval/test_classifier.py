@@ -100,6 +100,9 @@ def test_score_attributes_rules():
     assert r["color_any_2obj"] == r["color_shape_any_2obj"] == r["all_three_2obj"] == 1.0
     assert r["color_any_1obj"] == pytest.approx(3 / 4) and r["color_shape_any_1obj"] == pytest.approx(2 / 4)
     assert r["color_at_position_1obj"] == pytest.approx(1 / 3) and r["all_three_1obj"] == 0.0
+    # split by whether the caption names the object's place: only "a blue square" leaves it open
+    assert r["color_any_unplaced"] == r["color_shape_any_unplaced"] == 1.0
+    assert r["color_any_placed"] == pytest.approx(4 / 5) and r["color_shape_any_placed"] == pytest.approx(3 / 5)
     perfect = score_attributes(model, _scene_logits(model, [scene]), [captions[0]],
                                parse_caption=make_shapes.parse_caption)
     assert perfect["value"] == perfect["count"] == 1.0

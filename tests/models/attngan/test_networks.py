@@ -657,6 +657,38 @@ def test_grid_attention_rejects_sizes_stage_1_does_not_have():
         build_generator(small_cfg(**{"GAN.GRID_ATTENTION": 3}))
 
 
+def test_grid_noise_lays_the_first_noise_entries_out_on_the_attention_grid():
+    """GAN.GRID_NOISE (ours): the first g*g entries of z, as a g x g map, reach stage 1 where the grid attention
+    reads it (through `h_net1.grid_noise`, a 1x1 conv); without it G reads those entries through the fc only."""
+    cfg = small_cfg(**{"TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.R_NUM": 1,
+                       "GAN.GRID_NOISE": True})
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    ch = cfg.GAN.GF_DIM * 16 // 4
+    assert tuple(g.state_dict()["h_net1.grid_noise.weight"].shape) == (ch, 1, 1, 1)
+    ca_noise_off(g)
+    b, t, e = 2, 6, cfg.TEXT.EMBEDDING_DIM
+    z, sent, words = torch.randn(b, cfg.GAN.Z_DIM), torch.randn(b, e), torch.randn(b, e, t)
+    seen = []
+    g.h_net1.grid_att.register_forward_hook(lambda m, args, out: seen.append(args[0].detach()))
+    with torch.no_grad():
+        base = g(z, sent, words)[0][-1]
+        g.h_net1.grid_noise.weight.zero_()
+        g.h_net1.grid_noise.bias.zero_()
+        g(z, sent, words)
+        # the queries (features + place embedding) differ by exactly the projected map of z[:, :64]
+        plain = seen[-1]
+        g.h_net1.grid_noise.weight.fill_(1.0)
+        g(z, sent, words)
+        assert torch.allclose(seen[-1] - plain, z[:, :64].view(b, 1, 8, 8).expand(b, ch, 8, 8), atol=1e-5)
+        assert (g(z, sent, words)[0][-1] - base).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="GAN.GRID_NOISE needs GAN.GRID_ATTENTION"):
+        build_generator(small_cfg(**{"GAN.GRID_NOISE": True}))
+    with pytest.raises(ValueError, match="GAN.Z_DIM must be at least 64, got 32"):
+        build_generator(small_cfg(**{"TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.GRID_NOISE": True,
+                                     "GAN.Z_DIM": 32}))
+
+
 def test_position_queries_let_a_uniform_map_attend_by_place():
     """GAN.POSITION_QUERIES (ours): stages 2+ add a learned per-position embedding to their attention queries.
     On features that are the same everywhere, plain attention is the same at every pixel; with the embedding it

@@ -173,12 +173,15 @@ def test_pixel_term_sums_every_stage_against_the_real_image_of_its_size(attn_cfg
     assert losses["pixel"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
-def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, tmp_path):
+@pytest.mark.parametrize("pool", [0, 1, 4])
+def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, tmp_path, pool):
     """TRAIN.PAIRED_ANCHOR: one G forward holds the chosen draws and, after them, fresh draws for the same captions;
-    the logged `pixel` is the chosen images' term, `anchor` the fresh images' (every stage), and errG counts it
-    PAIRED_ANCHOR x PIXEL_WEIGHT times (the rest of errG as without it)."""
+    the logged `pixel` is the chosen images' term, `anchor` the fresh images' (every stage; with TRAIN.ANCHOR_POOL
+    n > 0 between the images average-pooled to n x n), and errG counts it PAIRED_ANCHOR x PIXEL_WEIGHT times (the
+    rest of errG as without it)."""
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.PAIRED_ANCHOR, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PERCEPTUAL_WEIGHT = 0.5, 3.0, 0.0
+    cfg.TRAIN.ANCHOR_POOL = pool
     cfg.TRAIN.PAIRED_CANDIDATES = 2
     trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
     batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
@@ -191,7 +194,8 @@ def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, t
     assert not torch.equal(args[0][:b], args[0][b:])  # other noise
     mse = torch.nn.functional.mse_loss
     pixel = sum(mse(f[:b].float(), r.float()) for f, r in zip(fakes, batch.imgs))
-    anchor = sum(mse(f[b:].float(), r.float()) for f, r in zip(fakes, batch.imgs))
+    cells = (lambda x: torch.nn.functional.adaptive_avg_pool2d(x, pool) if pool else x)
+    anchor = sum(mse(cells(f[b:].float()), cells(r.float())) for f, r in zip(fakes, batch.imgs))
     assert losses["pixel"].item() == pytest.approx(pixel.item(), rel=1e-5)
     assert losses["anchor"].item() == pytest.approx(anchor.item(), rel=1e-5)
     rest = (losses["w_loss"] + losses["s_loss"] + cfg.TRAIN.COEFF.ADV * losses["errG_adv"]

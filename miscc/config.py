@@ -167,6 +167,9 @@ _DEFAULTS = {
         # ours: word groups ("circle square triangle") whose members are swapped in each caption to make one hard
         # negative per image for the image -> caption terms (models.damsm.losses); [] = AttnGAN
         "SWAP_NEGATIVES": [],
+        # ours: std of Gaussian noise added to the images the image encoder trains on (the images in [-1, 1]; 0 =
+        # AttnGAN); smoother features for G's perceptual and DAMSM terms (models.damsm.losses)
+        "IMAGE_NOISE": 0.0,
     },
     "EVAL": {
         "PROTOCOLS": [],  # e.g. [fid30k, is30k, rprec30k]
@@ -372,7 +375,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PIXEL_WEIGHT", "TRAIN.ADV_START_EPOCH",
-    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL", "DAMSM.SWAP_NEGATIVES",
+    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL", "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",

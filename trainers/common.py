@@ -83,7 +83,12 @@ def caption_vocabulary(dataset) -> dict[str, int]:
     """word -> id as the dataset's captions hold them: the BERT tokenizer's vocabulary (whole-word tokens) where the
     captions are BERT ids, else the LSTM vocabulary (`wordtoix`)."""
     tokenizer = getattr(dataset, "bert_tokenizer", None)
-    return tokenizer.get_vocab() if tokenizer is not None else dataset.wordtoix
+    if tokenizer is not None:
+        return tokenizer.get_vocab()
+    if getattr(dataset, "wordtoix", None) is None:
+        raise InputError("DAMSM.SWAP_NEGATIVES needs a word vocabulary (the dataset's wordtoix or its BERT "
+                         "tokenizer); this dataset has neither")
+    return dataset.wordtoix
 
 
 def encode_swap_negatives(text_encoder, batch, groups):

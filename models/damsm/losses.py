@@ -10,17 +10,24 @@ from miscc.losses import (class_mask, paired_words_similarity, sent_loss, sent_s
 
 
 def damsm_losses(image_encoder, text_encoder, batch, gammas, rt, swap_groups: list[list[int]] | None = None,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, image_noise: float = 0.0):
     """(total, parts dict, attention maps) of one batch; `gammas` = (GAMMA1, GAMMA2, GAMMA3).
 
     With `swap_groups` (DAMSM.SWAP_NEGATIVES as vocabulary ids; ours) each image also meets its own caption with one
     word swapped (`swap_negatives`) as one more column of the image -> caption terms (w_loss0, s_loss0). A batch
     rarely holds two images that differ in one attribute, so without such negatives the encoders need not tell
     "circle" from "square" once colour and place tell the captions apart: on `shapes` the 8-epoch DAMSM preferred
-    an image's caption to its circle/square-swapped copy 56 % of the time; with the shape words as a group, 81 %."""
+    an image's caption to its circle/square-swapped copy 56 % of the time; with the shape words as a group, 81 %.
+
+    `image_noise` > 0 (DAMSM.IMAGE_NOISE; ours) adds Gaussian noise of that std to the images first. On `shapes` a
+    16-epoch DAMSM tells circles from squares (96 %) but G trained against its image encoder learned neither places
+    nor colours; with noise 0.1 in its training it reads 98.5 % and G learns (README)."""
     g1, g2, g3 = gammas
+    imgs = batch.imgs[-1]
+    if image_noise:
+        imgs = imgs + image_noise * torch.randn(imgs.shape, generator=generator, device=imgs.device, dtype=imgs.dtype)
     with rt.autocast():
-        words_features, sent_code = image_encoder(batch.imgs[-1])
+        words_features, sent_code = image_encoder(imgs)
         words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
     words_features, sent_code = words_features.float(), sent_code.float()
     words_emb, sent_emb = words_emb.float(), sent_emb.float()

@@ -26,7 +26,6 @@ import torch
 from datasets import build_dataloader, prepare_data
 from eval.rprecision import r_precision
 from miscc.checkpoint import atomic_save
-from miscc.errors import InputError
 from miscc.losses import swap_word_groups
 from miscc.vis import build_super_images
 from models.damsm import build_image_encoder, build_text_encoder
@@ -84,8 +83,6 @@ class DAMSMTrainer(BaseTrainer):
         self.ixtoword = train_set.ixtoword
         self.swap_groups = None
         if cfg.DAMSM.SWAP_NEGATIVES:
-            if getattr(train_set, "wordtoix", None) is None:
-                raise InputError("DAMSM.SWAP_NEGATIVES needs a word vocabulary; this dataset has none")
             self.swap_groups = swap_word_groups(list(cfg.DAMSM.SWAP_NEGATIVES), caption_vocabulary(train_set))
         self.last_attn = None
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
@@ -114,7 +111,7 @@ class DAMSMTrainer(BaseTrainer):
 
     def train_step(self, batch):
         loss, parts, attn = damsm_losses(self.image_encoder, self.text_encoder, batch, self.gammas, self.rt,
-                                         self.swap_groups)
+                                         self.swap_groups, image_noise=self.cfg.DAMSM.IMAGE_NOISE)
         gan_step(loss, self.optimizer, self.scaler, clip_params=self.text_params, max_norm=self.cfg.TRAIN.RNN_GRAD_CLIP)
         self.last_attn = (batch.imgs[-1][:8].detach(), batch.captions[:8].cpu(), batch.cap_lens[:8].cpu(),
                           [a.detach().cpu()[0] for a in attn[:8]])  # each [1, L, h, w]

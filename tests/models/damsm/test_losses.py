@@ -85,6 +85,32 @@ def test_hard_negative_is_one_more_column_of_the_image_to_caption_terms():
     assert torch.allclose(total, sum(parts.values())) and len(attn) == b
 
 
+def test_image_noise_reaches_the_image_encoder_only():
+    """DAMSM.IMAGE_NOISE: the image encoder sees the images plus Gaussian noise of that std (drawn from the given
+    generator), the batch's images stay as they were, and 0 leaves the loss as AttnGAN's."""
+    seen = []
+
+    class Recording(_Image):
+        def forward(self, x):
+            seen.append(x.clone())
+            return super().forward(x)
+
+    torch.manual_seed(0)
+    text, image = _Text(), Recording()
+    b = 4
+    clean = torch.randn(b, 8, 4, 4)
+    batch = SimpleNamespace(imgs=[clean.clone()], captions=torch.randint(1, 12, (b, 5)),
+                            cap_lens=torch.tensor([5, 5, 4, 3]), class_ids=None)
+    gammas = (4.0, 5.0, 10.0)
+    plain, _, _ = damsm_losses(image, text, batch, gammas, CPU)
+    assert torch.equal(seen[-1], clean)
+    noisy, _, _ = damsm_losses(image, text, batch, gammas, CPU, generator=torch.Generator().manual_seed(1),
+                               image_noise=0.5)
+    expected = clean + 0.5 * torch.randn(clean.shape, generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(seen[-1], expected) and torch.equal(batch.imgs[-1], clean)
+    assert not torch.allclose(noisy, plain)
+
+
 def test_paired_word_scores_are_the_diagonal_of_the_batch_matrix():
     torch.manual_seed(1)
     feats, words = torch.randn(6, 8, 3, 3), torch.randn(6, 8, 7)
@@ -110,5 +136,7 @@ def test_swap_groups_use_the_ids_the_captions_hold(minilm_dir):
     cfg.DAMSM.SWAP_NEGATIVES = ["circle hexagon"]
     with pytest.raises(InputError, match="hexagon"):
         swap_groups_for(cfg, bert_set)
+    with pytest.raises(InputError, match="needs a word vocabulary"):  # neither wordtoix nor a tokenizer
+        swap_groups_for(cfg, SimpleNamespace(wordtoix=None))
     cfg.TRAIN.SMOOTH.SWAP_LAMBDA = 0.0
     assert swap_groups_for(cfg, lstm_set) is None

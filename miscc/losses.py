@@ -24,18 +24,21 @@ def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, dim: int = 1, eps: flo
     return w12 / (w1 * w2).clamp(min=eps)
 
 
-def func_attention(query: torch.Tensor, context: torch.Tensor, gamma1: float):
+def func_attention(query: torch.Tensor, context: torch.Tensor, gamma1: float, valid: torch.Tensor | None = None):
     """Word-to-region attention of DAMSM (AttnGAN Eq. 7-9).
 
     query [B, D, L] (words), context [B, D, H, W] (regions) -> (region context per word [B, D, L],
     attention [B, L, H, W]). Scores s = regions^T words (Eq. 7) are normalised over the words for each region
-    (Eq. 8), scaled by gamma1 and normalised over the regions for each word (Eq. 9).
+    (Eq. 8), scaled by gamma1 and normalised over the regions for each word (Eq. 9). `valid` (bool [B, L], ours)
+    leaves the words where it is False out of Eq. (8), as if each caption were cut to its length.
     """
     batch_size, query_len = query.size(0), query.size(2)
     ih, iw = context.size(2), context.size(3)
     source_len = ih * iw
     context = context.reshape(batch_size, -1, source_len)
     attn = torch.bmm(context.transpose(1, 2), query)  # B x S x L, Eq. (7)
+    if valid is not None:
+        attn = attn.masked_fill(~valid.unsqueeze(1), float("-inf"))
     attn = F.softmax(attn, dim=2)  # Eq. (8)
     attn = attn.transpose(1, 2) * gamma1  # B x L x S
     attn = F.softmax(attn, dim=2)  # Eq. (9)
@@ -184,16 +187,10 @@ def paired_words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor,
     """[B]: the word-level score of image i and caption i only, `words_similarity(...)[0].diagonal()` without the
     B x B work, in one pass: the words past a caption's length are masked out of Eq. (8) and (10) instead of cut
     off (the same scores up to float rounding; one set of ops per call, not one per caption length)."""
-    b, dim, ih, iw = img_features.shape
     lens = torch.as_tensor(cap_lens, device=words_emb.device).reshape(-1)
     valid = torch.arange(words_emb.size(2), device=words_emb.device).unsqueeze(0) < lens.unsqueeze(1)  # B x T
-    context = img_features.reshape(b, dim, ih * iw)
-    attn = torch.bmm(context.transpose(1, 2), words_emb)  # B x S x T, Eq. (7)
-    attn = F.softmax(attn.masked_fill(~valid.unsqueeze(1), float("-inf")), dim=2)  # Eq. (8), over its words
-    attn = F.softmax(attn.transpose(1, 2) * gamma1, dim=2)  # B x T x S, Eq. (9)
-    wei_context = torch.bmm(context, attn.transpose(1, 2))  # B x D x T
-    norms = torch.norm(wei_context, 2, dim=1) * torch.norm(words_emb, 2, dim=1)
-    cos = (wei_context * words_emb).sum(1) / norms.clamp(min=eps)  # B x T
+    wei_context, _ = func_attention(words_emb, img_features, gamma1, valid)  # B x D x T
+    cos = cosine_similarity(wei_context, words_emb, dim=1, eps=eps)  # B x T
     return torch.logsumexp((cos * gamma2).masked_fill(~valid, float("-inf")), dim=1)  # Eq. (10)
 
 

@@ -133,6 +133,7 @@ def _attngan_g(sd):
             "GAN.B_INIT_ATTENTION": any(k.startswith("h_net1.att.") for k in sd),
             "GAN.GRID_ATTENTION": _dim(sd, "h_net1.grid_pos", 2) or 0,
             "GAN.GRID_NOISE": "h_net1.grid_noise.weight" in sd,
+            "GAN.GRID_HEADS": "> 0" if "h_net1.grid_att.mha.q_proj_weight" in sd else 0,  # the count is not in shapes
             "GAN.POSITION_QUERIES": "h_net2.pos" in sd if branches and branches > 1 else None,
             "GAN.WORD_CONTEXT_LAYERS": _count(sd, r"word_context\.encoder\.layers\.(\d+)\.") or 0}
 

@@ -110,6 +110,9 @@ _DEFAULTS = {
         # noise candidates per caption; > 1: the paired terms train the candidate whose stage-1 image is nearest
         # the real image (IMLE; AttnGAN)
         "PAIRED_CANDIDATES": 1,
+        # > 1 with GAN.GRID_NOISE: then, the rest of the chosen draw held, the noise map (the first g*g entries)
+        # from this many draws of it, chosen the same way (AttnGAN)
+        "PAIRED_MAP_CANDIDATES": 0,
         # > 0: G also draws every caption from fresh noise, and those images pay this share of the pixel term
         # (PIXEL_WEIGHT), so what the caption fixes must not depend on the noise IMLE chooses (AttnGAN)
         "PAIRED_ANCHOR": 0.0,
@@ -142,6 +145,9 @@ _DEFAULTS = {
         "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
         # AttnGAN with GRID_ATTENTION g: the first g*g noise entries also join those queries as a g x g map
         "GRID_NOISE": False,
+        # AttnGAN with GRID_ATTENTION: that attention with this many heads and separate query / key / value
+        # projections (scaled dot products, nn.MultiheadAttention); 0: AttnGAN's word attention
+        "GRID_HEADS": 0,
         "POSITION_QUERIES": False,  # AttnGAN: a learned per-position embedding in the queries of stages 2+
         "WORD_CONTEXT_LAYERS": 0,  # AttnGAN: Transformer layers over the word features inside G (0 = off)
         "D_WORD_CONTEXT_LAYERS": 0,  # AttnGAN: conditional D heads also read the words through such layers (0 = off)
@@ -375,7 +381,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PIXEL_WEIGHT", "TRAIN.ADV_START_EPOCH",
-    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL", "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
+    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL", "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",
     "SSA.", "INTCLS.CLS", "INTCLS.CLS_WEIGHT", "INTCLS.INT", "INTCLS.INT_WEIGHT", "INTCLS.L1_COEF", "INTCLS.L2_COEF",

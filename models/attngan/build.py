@@ -23,7 +23,8 @@ def build_generator(cfg, device: torch.device | str | None = None) -> nn.Module:
               cfg.GAN.R_NUM, init_attention=cfg.GAN.B_INIT_ATTENTION, upsample_mode=cfg.GAN.UPSAMPLE,
               base_size=cfg.TREE.BASE_SIZE, grid_attention=cfg.GAN.GRID_ATTENTION,
               position_queries=cfg.GAN.POSITION_QUERIES,
-              word_context_layers=cfg.GAN.WORD_CONTEXT_LAYERS, grid_noise=cfg.GAN.GRID_NOISE).to(device)
+              word_context_layers=cfg.GAN.WORD_CONTEXT_LAYERS, grid_noise=cfg.GAN.GRID_NOISE,
+              grid_heads=cfg.GAN.GRID_HEADS).to(device)
     net.apply(weights_init)
     return net
 

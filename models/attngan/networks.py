@@ -182,6 +182,37 @@ class GlobalAttentionGeneral(nn.Module):
         return weighted.reshape(batch_size, self.idf, ih, iw), attn.reshape(batch_size, source_len, ih, iw)
 
 
+class GridWordAttention(nn.Module):
+    """Multi-head word attention for stage 1's grid (ours, GAN.GRID_HEADS): scaled dot-product attention with
+    separate query, key and value projections (`nn.MultiheadAttention`), where AttnGAN's `GlobalAttentionGeneral`
+    uses one projection of the words as both key and value, one head and unscaled logits. A place then matches the
+    word naming it with one part of the word's feature and reads what the word carries ("red circle", put there by
+    the word-context layer) from another.
+
+    `forward(input [B, idf, H, W], context [B, cdf, T], mask bool [B, T] or None, True at padding)` returns the
+    context [B, idf, H, W] and the attention averaged over heads [B, T, H, W], as `GlobalAttentionGeneral`.
+    """
+
+    def __init__(self, idf: int, cdf: int, heads: int):
+        super().__init__()
+        if heads < 1 or idf % heads:
+            raise InputError(f"GAN.GRID_HEADS must divide stage 1's channels at the grid ({idf}), got {heads}")
+        self.idf, self.cdf = idf, cdf
+        self.mha = nn.MultiheadAttention(idf, heads, kdim=cdf, vdim=cdf, batch_first=True)
+
+    def forward(self, input: torch.Tensor, context: torch.Tensor,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        b, _, h, w = input.shape
+        if context.dim() != 3 or context.size(0) != b or context.size(1) != self.cdf:
+            raise ValueError(f"word features must be [B={b}, {self.cdf}, T], got {tuple(context.shape)}")
+        if mask is not None:
+            mask = mask & ~mask.all(dim=1, keepdim=True)  # a caption of padding only attends over all of it
+        query = input.flatten(2).transpose(1, 2)  # B x HW x idf
+        words = context.transpose(1, 2).to(query.dtype)  # B x T x cdf
+        out, att = self.mha(query, words, words, key_padding_mask=mask, need_weights=True)
+        return out.transpose(1, 2).reshape(b, self.idf, h, w), att.transpose(1, 2).reshape(b, -1, h, w)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Generator
 # ----------------------------------------------------------------------------------------------------------------
@@ -208,13 +239,15 @@ class INIT_STAGE_G(nn.Module):
     With `grid_noise` as well (ours, GAN.GRID_NOISE) the first g·g entries of the noise, laid out as a g×g map, are
     added there through a learned 1×1 conv (`grid_noise`) before the queries are formed: a place the caption leaves
     open ("a red circle") needs a draw that says where, and a map of independent draws gives every place its own.
+    With `grid_heads` (ours, GAN.GRID_HEADS) that attention is `GridWordAttention` (several heads, separate
+    projections) instead of AttnGAN's.
 
     `forward(z_code, c_code, word_embs=None, mask=None) -> (h [B, ngf/16, 64, 64], attention [B, T, 64, 64] or None)`.
     """
 
     def __init__(self, ngf: int, ncf: int, z_dim: int, nef: int | None = None, r_num: int = 0,
                  init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0, grid_noise: bool = False):
+                 grid_attention: int = 0, grid_noise: bool = False, grid_heads: int = 0):
         super().__init__()
         if base_size not in (16, 32, 64):
             raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN), 32 or 16, got {base_size}")
@@ -238,8 +271,10 @@ class INIT_STAGE_G(nn.Module):
                                  f"got {grid_attention}")
             self.grid_level = sizes.index(grid_attention)
             ch = ngf // 2 ** self.grid_level
-            self.grid_att = GlobalAttentionGeneral(ch, nef)
+            self.grid_att = GridWordAttention(ch, nef, grid_heads) if grid_heads else GlobalAttentionGeneral(ch, nef)
             self.grid_pos = nn.Parameter(torch.randn(1, ch, grid_attention, grid_attention))
+        if grid_heads and not grid_attention:
+            raise InputError("GAN.GRID_HEADS needs GAN.GRID_ATTENTION: it sets that attention's heads")
         self.grid_size = grid_attention if grid_noise else 0
         if grid_noise:
             if not grid_attention:
@@ -354,7 +389,7 @@ class _AttnGANGenerator(nn.Module):
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int, r_num: int,
                  init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64,
                  grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
-                 grid_noise: bool = False):
+                 grid_noise: bool = False, grid_heads: int = 0):
         super().__init__()
         if branch_num < 1:
             raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
@@ -367,7 +402,7 @@ class _AttnGANGenerator(nn.Module):
         for i in range(1, branch_num + 1):
             if i == 1:
                 stage = INIT_STAGE_G(gf_dim * 16, condition_dim, z_dim, ef_dim, r_num, init_attention, upsample_mode,
-                                     base_size, grid_attention, grid_noise)
+                                     base_size, grid_attention, grid_noise, grid_heads)
             else:
                 stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode,
                                      base_size * 2 ** (i - 2) if position_queries else 0)
@@ -412,11 +447,11 @@ class G_NET(_AttnGANGenerator):
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
                  grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
-                 grid_noise: bool = False):
+                 grid_noise: bool = False, grid_heads: int = 0):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
                          image_heads=True, base_size=base_size, grid_attention=grid_attention,
                          position_queries=position_queries, word_context_layers=word_context_layers,
-                         grid_noise=grid_noise)
+                         grid_noise=grid_noise, grid_heads=grid_heads)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
                 mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None):
@@ -437,11 +472,11 @@ class G_DCGAN(_AttnGANGenerator):
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
                  grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
-                 grid_noise: bool = False):
+                 grid_noise: bool = False, grid_heads: int = 0):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
                          image_heads=False, base_size=base_size, grid_attention=grid_attention,
                          position_queries=position_queries, word_context_layers=word_context_layers,
-                         grid_noise=grid_noise)
+                         grid_noise=grid_noise, grid_heads=grid_heads)
         self.img_net = GET_IMAGE_G(gf_dim)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,

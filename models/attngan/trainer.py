@@ -10,7 +10,8 @@ TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`mi
 TRAIN.PIXEL_WEIGHT a squared pixel distance of every stage's image to the caption's real image
 (`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
 pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
-caption, the one whose image is nearest the real image (`nearest_noise`); TRAIN.SMOOTH.SWAP_LAMBDA > 0 adds to the
+caption, the one whose image is nearest the real image (`nearest_noise`), and TRAIN.PAIRED_MAP_CANDIDATES > 1 then
+re-draws that draw's GAN.GRID_NOISE map as many times, the rest held; TRAIN.SMOOTH.SWAP_LAMBDA > 0 adds to the
 DAMSM term each image's own caption with one DAMSM.SWAP_NEGATIVES word swapped as a hard negative;
 TRAIN.PAIRED_ANCHOR > 0 also renders every caption from a fresh noise draw, whose images pay that share of the
 pixel term (`with_fresh_draws`), on the images average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0.
@@ -30,6 +31,7 @@ import torch
 from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
+from miscc.errors import InputError
 from miscc.losses import damsm_generator_loss, pixel_loss, pooled
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
@@ -59,6 +61,9 @@ class AttnGANTrainer(BaseTrainer):
                       for d in self.netsD]
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.z_dim = cfg.GAN.Z_DIM
+        if cfg.TRAIN.PAIRED_MAP_CANDIDATES > 1 and not (cfg.GAN.GRID_NOISE and cfg.TRAIN.PAIRED_CANDIDATES > 1):
+            raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
+                             "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
         self.swap_groups = swap_groups_for(cfg, train_set)  # TRAIN.SMOOTH.SWAP_LAMBDA's hard negatives
         policy = parse_policy(cfg.TRAIN.DIFFAUGMENT)
         self.augment = (lambda x: diff_augment(x, policy, cfg.TRAIN.DIFFAUGMENT_TRANSLATION,
@@ -175,10 +180,25 @@ class AttnGANTrainer(BaseTrainer):
         of pulling one image towards the mean of all the real images a caption fits: the noise decides what the
         caption leaves open ("a red circle" without a place, its size, the background), not the loss. The draws
         are compared on G's first image (`preview`: stage 1, whose layout the later stages refine), so k draws cost
-        about k/5 of a forward on `shapes` instead of k."""
+        about k/5 of a forward on `shapes` instead of k. With TRAIN.PAIRED_MAP_CANDIDATES = m > 1 the chosen draw's
+        noise map (its first g·g entries, GAN.GRID_NOISE) is then drawn m times with the rest held and the nearest
+        kept: the first choice settles what fills the image (the background), the second where objects go."""
         b, net_g = sent_emb.size(0), unwrap(self.netG)
         noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
         eps = torch.randn(k * b, net_g.ca_net.c_dim, device=sent_emb.device)
+        noise, eps = self._nearest(k, noise, eps, sent_emb, words_emb, mask, reals)
+        k_map = self.cfg.TRAIN.PAIRED_MAP_CANDIDATES
+        g = net_g.h_net1.grid_size if k_map > 1 else 0
+        if g:  # then, the rest held, the noise map (where objects go) from k_map draws of it
+            maps = noise.repeat(k_map, 1)
+            maps[:, :g * g] = torch.randn(k_map * b, g * g, device=noise.device)
+            noise, eps = self._nearest(k_map, maps, eps.repeat(k_map, 1), sent_emb, words_emb, mask, reals)
+        return noise, eps
+
+    def _nearest(self, k, noise, eps, sent_emb, words_emb, mask, reals):
+        """Of k candidate draws per caption (noise, eps: [k·B, ...], candidate-major), the one whose preview is
+        nearest the caption's real image: (noise [B, Z], eps [B, C])."""
+        b, net_g = sent_emb.size(0), unwrap(self.netG)
         rep = (lambda t: t.repeat(k, *([1] * (t.dim() - 1))))
         with self.rt.autocast():
             imgs = net_g.preview(noise, rep(sent_emb), rep(words_emb), None if mask is None else rep(mask), eps)

@@ -11,6 +11,7 @@ from miscc.config import load_config
 from miscc.errors import InputError
 from models.attngan import (
     CA_NET, D_GET_LOGITS, D_NET, D_NET64, D_NET128, D_NET256, G_DCGAN, G_NET, GlobalAttentionGeneral,
+    GridWordAttention,
     INIT_STAGE_G, NEXT_STAGE_G, KL_loss, TextCondition, WordContext, build_discriminators, build_generator,
     discriminator_loss, generator_adversarial_loss, upBlock, weights_init,
 )
@@ -687,6 +688,51 @@ def test_grid_noise_lays_the_first_noise_entries_out_on_the_attention_grid():
     with pytest.raises(ValueError, match="GAN.Z_DIM must be at least 64, got 32"):
         build_generator(small_cfg(**{"TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.GRID_NOISE": True,
                                      "GAN.Z_DIM": 32}))
+
+
+def test_grid_heads_attend_with_several_heads_and_separate_projections():
+    """GAN.GRID_HEADS (ours): stage 1's grid attention as multi-head attention with separate query / key / value
+    projections; each place's attention is a distribution over its caption's real words, padding changes nothing,
+    and a changed word changes only its own sample."""
+    cfg = small_cfg(**{"TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.R_NUM": 1,
+                       "GAN.GF_DIM": 4, "GAN.GRID_HEADS": 2})
+    torch.manual_seed(0)
+    g = build_generator(cfg).eval()
+    ch, e = cfg.GAN.GF_DIM * 16 // 4, cfg.TEXT.EMBEDDING_DIM
+    sd = g.state_dict()
+    assert tuple(sd["h_net1.grid_att.mha.q_proj_weight"].shape) == (ch, ch)
+    assert tuple(sd["h_net1.grid_att.mha.k_proj_weight"].shape) == (ch, e)
+    assert tuple(sd["h_net1.grid_att.mha.v_proj_weight"].shape) == (ch, e)
+    assert not any("conv_context" in k for k in sd)
+
+    b, t = 2, 6
+    mask = torch.arange(t)[None, :] >= torch.tensor([6, 4])[:, None]
+    words = torch.randn(b, e, t)
+    att = GridWordAttention(ch, e, 2)
+    context, maps = att(torch.randn(b, ch, 8, 8), words, mask)
+    assert context.shape == (b, ch, 8, 8) and maps.shape == (b, t, 8, 8)
+    assert torch.allclose(maps.sum(1), torch.ones(b, 8, 8), atol=1e-5)
+    assert maps[1, 4:].abs().max() == 0 and maps[1, :4].min() > 0
+
+    ca_noise_off(g)
+    z, sent = torch.randn(b, cfg.GAN.Z_DIM), torch.randn(b, e)
+    with torch.no_grad():
+        base = g(z, sent, words, mask)[0][-1]
+        padded = words.clone()
+        padded[1, :, 4:] += 3.0
+        assert torch.allclose(g(z, sent, padded, mask)[0][-1], base, atol=1e-6)
+        changed = words.clone()
+        changed[1, :, 1] += 3.0
+        out = g(z, sent, changed, mask)[0][-1]
+        assert (out[1] - base[1]).abs().max() > 1e-3 and torch.allclose(out[0], base[0], atol=1e-6)
+    plain = build_generator(small_cfg(**{"TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8,
+                                         "GAN.R_NUM": 1, "GAN.GF_DIM": 4}))
+    assert "GAN.GRID_HEADS 0, config says > 0" in describe_mismatch(g, plain.state_dict(), "netG.pth")
+    with pytest.raises(ValueError, match=r"GAN.GRID_HEADS must divide stage 1's channels at the grid \(16\), got 3"):
+        build_generator(small_cfg(**{"TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.GF_DIM": 4,
+                                     "GAN.GRID_HEADS": 3}))
+    with pytest.raises(ValueError, match="GAN.GRID_HEADS needs GAN.GRID_ATTENTION"):
+        build_generator(small_cfg(**{"GAN.GRID_HEADS": 2}))
 
 
 def test_position_queries_let_a_uniform_map_attend_by_place():

@@ -230,6 +230,40 @@ def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(at
     assert len({int(dist[:, i].argmin()) for i in range(5)}) > 1  # chosen per caption, not once for the batch
 
 
+def test_paired_map_candidates_redraw_only_the_noise_map_of_the_chosen_draw(attn_cfg, tmp_path):
+    """TRAIN.PAIRED_MAP_CANDIDATES: after the nearest of PAIRED_CANDIDATES draws, its noise map (the first g*g
+    entries, GAN.GRID_NOISE) is drawn that many times more with the rest held, and the nearest of those is kept."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PAIRED_MAP_CANDIDATES = 3
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+
+    class NoiseImage(torch.nn.Module):  # the image is made of the noise; its 2x2 noise map is the first 4 entries
+        ca_net = types.SimpleNamespace(c_dim=2)
+        h_net1 = types.SimpleNamespace(grid_size=2)
+
+        def preview(self, noise, sent, words, mask, ca_eps):
+            return torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)
+
+    trainer.netG = NoiseImage()
+    b, real = 5, torch.randn(5, 3, 2, 2)
+    sent, words, mask = torch.zeros(b, 8), torch.zeros(b, 8, 3), torch.zeros(b, 3, dtype=torch.bool)
+    torch.manual_seed(3)
+    noise, eps = trainer.nearest_noise(4, sent, words, mask, [real])
+    torch.manual_seed(3)
+    z_all, eps_all, maps = torch.randn(4, b, trainer.z_dim), torch.randn(4, b, 2), torch.randn(3, b, 4)
+    target = real.flatten(1)
+    first = (torch.cat((z_all[..., :10], eps_all), -1) - target).pow(2).mean(-1).argmin(0)
+    for i in range(b):
+        z1, e1 = z_all[first[i], i], eps_all[first[i], i]
+        d = [(torch.cat((maps[j, i], z1[4:10], e1)) - target[i]).pow(2).mean() for j in range(3)]
+        best = int(torch.stack(d).argmin())
+        assert torch.equal(noise[i, :4], maps[best, i]) and torch.equal(noise[i, 4:], z1[4:])
+        assert torch.equal(eps[i], e1)
+    cfg.GAN.GRID_NOISE = False
+    with pytest.raises(InputError, match="TRAIN.PAIRED_MAP_CANDIDATES .* needs GAN.GRID_NOISE"):
+        AttnGANTrainer(cfg, CPU, str(tmp_path / "bad"), build_dataset(cfg, "train"))
+
+
 def test_resume_equals_uninterrupted(attn_cfg, tmp_path):
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.MAX_EPOCH = 2

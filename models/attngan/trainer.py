@@ -188,8 +188,8 @@ class AttnGANTrainer(BaseTrainer):
         eps = torch.randn(k * b, net_g.ca_net.c_dim, device=sent_emb.device)
         noise, eps = self._nearest(k, noise, eps, sent_emb, words_emb, mask, reals)
         k_map = self.cfg.TRAIN.PAIRED_MAP_CANDIDATES
-        g = net_g.h_net1.grid_size if k_map > 1 else 0
-        if g:  # then, the rest held, the noise map (where objects go) from k_map draws of it
+        if k_map > 1:  # then, the rest held, the noise map (where objects go) from k_map draws of it
+            g = net_g.h_net1.grid_size  # > 0: __init__ refuses PAIRED_MAP_CANDIDATES without GAN.GRID_NOISE
             maps = noise.repeat(k_map, 1)
             maps[:, :g * g] = torch.randn(k_map * b, g * g, device=noise.device)
             noise, eps = self._nearest(k_map, maps, eps.repeat(k_map, 1), sent_emb, words_emb, mask, reals)

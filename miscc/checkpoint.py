@@ -131,7 +131,8 @@ def _attngan_g(sd):
             "TREE.BRANCH_NUM": branches,
             "GAN.R_NUM": (_count(sd, r"h_net2\.residual\.(\d+)\.") or 0) if branches and branches > 1 else None,
             "GAN.B_INIT_ATTENTION": any(k.startswith("h_net1.att.") for k in sd),
-            "GAN.GRID_ATTENTION": _dim(sd, "h_net1.grid_pos", 2) or 0,
+            "GAN.GRID_ATTENTION": _dim(sd, "h_net1.grid_pos", 2) or _dim(sd, "h_net1.grid_place", 2) or 0,
+            "GAN.GRID_PLACE_FEATURES": "h_net1.grid_place" in sd,
             "GAN.GRID_NOISE": "h_net1.grid_noise.weight" in sd,
             "GAN.GRID_HEADS": "> 0" if "h_net1.grid_att.mha.q_proj_weight" in sd else 0,  # the count is not in shapes
             "GAN.POSITION_QUERIES": "h_net2.pos" in sd if branches and branches > 1 else None,

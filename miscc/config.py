@@ -148,6 +148,9 @@ _DEFAULTS = {
         # AttnGAN with GRID_ATTENTION: that attention with this many heads and separate query / key / value
         # projections (scaled dot products, nn.MultiheadAttention); 0: AttnGAN's word attention
         "GRID_HEADS": 0,
+        # AttnGAN with GRID_ATTENTION: its per-place embedding is added to stage 1's features (which then form the
+        # queries) instead of to the queries only
+        "GRID_PLACE_FEATURES": False,
         "POSITION_QUERIES": False,  # AttnGAN: a learned per-position embedding in the queries of stages 2+
         "WORD_CONTEXT_LAYERS": 0,  # AttnGAN: Transformer layers over the word features inside G (0 = off)
         "D_WORD_CONTEXT_LAYERS": 0,  # AttnGAN: conditional D heads also read the words through such layers (0 = off)

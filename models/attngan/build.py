@@ -24,7 +24,7 @@ def build_generator(cfg, device: torch.device | str | None = None) -> nn.Module:
               base_size=cfg.TREE.BASE_SIZE, grid_attention=cfg.GAN.GRID_ATTENTION,
               position_queries=cfg.GAN.POSITION_QUERIES,
               word_context_layers=cfg.GAN.WORD_CONTEXT_LAYERS, grid_noise=cfg.GAN.GRID_NOISE,
-              grid_heads=cfg.GAN.GRID_HEADS).to(device)
+              grid_heads=cfg.GAN.GRID_HEADS, grid_place=cfg.GAN.GRID_PLACE_FEATURES).to(device)
     net.apply(weights_init)
     return net
 

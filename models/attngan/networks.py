@@ -240,14 +240,17 @@ class INIT_STAGE_G(nn.Module):
     added there through a learned 1×1 conv (`grid_noise`) before the queries are formed: a place the caption leaves
     open ("a red circle") needs a draw that says where, and a map of independent draws gives every place its own.
     With `grid_heads` (ours, GAN.GRID_HEADS) that attention is `GridWordAttention` (several heads, separate
-    projections) instead of AttnGAN's.
+    projections) instead of AttnGAN's. With `grid_place` (ours, GAN.GRID_PLACE_FEATURES) the per-position embedding
+    (then `grid_place`) is added to the features themselves, which form the queries: the layers after the grid
+    know where they are too. Stage 1 starts from a 1x1 code here (BASE_SIZE 16), so its features carry no place
+    but what zero padding leaves; on `shapes` G drew no object for its first ~800 steps without it.
 
     `forward(z_code, c_code, word_embs=None, mask=None) -> (h [B, ngf/16, 64, 64], attention [B, T, 64, 64] or None)`.
     """
 
     def __init__(self, ngf: int, ncf: int, z_dim: int, nef: int | None = None, r_num: int = 0,
                  init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
-                 grid_attention: int = 0, grid_noise: bool = False, grid_heads: int = 0):
+                 grid_attention: int = 0, grid_noise: bool = False, grid_heads: int = 0, grid_place: bool = False):
         super().__init__()
         if base_size not in (16, 32, 64):
             raise InputError(f"TREE.BASE_SIZE must be 64 (AttnGAN), 32 or 16, got {base_size}")
@@ -264,7 +267,7 @@ class INIT_STAGE_G(nn.Module):
         for i in range(1, 5):
             self.add_module(f"upsample{i}", upBlock(ngf // 2 ** (i - 1), ngf // 2 ** i, upsample_mode))
         sizes = [self.start * 2 ** i for i in range(5)]  # after the fc, then after each upBlock
-        self.grid_level = None
+        self.grid_level, self.place_in_features = None, grid_place
         if grid_attention:
             if grid_attention not in sizes:
                 raise InputError(f"GAN.GRID_ATTENTION must be one of stage 1's sizes {sizes} (or 0), "
@@ -272,7 +275,14 @@ class INIT_STAGE_G(nn.Module):
             self.grid_level = sizes.index(grid_attention)
             ch = ngf // 2 ** self.grid_level
             self.grid_att = GridWordAttention(ch, nef, grid_heads) if grid_heads else GlobalAttentionGeneral(ch, nef)
-            self.grid_pos = nn.Parameter(torch.randn(1, ch, grid_attention, grid_attention))
+            embedding = nn.Parameter(torch.randn(1, ch, grid_attention, grid_attention))
+            if grid_place:  # the same learned embedding, added to the features (which then form the queries)
+                self.grid_place = embedding
+            else:
+                self.grid_pos = embedding
+        if grid_place and not grid_attention:
+            raise InputError("GAN.GRID_PLACE_FEATURES needs GAN.GRID_ATTENTION: it moves that attention's per-place "
+                             "embedding into stage 1's features")
         if grid_heads and not grid_attention:
             raise InputError("GAN.GRID_HEADS needs GAN.GRID_ATTENTION: it sets that attention's heads")
         self.grid_size = grid_attention if grid_noise else 0
@@ -304,7 +314,11 @@ class INIT_STAGE_G(nn.Module):
                 if self.grid_size:
                     g = self.grid_size
                     out = out + self.grid_noise(z_code[:, :g * g].reshape(-1, 1, g, g).to(out.dtype))
-                out = out + self.grid_att(out + self.grid_pos, word_embs, mask)[0]
+                if self.place_in_features:
+                    out = out + self.grid_place
+                    out = out + self.grid_att(out, word_embs, mask)[0]
+                else:
+                    out = out + self.grid_att(out + self.grid_pos, word_embs, mask)[0]
         if not self.init_attention:
             return out, None
         if word_embs is None:
@@ -389,7 +403,7 @@ class _AttnGANGenerator(nn.Module):
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int, r_num: int,
                  init_attention: bool, upsample_mode: str, image_heads: bool, base_size: int = 64,
                  grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
-                 grid_noise: bool = False, grid_heads: int = 0):
+                 grid_noise: bool = False, grid_heads: int = 0, grid_place: bool = False):
         super().__init__()
         if branch_num < 1:
             raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branch_num}")
@@ -402,7 +416,7 @@ class _AttnGANGenerator(nn.Module):
         for i in range(1, branch_num + 1):
             if i == 1:
                 stage = INIT_STAGE_G(gf_dim * 16, condition_dim, z_dim, ef_dim, r_num, init_attention, upsample_mode,
-                                     base_size, grid_attention, grid_noise, grid_heads)
+                                     base_size, grid_attention, grid_noise, grid_heads, grid_place)
             else:
                 stage = NEXT_STAGE_G(gf_dim, ef_dim, r_num, upsample_mode,
                                      base_size * 2 ** (i - 2) if position_queries else 0)
@@ -447,11 +461,11 @@ class G_NET(_AttnGANGenerator):
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 2, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
                  grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
-                 grid_noise: bool = False, grid_heads: int = 0):
+                 grid_noise: bool = False, grid_heads: int = 0, grid_place: bool = False):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
                          image_heads=True, base_size=base_size, grid_attention=grid_attention,
                          position_queries=position_queries, word_context_layers=word_context_layers,
-                         grid_noise=grid_noise, grid_heads=grid_heads)
+                         grid_noise=grid_noise, grid_heads=grid_heads, grid_place=grid_place)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
                 mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None):
@@ -472,11 +486,11 @@ class G_DCGAN(_AttnGANGenerator):
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
                  r_num: int = 0, init_attention: bool = False, upsample_mode: str = "nearest", base_size: int = 64,
                  grid_attention: int = 0, position_queries: bool = False, word_context_layers: int = 0,
-                 grid_noise: bool = False, grid_heads: int = 0):
+                 grid_noise: bool = False, grid_heads: int = 0, grid_place: bool = False):
         super().__init__(gf_dim, ef_dim, condition_dim, z_dim, branch_num, r_num, init_attention, upsample_mode,
                          image_heads=False, base_size=base_size, grid_attention=grid_attention,
                          position_queries=position_queries, word_context_layers=word_context_layers,
-                         grid_noise=grid_noise, grid_heads=grid_heads)
+                         grid_noise=grid_noise, grid_heads=grid_heads, grid_place=grid_place)
         self.img_net = GET_IMAGE_G(gf_dim)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,

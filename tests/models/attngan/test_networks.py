@@ -735,6 +735,45 @@ def test_grid_heads_attend_with_several_heads_and_separate_projections():
         build_generator(small_cfg(**{"GAN.GRID_HEADS": 2}))
 
 
+def test_grid_place_features_put_the_place_embedding_into_stage_1s_features():
+    """GAN.GRID_PLACE_FEATURES (ours): the grid's per-place embedding (`h_net1.grid_place`) is added to stage 1's
+    features, so what the attention adds and every later layer see the place; without it (`grid_pos`) only the
+    attention's queries do. The same parameter count; a checkpoint names which it was trained with."""
+    base = {"TREE.BRANCH_NUM": 1, "TREE.BASE_SIZE": 32, "GAN.GRID_ATTENTION": 8, "GAN.R_NUM": 1, "GAN.GF_DIM": 4,
+            "GAN.GRID_HEADS": 2}
+    torch.manual_seed(0)
+    g = build_generator(small_cfg(**base, **{"GAN.GRID_PLACE_FEATURES": True})).eval()
+    torch.manual_seed(0)
+    plain = build_generator(small_cfg(**base)).eval()
+    sd, plain_sd = g.state_dict(), plain.state_dict()
+    assert "h_net1.grid_place" in sd and "h_net1.grid_pos" not in sd and "h_net1.grid_place" not in plain_sd
+    assert sum(p.numel() for p in g.parameters()) == sum(p.numel() for p in plain.parameters())
+    assert torch.equal(sd["h_net1.grid_place"], plain_sd["h_net1.grid_pos"])  # the same init, another place
+    ca_noise_off(g)
+    ca_noise_off(plain)
+    b, e = 2, small_cfg().TEXT.EMBEDDING_DIM
+    z, sent, words = torch.randn(b, 100), torch.randn(b, e), torch.randn(b, e, 5)
+    seen = {}
+    for name, net in (("g", g), ("plain", plain)):  # the input of the upBlock after the grid (8 -> 16)
+        net.h_net1.upsample3.register_forward_pre_hook(lambda m, args, name=name: seen.update({name: args[0]}))
+    with torch.no_grad():
+        out = g(z, sent, words)[0][-1]
+        assert (out - plain(z, sent, words)[0][-1]).abs().max() > 1e-3
+    # the same weights otherwise: the features after the grid differ by the embedding plus what the attention reads
+    # from queries that now hold it; with the attention's output projection zeroed, by the embedding alone
+    with torch.no_grad():
+        for net in (g, plain):
+            net.h_net1.grid_att.mha.out_proj.weight.zero_()
+            net.h_net1.grid_att.mha.out_proj.bias.zero_()
+        seen.clear()
+        g(z, sent, words)
+        plain(z, sent, words)
+    assert torch.allclose(seen["g"] - seen["plain"], sd["h_net1.grid_place"].expand(b, -1, -1, -1), atol=1e-5)
+    assert "GAN.GRID_PLACE_FEATURES False, config says True" in describe_mismatch(g, plain_sd, "netG.pth")
+    with pytest.raises(ValueError, match="GAN.GRID_PLACE_FEATURES needs GAN.GRID_ATTENTION"):
+        build_generator(small_cfg(**{"GAN.GRID_PLACE_FEATURES": True}))
+
+
 def test_position_queries_let_a_uniform_map_attend_by_place():
     """GAN.POSITION_QUERIES (ours): stages 2+ add a learned per-position embedding to their attention queries.
     On features that are the same everywhere, plain attention is the same at every pixel; with the embedding it

@@ -205,11 +205,9 @@ class GridWordAttention(nn.Module):
         b, _, h, w = input.shape
         if context.dim() != 3 or context.size(0) != b or context.size(1) != self.cdf:
             raise ValueError(f"word features must be [B={b}, {self.cdf}, T], got {tuple(context.shape)}")
-        if mask is not None:
-            mask = mask & ~mask.all(dim=1, keepdim=True)  # a caption of padding only attends over all of it
         query = input.flatten(2).transpose(1, 2)  # B x HW x idf
         words = context.transpose(1, 2).to(query.dtype)  # B x T x cdf
-        out, att = self.mha(query, words, words, key_padding_mask=mask, need_weights=True)
+        out, att = self.mha(query, words, words, key_padding_mask=_attendable(mask), need_weights=True)
         return out.transpose(1, 2).reshape(b, self.idf, h, w), att.transpose(1, 2).reshape(b, -1, h, w)
 
 

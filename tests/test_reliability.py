@@ -43,7 +43,7 @@ def env(tmp_path_factory):
     torch.manual_seed(0)
     g = {}
     shapes_g = {"branch_num": 2, "r_num": 1, "base_size": 16, "grid_attention": 4, "word_context_layers": 1,
-                "grid_noise": True, "grid_heads": 4, "grid_place": True}
+                "grid_noise": True, "grid_heads": 8, "grid_place": True}
     for name, net in {"netG_gf4.pth": G_NET(4, 32, 100, 100, **shapes_g),  # cfg/shapes_attn.yml at GF_DIM 4
                       "netG_gf8.pth": G_NET(8, 32, 100, 100, **shapes_g),
                       "netG_ssa.pth": NetG(ngf=4, nz=100, cond_dim=32, imsize=64)}.items():

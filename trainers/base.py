@@ -359,6 +359,13 @@ class BaseTrainer:
             self._resume_rng = None
         return batches
 
+    def rng_isolated(self):
+        """A fork of the torch RNGs (the CPU's and this process's GPU's) for image grids and snapshots: what they
+        draw (AttnGAN's conditioning augmentation samples there) leaves the training stream as it was, so a run's
+        weights do not depend on TRAIN.IMAGE_INTERVAL or SNAPSHOT_INTERVAL."""
+        device = self.rt.device
+        return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
+
     def checkpoint_due(self) -> bool:
         """A rolling training state is due (TRAIN.CHECKPOINT_STEPS steps or CHECKPOINT_MINUTES since the last)."""
         if self.checkpoint_steps and self.step % self.checkpoint_steps == 0:
@@ -388,7 +395,8 @@ class BaseTrainer:
                 if self.rt.is_main and self.step % self.log_interval == 0:
                     self.logger.scalars(self.step, losses, prefix="train/")
                 if self.rt.is_main and self.step % self.image_interval == 0:
-                    self.log_images(self.step)
+                    with self.rng_isolated():
+                        self.log_images(self.step)
                 if self.max_steps and self.step >= self.max_steps:
                     done = True
                     break
@@ -411,7 +419,8 @@ class BaseTrainer:
     def snapshot(self) -> None:
         """Release-format files, then the training state (both atomically, rank 0 only)."""
         if self.rt.is_main:
-            self.save_snapshot(self.epoch)
+            with self.rng_isolated():
+                self.save_snapshot(self.epoch)
             self.save_state()
             self._last_checkpoint = time.monotonic()
             self.logger.line(f"snapshot at epoch {self.epoch}, step {self.step}: {self.model_dir}")

@@ -389,6 +389,21 @@ def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
     assert same_step > 1e-5 and low_step < 1e-9, (same_step, low_step)
 
 
+def test_image_grids_and_snapshots_draw_nothing_from_the_training_randomness(attn_cfg, tmp_path):
+    """A run's weights do not depend on how often it draws its image grids (TRAIN.IMAGE_INTERVAL) or snapshots
+    (TRAIN.SNAPSHOT_INTERVAL): G's conditioning augmentation samples there too, from a fork of the RNG."""
+    def trained(folder, interval):
+        cfg = copy.deepcopy(attn_cfg)
+        cfg.TRAIN.MAX_STEPS, cfg.TRAIN.IMAGE_INTERVAL, cfg.TRAIN.SNAPSHOT_INTERVAL = 4, interval, 1
+        cfg.TRAIN.MAX_EPOCH = 3
+        cfg.TRAIN.BATCH_SIZE = 8  # a few steps per epoch on the tiny data: a snapshot between steps
+        trainer = AttnGANTrainer(cfg, CPU, str(tmp_path / folder), build_dataset(cfg, "train"))
+        trainer.fit()
+        return _params(trainer.netG)
+
+    assert torch.equal(trained("every_step", 1), trained("never", 10_000))
+
+
 def test_resume_refuses_a_changed_model_size(attn_cfg, tmp_path):
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.MAX_STEPS = 1

@@ -119,6 +119,9 @@ _DEFAULTS = {
         # the anchor compares the images average-pooled to this many cells a side (1: their mean colours, which the
         # background fixes and an object's place does not); 0: pixel by pixel
         "ANCHOR_POOL": 0,
+        # a second DAMSM image encoder (path of an image_encoder*.pth) in whose region features the perceptual term
+        # also compares G's last image with the real one (PERCEPTUAL_WEIGHT); '' off (ours)
+        "PERCEPTUAL_EXTRA": "",
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
@@ -383,7 +386,8 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR", "TRAIN.RNN_GRAD_CLIP", "TRAIN.SMOOTH.", "TRAIN.COEFF.", "TRAIN.BETA1", "TRAIN.BETA2",
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
-    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PIXEL_WEIGHT", "TRAIN.ADV_START_EPOCH",
+    "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA", "TRAIN.PIXEL_WEIGHT",
+    "TRAIN.ADV_START_EPOCH",
     "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL",
     "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",

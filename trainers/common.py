@@ -102,15 +102,31 @@ def encode_swap_negatives(text_encoder, batch, groups):
     return words_emb.float(), sent_emb.float(), has
 
 
-def paired_terms(cfg, image_encoder, fake_features, fakes, reals):
+def load_perceptual_extra(cfg, device):
+    """The second image encoder of G's perceptual term (TRAIN.PERCEPTUAL_EXTRA: the path of an `image_encoder*.pth`
+    of the DAMSM's architecture, frozen), or None when the key is empty."""
+    path = cfg.TRAIN.PERCEPTUAL_EXTRA
+    if not path:
+        return None
+    if not cfg.TRAIN.PERCEPTUAL_WEIGHT:
+        raise InputError("TRAIN.PERCEPTUAL_EXTRA adds an image encoder to the perceptual term: it needs "
+                         "TRAIN.PERCEPTUAL_WEIGHT > 0")
+    return freeze(load_image_encoder(build_image_encoder(cfg), resolve_path(path)).to(device))
+
+
+def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=None):
     """G's terms against the captions' real images (shapes configs): TRAIN.PERCEPTUAL_WEIGHT · perceptual loss of
-    the last image (its DAMSM `fake_features`, computed with gradients) and TRAIN.PIXEL_WEIGHT · Σ over the `fakes`
-    of the pixel loss against the `reals` of the same sizes. Returns (weighted sum, or 0 when both are off; the
-    unweighted terms to log, `perceptual` and `pixel`, for those that are on)."""
+    the last image (its DAMSM `fake_features`, computed with gradients; plus the same term in `extra_encoder`'s
+    features, TRAIN.PERCEPTUAL_EXTRA) and TRAIN.PIXEL_WEIGHT · Σ over the `fakes` of the pixel loss against the
+    `reals` of the same sizes. Returns (weighted sum, or 0 when both are off; the unweighted terms to log,
+    `perceptual` (and `perceptual_extra`) and `pixel`, for those that are on)."""
     total, logged = 0.0, {}
     if cfg.TRAIN.PERCEPTUAL_WEIGHT:
         per = perceptual_loss(image_encoder, fake_features, reals[-1])
         total, logged["perceptual"] = total + cfg.TRAIN.PERCEPTUAL_WEIGHT * per, per.detach()
+        if extra_encoder is not None:
+            extra = perceptual_loss(extra_encoder, extra_encoder(fakes[-1])[0], reals[-1])
+            total, logged["perceptual_extra"] = total + cfg.TRAIN.PERCEPTUAL_WEIGHT * extra, extra.detach()
     if cfg.TRAIN.PIXEL_WEIGHT:
         pix = sum(pixel_loss(f, r) for f, r in zip(fakes, reals, strict=True))
         total, logged["pixel"] = total + cfg.TRAIN.PIXEL_WEIGHT * pix, pix.detach()

@@ -7,6 +7,7 @@ loss + sentence loss on the last image, both directions) + KL(mu, logvar); then 
 Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1),
 TRAIN.COEFF.ADV the adversarial term (AttnGAN: 1), and
 TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`),
+TRAIN.PERCEPTUAL_EXTRA the same term in a second image encoder's features (an early DAMSM snapshot),
 TRAIN.PIXEL_WEIGHT a squared pixel distance of every stage's image to the caption's real image
 (`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
 pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
@@ -41,7 +42,7 @@ from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (decode_ids, encode_captions, encode_swap_negatives, epoch_from_name, load_damsm,
-                             paired_terms, swap_groups_for)
+                             load_perceptual_extra, paired_terms, swap_groups_for)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -50,6 +51,7 @@ class AttnGANTrainer(BaseTrainer):
     def __init__(self, cfg, rt, output_dir, train_set):
         torch.manual_seed(cfg.SEED)  # identical initial weights on every rank
         self.text_encoder, self.image_encoder = load_damsm(cfg, train_set.n_words, rt.device)
+        self.perceptual_extra = load_perceptual_extra(cfg, rt.device)
         net_g = build_generator(cfg, rt.device)
         self.netsD = build_discriminators(cfg, rt.device)
         for d in self.netsD:
@@ -142,7 +144,8 @@ class AttnGANTrainer(BaseTrainer):
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,
                                                       cfg, features, negatives)
             kl = KL_loss(mu.float(), logvar.float())
-            paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals)  # every stage
+            paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals,  # every stage
+                                          self.perceptual_extra)
             if anchored:
                 anchor = sum(pixel_loss(pooled(f, cfg.TRAIN.ANCHOR_POOL), pooled(r, cfg.TRAIN.ANCHOR_POOL))
                              for f, r in zip(anchor_imgs, reals, strict=True))

@@ -10,7 +10,7 @@ import torch
 from datasets import build_dataset
 from main import main as main_entry
 from miscc.checkpoint import load_checkpoint
-from miscc.errors import InputError
+from miscc.errors import InputError, MissingFileError
 from models.attngan.trainer import AttnGANTrainer
 from models.registry import get_family
 from tests.helpers import small_config, tiny_encoders, tiny_shapes
@@ -387,6 +387,30 @@ def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
                for o in trainer.optsD)
     assert len(trainer.optG.state) > 0  # the moments were restored, not reset
     assert same_step > 1e-5 and low_step < 1e-9, (same_step, low_step)
+
+
+def test_perceptual_extra_adds_the_term_in_a_second_encoders_features(attn_cfg, tmp_path):
+    """TRAIN.PERCEPTUAL_EXTRA: the perceptual term again, in the region features of a second image encoder file,
+    at PERCEPTUAL_WEIGHT (logged as `perceptual_extra`); given the DAMSM's own encoder it equals `perceptual`. A
+    missing file is named; without PERCEPTUAL_WEIGHT the key is refused."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PERCEPTUAL_WEIGHT = 2.0
+    cfg.TRAIN.PERCEPTUAL_EXTRA = cfg.TRAIN.NET_E.replace("text_encoder", "image_encoder")
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    losses = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
+    assert losses["perceptual_extra"].item() == pytest.approx(losses["perceptual"].item(), rel=1e-5)
+    rest = (losses["w_loss"] + losses["s_loss"] + cfg.TRAIN.COEFF.ADV * losses["errG_adv"]
+            + cfg.TRAIN.COEFF.KL * losses["kl_loss"] + 2.0 * losses["perceptual"]
+            + cfg.TRAIN.PIXEL_WEIGHT * losses["pixel"])
+    assert (losses["errG"] - rest).item() == pytest.approx(2.0 * losses["perceptual_extra"].item(), rel=1e-4)
+
+    missing = copy.deepcopy(cfg)
+    missing.TRAIN.PERCEPTUAL_EXTRA = str(tmp_path / "image_encoder4.pth")
+    with pytest.raises(MissingFileError, match="image encoder not found: .*image_encoder4.pth"):
+        AttnGANTrainer(missing, CPU, str(tmp_path / "m"), build_dataset(cfg, "train"))
+    cfg.TRAIN.PERCEPTUAL_WEIGHT = 0.0
+    with pytest.raises(InputError, match="TRAIN.PERCEPTUAL_EXTRA .* needs TRAIN.PERCEPTUAL_WEIGHT > 0"):
+        AttnGANTrainer(cfg, CPU, str(tmp_path / "z"), build_dataset(cfg, "train"))
 
 
 def test_image_grids_and_snapshots_draw_nothing_from_the_training_randomness(attn_cfg, tmp_path):

@@ -37,8 +37,13 @@ def load_damsm(cfg, n_words: int, device, with_image_encoder: bool = True):
         if img_path == path or not os.path.isfile(img_path):
             raise MissingFileError(f"image encoder not found: {img_path} (derived from the text encoder path "
                                     f"{path} by replacing 'text_encoder' with 'image_encoder')")
-        image_encoder = freeze(load_image_encoder(build_image_encoder(cfg), img_path).to(device))
+        image_encoder = _frozen_image_encoder(cfg, img_path, device)
     return text_encoder, image_encoder
+
+
+def _frozen_image_encoder(cfg, path: str, device):
+    """The image encoder of cfg.DAMSM's architecture, loaded strictly from `path`, frozen, on `device`."""
+    return freeze(load_image_encoder(build_image_encoder(cfg), path).to(device))
 
 
 def epoch_from_name(path: str) -> int:
@@ -111,7 +116,7 @@ def load_perceptual_extra(cfg, device):
     if not cfg.TRAIN.PERCEPTUAL_WEIGHT:
         raise InputError("TRAIN.PERCEPTUAL_EXTRA adds an image encoder to the perceptual term: it needs "
                          "TRAIN.PERCEPTUAL_WEIGHT > 0")
-    return freeze(load_image_encoder(build_image_encoder(cfg), resolve_path(path)).to(device))
+    return _frozen_image_encoder(cfg, resolve_path(path), device)
 
 
 def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=None):

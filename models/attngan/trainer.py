@@ -226,9 +226,8 @@ class AttnGANTrainer(BaseTrainer):
     @torch.no_grad()
     def log_images(self, step, tag=None):
         """Samples of the (EMA) generator for a fixed batch and noise, with captions, plus attention maps."""
-        if self.fixed is None:
-            with torch.random.fork_rng(devices=[]):  # drawing it must not shift the training randomness
-                self.fixed = self._fixed_batch(self.train_set, 8)
+        if self.fixed is None:  # its draws, like G's below, come from the fork of BaseTrainer.rng_isolated
+            self.fixed = self._fixed_batch(self.train_set, 8)
         batch, noise = self.fixed
         netG = self.sampling_generator()
         with eval_mode(netG):

@@ -1,9 +1,10 @@
-# Two commands for a fresh machine: `make demo` (whole pipeline on the built-in shapes data) and `make test`.
+# Two commands for a fresh machine: `make demo` (the pipeline on the built-in shapes data, with the shipped DAMSM
+# encoders; `make demo-full` pre-trains them too) and `make test`.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: env demo demo-picture test bench clean-demo
+.PHONY: env demo demo-full demo-picture test bench clean-demo
 
 $(BIN)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +16,9 @@ env: $(BIN)/.installed
 
 demo: env
 	$(BIN)/python -m tools.demo
+
+demo-full: env  # the DAMSM pre-training too (its generator goes to output/demo/attngan_rnn_own_damsm)
+	$(BIN)/python -m tools.demo --train_damsm
 
 test: env
 	$(BIN)/python -m pytest -q tests

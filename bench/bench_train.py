@@ -7,9 +7,8 @@ the CPU and on CUDA when present.
 from __future__ import annotations
 
 
-from bench.common import SyntheticText, run_cases, save_random_encoders, synthetic_batch, time_steps
+from bench.common import SyntheticText, run_cases, synthetic_batch, time_steps, use_random_encoders
 from miscc.config import load_config
-from models.damsm import build_image_encoder, build_text_encoder
 from models.registry import get_family
 from trainers.runtime import Runtime
 
@@ -29,8 +28,7 @@ def bench_case(name, device, amp, steps):
     path, overrides, cpu_bs, gpu_bs, n_words = CASES[name]
     cfg = load_config(path, {**overrides, "TRAIN.MAX_STEPS": 0, "WORKERS": 0})
     batch_size = gpu_bs if device.type == "cuda" else cpu_bs
-    cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
-    cfg.TRAIN.NET_G = ""
+    use_random_encoders(cfg, n_words)
     spec = get_family(cfg.MODEL)
     rt = Runtime(device=device, amp=amp)
     trainer = spec.trainer_class()(cfg, rt, "/tmp/bench_train_run", SyntheticText(n_words))

@@ -68,6 +68,18 @@ def save_random_encoders(text_encoder, image_encoder) -> str:
     return path
 
 
+def use_random_encoders(cfg, n_words: int) -> None:
+    """Point `cfg` (a generator config) at random DAMSM encoders of its sizes (TRAIN.NET_E, and TRAIN.PERCEPTUAL_EXTRA
+    where set) and at no generator: timing needs their compute, not their weights."""
+    from miscc.config import image_encoder_path
+    from models.damsm import build_image_encoder, build_text_encoder
+
+    cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
+    if cfg.TRAIN.PERCEPTUAL_EXTRA:
+        cfg.TRAIN.PERCEPTUAL_EXTRA = image_encoder_path(cfg.TRAIN.NET_E)
+    cfg.TRAIN.NET_G = ""
+
+
 def time_steps(step, batch_size: int, device, warmup: int = 1, steps: int = 3) -> float:
     """Images per second of `step()` (one optimiser iteration on `batch_size` images)."""
     for _ in range(warmup):
@@ -124,8 +136,8 @@ def run_cases(argv, description: str, cases: dict, bench_case, title: str, defau
 def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2, epoch: int = 0) -> float:
     """Seconds per training iteration of the trainer `cfg` describes (MODEL, or the DAMSM trainer when
     cfg.CONFIG_NAME is 'DAMSM'), on a synthetic batch with random encoders, in `epoch` (the AttnGAN trainer's steps
-    before TRAIN.ADV_START_EPOCH train G alone): what `tools.demo` prints as its plan."""
-    from models.damsm import build_image_encoder, build_text_encoder
+    before TRAIN.ADV_START_EPOCH train G alone; those before TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image
+    encoder): what `tools.demo` prints as its plan."""
     from trainers.runtime import Runtime
 
     device = device or torch.device("cpu")
@@ -137,8 +149,7 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2
         sizes = [cfg.TREE.BASE_SIZE * 2 ** (cfg.TREE.BRANCH_NUM - 1)]
     else:
         from models.registry import get_family
-        cfg.TRAIN.NET_E = save_random_encoders(build_text_encoder(cfg, n_words), build_image_encoder(cfg))
-        cfg.TRAIN.NET_G = ""
+        use_random_encoders(cfg, n_words)
         trainer = get_family(cfg.MODEL).trainer_class()(cfg, rt, out, SyntheticText(n_words))
         sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
     trainer.epoch = epoch

@@ -122,6 +122,7 @@ _DEFAULTS = {
         # a second DAMSM image encoder (path of an image_encoder*.pth) in whose region features the perceptual term
         # also compares G's last image with the real one (PERCEPTUAL_WEIGHT); '' off (ours)
         "PERCEPTUAL_EXTRA": "",
+        "PERCEPTUAL_EXTRA_EPOCHS": 0,  # that second term only in the first this many epochs; 0: in every epoch
         "SYNC_BN": False,
         "MAX_STEPS": 0,  # stop after this many optimiser steps (0: run MAX_EPOCH epochs)
         # rolling resume state (Model/training_state.pth) between snapshots, also mid-epoch; 0 turns each off
@@ -387,6 +388,7 @@ RESUME_HONOURED = (
     "TRAIN.ENCODER_LR_DECAY", "TRAIN.ENCODER_LR_DECAY_EPOCHS", "TRAIN.LR_DECAY", "TRAIN.LR_DECAY_EPOCHS",
     "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT", "TRAIN.DIFFAUGMENT_TRANSLATION",
     "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA", "TRAIN.PIXEL_WEIGHT",
+    "TRAIN.PERCEPTUAL_EXTRA_EPOCHS",
     "TRAIN.ADV_START_EPOCH",
     "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL",
     "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",

@@ -23,7 +23,8 @@ from tests.helpers import small_config, tiny_encoders, tiny_shapes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "DAMSM.IMAGE_SIZE": 32,
-        "WORKERS": 0, "DATA.CACHE_IMAGES": 0}
+        "WORKERS": 0, "DATA.CACHE_IMAGES": 0,
+        "TRAIN.PERCEPTUAL_EXTRA": ""}  # the shipped config's second image encoder is 128-d
 SENTENCE = "a red circle in the top left"
 pytestmark = pytest.mark.usefixtures("one_thread")
 

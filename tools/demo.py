@@ -1,8 +1,10 @@
 """The whole pipeline on the built-in `shapes` data, on a laptop CPU: `make demo` (or `python -m tools.demo`).
 
-Steps, each printed as the command a user would type: generate `data/shapes`; pre-train the DAMSM encoders; train
-the generator (`--model`, a family of `models.registry`; AttnGAN by default); draw the example sentences with
-attention maps; sample the test captions; write the evaluation report with the shapes classifier shipped in
+Steps, each printed as the command a user would type: generate `data/shapes`; take the DAMSM encoders shipped in
+`DAMSMencoders/shapes` (trained by `pretrain_DAMSM.py --cfg cfg/DAMSM/shapes.yml`, the step that took half the
+demo's time; `--train_damsm`, or a dataset whose vocabulary differs, pre-trains them instead); train the generator
+(`--model`, a family of `models.registry`; AttnGAN by default); draw the example sentences with attention maps;
+sample the test captions; write the evaluation report with the shapes classifier shipped in
 `eval/shapes_classifier.pth` (`--train_classifier` trains one instead). Before training it prints its plan with the
 time each step will take on this machine (measured: a few training steps of each model on a synthetic batch). Every
 step that already has its output is skipped, so an interrupted demo continues where it stopped.
@@ -19,8 +21,9 @@ import time
 from miscc.errors import UserError, add_debug_argument, run_cli
 
 DAMSM_CONFIGS = {"rnn": "cfg/DAMSM/shapes.yml", "bert": "cfg/DAMSM/shapes_bert.yml"}
-SHIPPED_CLASSIFIER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "eval",
-                                  "shapes_classifier.pth")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHIPPED_CLASSIFIER = os.path.join(ROOT, "eval", "shapes_classifier.pth")
+SHIPPED_DAMSM = os.path.join(ROOT, "DAMSMencoders", "shapes")  # the rnn DAMSM of cfg/DAMSM/shapes.yml, 12 epochs
 
 
 def cpu_model() -> str:
@@ -52,11 +55,14 @@ def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: in
     cfg = load_config(cfg_path, parse_overrides(overrides))
     steps_per_epoch = n_train // cfg.TRAIN.BATCH_SIZE
     steps = cfg.TRAIN.MAX_STEPS or cfg.TRAIN.MAX_EPOCH * steps_per_epoch
+    # AttnGAN's epochs before TRAIN.ADV_START_EPOCH train G alone (faster) and those before
+    # TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder (slower): each span is timed apart (others ignore both)
+    bounds = {0, cfg.TRAIN.ADV_START_EPOCH, cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS if cfg.TRAIN.PERCEPTUAL_EXTRA else 0}
+    starts = sorted(bounds)
     try:
-        # epochs before TRAIN.ADV_START_EPOCH train G alone (AttnGAN; other trainers ignore it), faster: timed apart
-        g_alone = min(cfg.TRAIN.ADV_START_EPOCH * steps_per_epoch, steps)
         seconds = 0.0
-        for n, epoch in ((g_alone, 0), (steps - g_alone, cfg.TRAIN.ADV_START_EPOCH)):
+        for epoch, end in zip(starts, [*starts[1:], None]):
+            n = (steps if end is None else min(end * steps_per_epoch, steps)) - min(epoch * steps_per_epoch, steps)
             if n > 0:
                 seconds += step_seconds(cfg, n_words, cfg.TRAIN.BATCH_SIZE, epoch=epoch) * n
     except TypeError:  # a trainer that needs its real dataset (GAN-INT-CLS draws wrong images from it)
@@ -97,6 +103,37 @@ def latest(folder: str, prefix: str) -> str | None:
     return os.path.join(folder, max(found, key=lambda f: int("".join(ch for ch in f[len(prefix):] if ch.isdigit()))))
 
 
+def shipped_text_encoder(data_dir: str) -> tuple[str | None, str]:
+    """(the shipped shapes DAMSM's text encoder, '') where its vocabulary (`vocabulary.txt`, word ids in order) is
+    the one of `data_dir`'s captions.pickle, else (None, why not): word ids that mean other words would feed the
+    encoder nonsense."""
+    from miscc.safe_pickle import safe_load_pickle
+
+    path = os.path.join(SHIPPED_DAMSM, "text_encoder12.pth")
+    vocab_file = os.path.join(SHIPPED_DAMSM, "vocabulary.txt")
+    if not (os.path.isfile(path) and os.path.isfile(vocab_file)):
+        return None, f"no shipped DAMSM encoders in {SHIPPED_DAMSM}"
+    with open(vocab_file, encoding="utf-8") as f:
+        shipped = f.read().split()
+    ixtoword = safe_load_pickle(os.path.join(data_dir, "captions.pickle"))[2]
+    ours = [ixtoword[i] for i in range(len(ixtoword))]
+    if ours != shipped:
+        return None, (f"the vocabulary of {data_dir}/captions.pickle ({len(ours)} words) is not the one the shipped "
+                      f"encoders were trained on ({vocab_file}, {len(shipped)} words)")
+    return path, ""
+
+
+def own_extra_encoder(gan_cfg: str, text_encoder: str, shipped: bool) -> list[str]:
+    """The override that points the config's TRAIN.PERCEPTUAL_EXTRA (a snapshot of the shipped DAMSM) at the same
+    snapshot of the DAMSM trained beside `text_encoder`, where the demo trained its own; else none."""
+    from miscc.config import load_config
+
+    extra = load_config(gan_cfg).TRAIN.PERCEPTUAL_EXTRA
+    if shipped or not extra:
+        return []
+    return [f"TRAIN.PERCEPTUAL_EXTRA={os.path.join(os.path.dirname(text_encoder), os.path.basename(extra))}"]
+
+
 def latest_generator_or_none(family, model_dir: str) -> str | None:
     """The family's newest generator snapshot, if any."""
     try:
@@ -129,7 +166,8 @@ def print_attributes(jsonl: str) -> None:
                       flush=True)
 
 
-def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan: bool) -> None:
+def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan: bool,
+               shipped_damsm: bool = False) -> None:
     """What the demo will run and how long each step takes on this machine."""
     import warnings
 
@@ -147,6 +185,8 @@ def print_plan(args, gan_cfg: str, bert: list[str], train_damsm: bool, train_gan
     if train_damsm:
         e, n, sec = training_plan(DAMSM_CONFIGS[args.text_encoder], bert, n_train, n_words, test)
         rows.append((f"DAMSM encoders ({DAMSM_CONFIGS[args.text_encoder]}): {e} epochs, {n} steps", sec))
+    elif shipped_damsm:
+        rows.append(("DAMSM encoders: the shipped ones (DAMSMencoders/shapes)", 0.0))
     if train_gan:
         e, n, sec = training_plan(gan_cfg, [*bert, *args.set], n_train, n_words)
         rows.append((f"{args.model} ({gan_cfg}): {e} epochs, {n} steps", sec))
@@ -171,6 +211,9 @@ def main(argv=None) -> int:
     parser.add_argument("--gpu", type=int, default=-1, help="GPU index (-1: CPU, the default for the demo)")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="extra config overrides for the generator run (e.g. TRAIN.MAX_EPOCH=1)")
+    parser.add_argument("--train_damsm", action="store_true",
+                        help="pre-train the DAMSM encoders (the whole pipeline; minutes, see the plan) instead of "
+                             "using the ones shipped in DAMSMencoders/shapes (rnn text encoder)")
     parser.add_argument("--train_classifier", action="store_true",
                         help="train the shapes classifier (about a minute) instead of using the shipped one")
     add_debug_argument(parser)
@@ -185,19 +228,30 @@ def main(argv=None) -> int:
              "--n_test", str(args.n_test)])
 
     damsm_dir = os.path.join(args.out, "damsm" if args.text_encoder == "rnn" else "damsm_bert")
-    text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
-    gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}")
+    text_encoder, why = None, "--train_damsm" if args.train_damsm else "the BERT DAMSM is not shipped"
+    if args.text_encoder == "rnn" and not args.train_damsm:
+        text_encoder, why = shipped_text_encoder(args.data_dir)
+    shipped = text_encoder is not None
+    if shipped:
+        print(f"\nDAMSM encoders: shipped, {SHIPPED_DAMSM} (trained by pretrain_DAMSM.py --cfg "
+              f"{DAMSM_CONFIGS['rnn']}; --train_damsm trains them here)", flush=True)
+    else:
+        print(f"\nDAMSM encoders: trained here ({why})", flush=True)
+        text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
+    # a generator trained against the demo's own DAMSM is kept apart from one trained against the shipped one
+    own = "_own_damsm" if args.text_encoder == "rnn" and not shipped else ""
+    gan_dir = os.path.join(args.out, f"{args.model}_{args.text_encoder}{own}")
     family = get_family(args.model)
     cfg = family.demo_configs[args.text_encoder]
     net_g = latest_generator_or_none(family, os.path.join(gan_dir, "Model"))
-    print_plan(args, cfg, bert, text_encoder is None, net_g is None)
+    print_plan(args, cfg, bert, text_encoder is None, net_g is None, shipped)
 
     if text_encoder is None:
         run([py, "pretrain_DAMSM.py", "--cfg", DAMSM_CONFIGS[args.text_encoder], *common, "--output_dir", damsm_dir,
              *(["--set", *bert] if bert else [])])
         text_encoder = latest(os.path.join(damsm_dir, "Model"), "text_encoder")
 
-    overrides = [f"TRAIN.NET_E={text_encoder}", *bert, *args.set]
+    overrides = [f"TRAIN.NET_E={text_encoder}", *bert, *own_extra_encoder(cfg, text_encoder, shipped), *args.set]
     if net_g is None:
         run([py, "main.py", "--cfg", cfg, *common, "--output_dir", gan_dir, "--set", *overrides])
         net_g = latest_generator_or_none(family, os.path.join(gan_dir, "Model"))
@@ -214,7 +268,8 @@ def main(argv=None) -> int:
     stem = os.path.splitext(net_g)[0]
     print_attributes(os.path.join(stem, "valid", "metrics.jsonl"))
     print(f"\nDone in {(time.time() - start) / 60:.1f} min.")
-    print(f"  DAMSM attention maps:      {os.path.join(damsm_dir, 'Image')}")
+    if not shipped:
+        print(f"  DAMSM attention maps:      {os.path.join(damsm_dir, 'Image')}")
     print(f"  training samples:          {os.path.join(gan_dir, 'Image')}")
     print(f"  example sentences, maps:   {os.path.join(stem, 'example_captions')}")
     print(f"  evaluation images:         {os.path.join(stem, 'valid', 'single')}")

@@ -33,8 +33,7 @@ class GLU(nn.Module):
         nc = x.size(1)
         if nc % 2:
             raise ValueError(f"GLU needs an even number of channels, got {nc} (input shape {tuple(x.shape)})")
-        nc //= 2
-        return x[:, :nc] * torch.sigmoid(x[:, nc:])
+        return F.glu(x, dim=1)  # x[:, :nc/2] * sigmoid(x[:, nc/2:]) in one op
 
 
 def conv1x1(in_planes: int, out_planes: int, bias: bool = False) -> nn.Conv2d:

@@ -7,7 +7,8 @@ loss + sentence loss on the last image, both directions) + KL(mu, logvar); then 
 Ours, for data whose captions pin the picture down (`shapes`): TRAIN.COEFF.KL weights the KL term (AttnGAN: 1),
 TRAIN.COEFF.ADV the adversarial term (AttnGAN: 1), and
 TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`miscc.losses.perceptual_loss`),
-TRAIN.PERCEPTUAL_EXTRA the same term in a second image encoder's features (an early DAMSM snapshot),
+TRAIN.PERCEPTUAL_EXTRA the same term in a second image encoder's features (an early DAMSM snapshot; in the first
+TRAIN.PERCEPTUAL_EXTRA_EPOCHS epochs only, where that is > 0),
 TRAIN.PIXEL_WEIGHT a squared pixel distance of every stage's image to the caption's real image
 (`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
 pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
@@ -145,7 +146,7 @@ class AttnGANTrainer(BaseTrainer):
                                                       cfg, features, negatives)
             kl = KL_loss(mu.float(), logvar.float())
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals,  # every stage
-                                          self.perceptual_extra)
+                                          self.extra_encoder_now())
             if anchored:
                 anchor = sum(pixel_loss(pooled(f, cfg.TRAIN.ANCHOR_POOL), pooled(r, cfg.TRAIN.ANCHOR_POOL))
                              for f, r in zip(anchor_imgs, reals, strict=True))
@@ -160,6 +161,13 @@ class AttnGANTrainer(BaseTrainer):
             losses["errG_adv"] = adv.detach()
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
+
+    def extra_encoder_now(self):
+        """The second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA) in this epoch, or None: it
+        speeds up where objects go early and holds the shapes back later, so TRAIN.PERCEPTUAL_EXTRA_EPOCHS > 0 ends
+        it after that many epochs."""
+        last = self.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS
+        return self.perceptual_extra if not last or self.epoch < last else None
 
     def with_fresh_draws(self, noise, ca_eps, sent_emb, words_emb, mask):
         """TRAIN.PAIRED_ANCHOR: the batch's noise (and conditioning-augmentation draw) followed by fresh draws for

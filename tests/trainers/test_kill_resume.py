@@ -16,7 +16,8 @@ from trainers.base import STATE_FILE
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 2,
         "DAMSM.IMAGE_SIZE": 32, "TRAIN.SNAPSHOT_INTERVAL": 1, "TRAIN.CHECKPOINT_STEPS": 1, "WORKERS": 0,
-        "TRAIN.LOG_INTERVAL": 1}
+        "TRAIN.LOG_INTERVAL": 1,
+        "TRAIN.PERCEPTUAL_EXTRA": ""}  # the shipped config's second image encoder is 128-d
 TIMEOUT = 240  # per subprocess; a run takes seconds
 
 

@@ -22,7 +22,8 @@ from trainers.sampling import encode_sentences, generate_sentences, sample_test_
 CPU = Runtime(device=torch.device("cpu"))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1,
         "DAMSM.IMAGE_SIZE": 32, "TRAIN.ADV_START_EPOCH": 0,  # the GAN from the first step (the shipped config: 16)
-        "TRAIN.PAIRED_ANCHOR": 0.0}  # G renders B images, as the other terms' tests expect (the anchor's test sets it)
+        "TRAIN.PAIRED_ANCHOR": 0.0,  # G renders B images, as the other terms' tests expect (the anchor's test sets it)
+        "TRAIN.PERCEPTUAL_EXTRA": ""}  # the shipped config's second image encoder is 128-d (its test sets one)
 
 
 @pytest.fixture(scope="module")
@@ -391,8 +392,8 @@ def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
 
 def test_perceptual_extra_adds_the_term_in_a_second_encoders_features(attn_cfg, tmp_path):
     """TRAIN.PERCEPTUAL_EXTRA: the perceptual term again, in the region features of a second image encoder file,
-    at PERCEPTUAL_WEIGHT (logged as `perceptual_extra`); given the DAMSM's own encoder it equals `perceptual`. A
-    missing file is named; without PERCEPTUAL_WEIGHT the key is refused."""
+    at PERCEPTUAL_WEIGHT (logged as `perceptual_extra`); given the DAMSM's own encoder it equals `perceptual`; with
+    TRAIN.PERCEPTUAL_EXTRA_EPOCHS it ends after that many epochs. A missing file is named; without PERCEPTUAL_WEIGHT the key is refused."""
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.PERCEPTUAL_WEIGHT = 2.0
     cfg.TRAIN.PERCEPTUAL_EXTRA = cfg.TRAIN.NET_E.replace("text_encoder", "image_encoder")
@@ -403,6 +404,10 @@ def test_perceptual_extra_adds_the_term_in_a_second_encoders_features(attn_cfg, 
             + cfg.TRAIN.COEFF.KL * losses["kl_loss"] + 2.0 * losses["perceptual"]
             + cfg.TRAIN.PIXEL_WEIGHT * losses["pixel"])
     assert (losses["errG"] - rest).item() == pytest.approx(2.0 * losses["perceptual_extra"].item(), rel=1e-4)
+    trainer.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS = 1  # from epoch 1 on the second term is gone
+    trainer.epoch = 1
+    later = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(1)))))
+    assert "perceptual_extra" not in later and "perceptual" in later
 
     missing = copy.deepcopy(cfg)
     missing.TRAIN.PERCEPTUAL_EXTRA = str(tmp_path / "image_encoder4.pth")

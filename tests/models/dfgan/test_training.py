@@ -238,7 +238,7 @@ def test_demo_configs_and_shipped_configs():
         assert cfg.MODEL == "dfgan" and cfg.TRAIN.EMA is False and cfg.DFGAN.VERSION == 2022, name
     shapes = small_config("cfg/shapes_dfgan.yml", "data/shapes")
     assert shapes.DATA.RANDOM_CROP is False and shapes.DATA.LOAD_SCALE == 1.0 and shapes.DATA.FLIP == "text"
-    assert shapes.TRAIN.NET_E == "output/demo/damsm/Model/text_encoder12.pth"
+    assert shapes.TRAIN.NET_E == "DAMSMencoders/shapes/text_encoder12.pth"
     assert (shapes.TREE.BASE_SIZE, shapes.TRAIN.NF, shapes.TRAIN.BATCH_SIZE) == (64, 16, 32)
 
 

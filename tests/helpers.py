@@ -39,9 +39,10 @@ def small_config(path: str, data_dir: str, **overrides):
     return load_config(path, base)
 
 
-# Tiny overrides shared by every family: 32-d text features, the small 32-px DAMSM image encoder, narrow nets.
+# Tiny overrides shared by every family: 32-d text features, the small 32-px DAMSM image encoder, narrow nets, no
+# second image encoder (the AttnGAN shapes config's TRAIN.PERCEPTUAL_EXTRA is a 128-d one).
 TINY_RUN = {"TEXT.EMBEDDING_DIM": 32, "DAMSM.IMAGE_SIZE": 32, "GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TRAIN.NF": 4,
-            "INTCLS.NGF": 8, "INTCLS.NDF": 8, "GPU_ID": -1}
+            "INTCLS.NGF": 8, "INTCLS.NDF": 8, "GPU_ID": -1, "TRAIN.PERCEPTUAL_EXTRA": ""}
 RUN_CONFIGS = {"attngan": "cfg/shapes_attn.yml", "ssagan": "cfg/shapes_ssa.yml",
                "gan_int_cls": "cfg/shapes_gan_int_cls.yml"}
 

@@ -116,6 +116,7 @@ _DEFAULTS = {
         # > 0: G also draws every caption from fresh noise, and those images pay this share of the pixel term
         # (PIXEL_WEIGHT), so what the caption fixes must not depend on the noise IMLE chooses (AttnGAN)
         "PAIRED_ANCHOR": 0.0,
+        "PAIRED_ANCHOR_EPOCHS": 0,  # that term only in the first this many epochs; 0: in every epoch
         # the anchor compares the images average-pooled to this many cells a side (1: their mean colours, which the
         # background fixes and an object's place does not); 0: pixel by pixel
         "ANCHOR_POOL": 0,
@@ -390,7 +391,8 @@ RESUME_HONOURED = (
     "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA", "TRAIN.PIXEL_WEIGHT",
     "TRAIN.PERCEPTUAL_EXTRA_EPOCHS",
     "TRAIN.ADV_START_EPOCH",
-    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.ANCHOR_POOL",
+    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.PAIRED_ANCHOR_EPOCHS",
+    "TRAIN.ANCHOR_POOL",
     "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",

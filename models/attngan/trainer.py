@@ -16,7 +16,8 @@ caption, the one whose image is nearest the real image (`nearest_noise`), and TR
 re-draws that draw's GAN.GRID_NOISE map as many times, the rest held; TRAIN.SMOOTH.SWAP_LAMBDA > 0 adds to the
 DAMSM term each image's own caption with one DAMSM.SWAP_NEGATIVES word swapped as a hard negative;
 TRAIN.PAIRED_ANCHOR > 0 also renders every caption from a fresh noise draw, whose images pay that share of the
-pixel term (`with_fresh_draws`), on the images average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0.
+pixel term (`with_fresh_draws`), on the images average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0
+(in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs only, where that is > 0).
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their
@@ -115,7 +116,8 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         text = (sent_emb, words_emb, mask)
-        anchored = bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT)
+        anchored = bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT) and (
+            not cfg.TRAIN.PAIRED_ANCHOR_EPOCHS or self.epoch < cfg.TRAIN.PAIRED_ANCHOR_EPOCHS)
         if anchored:  # one forward: the chosen draws, then fresh ones for the anchor term
             noise, ca_eps, text = self.with_fresh_draws(noise, ca_eps, *text)
         with rt.autocast():

@@ -179,7 +179,7 @@ def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, t
     """TRAIN.PAIRED_ANCHOR: one G forward holds the chosen draws and, after them, fresh draws for the same captions;
     the logged `pixel` is the chosen images' term, `anchor` the fresh images' (every stage; with TRAIN.ANCHOR_POOL
     n > 0 between the images average-pooled to n x n), and errG counts it PAIRED_ANCHOR x PIXEL_WEIGHT times (the
-    rest of errG as without it)."""
+    rest of errG as without it); TRAIN.PAIRED_ANCHOR_EPOCHS ends it after that many epochs."""
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.PAIRED_ANCHOR, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PERCEPTUAL_WEIGHT = 0.5, 3.0, 0.0
     cfg.TRAIN.ANCHOR_POOL = pool
@@ -202,6 +202,10 @@ def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, t
     rest = (losses["w_loss"] + losses["s_loss"] + cfg.TRAIN.COEFF.ADV * losses["errG_adv"]
             + cfg.TRAIN.COEFF.KL * losses["kl_loss"] + 3.0 * losses["pixel"])
     assert (losses["errG"] - rest).item() == pytest.approx(0.5 * 3.0 * anchor.item(), rel=1e-4)
+    trainer.cfg.TRAIN.PAIRED_ANCHOR_EPOCHS = 1  # from epoch 1 on: no fresh draws, no anchor term
+    trainer.epoch = 1
+    later = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(1)))))
+    assert "anchor" not in later and seen[-1][0][0].size(0) == b
 
 
 def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(attn_cfg, tmp_path):

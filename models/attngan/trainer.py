@@ -116,8 +116,8 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         text = (sent_emb, words_emb, mask)
-        anchored = bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT) and (
-            not cfg.TRAIN.PAIRED_ANCHOR_EPOCHS or self.epoch < cfg.TRAIN.PAIRED_ANCHOR_EPOCHS)
+        anchored = bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT) and self.in_first_epochs(
+            cfg.TRAIN.PAIRED_ANCHOR_EPOCHS)
         if anchored:  # one forward: the chosen draws, then fresh ones for the anchor term
             noise, ca_eps, text = self.with_fresh_draws(noise, ca_eps, *text)
         with rt.autocast():
@@ -164,12 +164,15 @@ class AttnGANTrainer(BaseTrainer):
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
 
+    def in_first_epochs(self, n: int) -> bool:
+        """Whether this epoch is one of the first `n` (a term's *_EPOCHS key; 0: every epoch)."""
+        return not n or self.epoch < n
+
     def extra_encoder_now(self):
         """The second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA) in this epoch, or None: it
         speeds up where objects go early and holds the shapes back later, so TRAIN.PERCEPTUAL_EXTRA_EPOCHS > 0 ends
         it after that many epochs."""
-        last = self.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS
-        return self.perceptual_extra if not last or self.epoch < last else None
+        return self.perceptual_extra if self.in_first_epochs(self.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS) else None
 
     def with_fresh_draws(self, noise, ca_eps, sent_emb, words_emb, mask):
         """TRAIN.PAIRED_ANCHOR: the batch's noise (and conditioning-augmentation draw) followed by fresh draws for

@@ -397,7 +397,8 @@ def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
 def test_perceptual_extra_adds_the_term_in_a_second_encoders_features(attn_cfg, tmp_path):
     """TRAIN.PERCEPTUAL_EXTRA: the perceptual term again, in the region features of a second image encoder file,
     at PERCEPTUAL_WEIGHT (logged as `perceptual_extra`); given the DAMSM's own encoder it equals `perceptual`; with
-    TRAIN.PERCEPTUAL_EXTRA_EPOCHS it ends after that many epochs. A missing file is named; without PERCEPTUAL_WEIGHT the key is refused."""
+    TRAIN.PERCEPTUAL_EXTRA_EPOCHS it ends after that many epochs. A missing file is named; without PERCEPTUAL_WEIGHT
+    the key is refused."""
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.PERCEPTUAL_WEIGHT = 2.0
     cfg.TRAIN.PERCEPTUAL_EXTRA = cfg.TRAIN.NET_E.replace("text_encoder", "image_encoder")

@@ -15,10 +15,9 @@ from trainers.runtime import Runtime
 CASES = {
     # name: (config, overrides, batch size on CPU, batch size on CUDA, vocabulary)
     "attngan bird 256px": ("cfg/bird_attn2.yml", {}, 4, 20, 5450),
-    "attngan shapes 64px": ("cfg/shapes_attn.yml", {}, 20, 20, 47),
-    "attngan shapes 64px GF_DIM 8": ("cfg/shapes_attn.yml", {"GAN.GF_DIM": 8}, 20, 20, 47),  # the demo until 2026-12
+    "attngan shapes 32px": ("cfg/shapes_attn.yml", {}, 20, 20, 47),  # the demo's model
     "ssagan bird 256px": ("cfg/bird_ssa.yml", {}, 2, 24, 5450),
-    "ssagan shapes 64px": ("cfg/shapes_ssa.yml", {}, 24, 24, 47),
+    "ssagan shapes 32px": ("cfg/shapes_ssa.yml", {}, 24, 24, 47),
     "dfgan bird 256px": ("cfg/bird_dfgan.yml", {}, 2, 32, 5450),
     "dfgan shapes 64px": ("cfg/shapes_dfgan.yml", {}, 32, 32, 47),
 }

@@ -55,9 +55,11 @@ def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: in
     cfg = load_config(cfg_path, parse_overrides(overrides))
     steps_per_epoch = n_train // cfg.TRAIN.BATCH_SIZE
     steps = cfg.TRAIN.MAX_STEPS or cfg.TRAIN.MAX_EPOCH * steps_per_epoch
-    # AttnGAN's epochs before TRAIN.ADV_START_EPOCH train G alone (faster) and those before
-    # TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder (slower): each span is timed apart (others ignore both)
-    bounds = {0, cfg.TRAIN.ADV_START_EPOCH, cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS if cfg.TRAIN.PERCEPTUAL_EXTRA else 0}
+    # AttnGAN's epochs before TRAIN.ADV_START_EPOCH train G alone (faster), those before TRAIN.PERCEPTUAL_EXTRA_EPOCHS
+    # run a second image encoder and those before TRAIN.PAIRED_ANCHOR_EPOCHS render every caption twice (slower):
+    # each span is timed apart (other families ignore these keys)
+    bounds = {0, cfg.TRAIN.ADV_START_EPOCH, cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS if cfg.TRAIN.PERCEPTUAL_EXTRA else 0,
+              cfg.TRAIN.PAIRED_ANCHOR_EPOCHS if cfg.TRAIN.PAIRED_ANCHOR else 0}
     starts = sorted(bounds)
     try:
         seconds = 0.0

@@ -376,7 +376,8 @@ class WordContext(nn.Module):
     Why: the frozen DAMSM text encoder is trained to match captions to images, not to spell out layouts. On `shapes`
     a probe trained on its sentence code recovers the colour in each named cell for 99 % of one-object but 41 %
     (linear) / 51 % (MLP) of two-object captions; learned per-cell queries over its word features 32 %; one such
-    layer before those queries 100 % (README, "Where the samples stand"). Post-norm, no dropout, 4 heads (1 when
+    layer before those queries 100 % (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short";
+    `python -m tools.probe_text_codes`). Post-norm, no dropout, 4 heads (1 when
     the feature size is not divisible by 4), feed-forward 2x.
     `forward(words [B, E, T], mask bool [B, T] True at padding or None) -> words [B, E, T]`.
     """

@@ -38,7 +38,7 @@ def test_damsm_plan_counts_its_validations(tmp_path):
 def test_generator_plan_times_the_steps_before_and_after_adv_start_epoch_apart(monkeypatch):
     """An AttnGAN config trains G alone before TRAIN.ADV_START_EPOCH: the plan times those steps (epoch 0) and the
     adversarial ones (that epoch) separately and adds them by count; likewise the epochs with and without
-    TRAIN.PERCEPTUAL_EXTRA's second image encoder."""
+    TRAIN.PERCEPTUAL_EXTRA's second image encoder, and those with and without TRAIN.PAIRED_ANCHOR's second draw."""
     import bench.common
 
     per_step = {0: 1.0, 2: 10.0}  # seconds per step in a G-alone epoch and in an adversarial one
@@ -56,6 +56,11 @@ def test_generator_plan_times_the_steps_before_and_after_adv_start_epoch_apart(m
                                                         "TRAIN.ADV_START_EPOCH=2", "TRAIN.PERCEPTUAL_EXTRA=x.pth",
                                                         "TRAIN.PERCEPTUAL_EXTRA_EPOCHS=1"], 16, 40)
     assert extra == pytest.approx(4 * 1.0 + 4 * 2.0 + 4 * 10.0)
+    per_step.update({0: 3.0, 2: 1.0})  # the epochs before TRAIN.PAIRED_ANCHOR_EPOCHS render each caption twice
+    _, _, anchored = training_plan("cfg/shapes_attn.yml", ["TRAIN.BATCH_SIZE=4", "TRAIN.MAX_EPOCH=3",
+                                                           "TRAIN.ADV_START_EPOCH=0", "TRAIN.PERCEPTUAL_EXTRA=",
+                                                           "TRAIN.PAIRED_ANCHOR_EPOCHS=2"], 16, 40)
+    assert anchored == pytest.approx(8 * 3.0 + 4 * 1.0)
 
 
 def test_shipped_damsm_reads_the_shapes_data_and_matches_images_to_their_captions(tmp_path):

@@ -89,9 +89,8 @@ def test_scores_are_damsm_cosines(app):
 def test_ssagan_masks_and_gan_int_cls_images_only(app):
     ssa = _ok(app, model=1, sentence="a green triangle", variants=2, seed=0)
     for v in ssa["variants"]:
-        assert [_png(s["png"]).size for s in v["stages"]] == [(64, 64)]
-        assert [m["label"] for m in v["masks"]] == ["mask 4×4", "mask 8×8", "mask 16×16", "mask 32×32",
-                                                    "mask 64×64"]
+        assert [_png(s["png"]).size for s in v["stages"]] == [(32, 32)]  # cfg/shapes_ssa.yml: 32 px
+        assert [m["label"] for m in v["masks"]] == ["mask 4×4", "mask 8×8", "mask 16×16", "mask 32×32"]
         assert _png(v["masks"][-1]["png"]).mode == "L" and v["attention"] == []
     cls = _ok(app, model=2, sentence="a green triangle", variants=2, seed=0)
     for v in cls["variants"]:

@@ -1,4 +1,4 @@
-"""What a text encoder's codes say about a `shapes` caption: `python -m tools.probe_text_codes --cfg cfg/shapes_ssa.yml`.
+"""What a text encoder's codes hold of a `shapes` caption: `python -m tools.probe_text_codes --cfg cfg/shapes_ssa.yml`.
 
 A generator can only draw what its text condition holds. This trains small probes on the frozen codes of the
 training captions (the config's TRAIN.NET_E, LSTM or BERT) and scores them on the test captions, per caption object
@@ -93,14 +93,16 @@ class Probe(nn.Module):
 
 
 def train_probe(x, targets, words: bool, epochs: int, seed: int = 0, batch_size: int = 256) -> Probe:
+    """A `Probe` fitted to `caption_targets` from codes `x` (Adam, lr 1e-3): cross-entropy per known cell plus
+    binary cross-entropy per (shape, colour) pair."""
     torch.manual_seed(seed)
     probe = Probe(x.size(1), words)
     opt = torch.optim.Adam(probe.parameters(), lr=1e-3)
     for _ in range(epochs):
         for b in torch.randperm(len(x)).split(batch_size):
             cells, pairs = probe(x[b])
-            loss = F.cross_entropy(cells.reshape(-1, cells.size(-1)), targets["cells"][b].reshape(-1), ignore_index=-1) \
-                + F.binary_cross_entropy_with_logits(pairs, targets["pairs"][b])
+            cell_loss = F.cross_entropy(cells.flatten(0, 1), targets["cells"][b].flatten(), ignore_index=-1)
+            loss = cell_loss + F.binary_cross_entropy_with_logits(pairs, targets["pairs"][b])
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -23,10 +23,10 @@ import torch.nn.functional as F
 from datasets import build_dataset
 from miscc.config import add_config_arguments, config_from_args
 from miscc.errors import InputError, run_cli
-from miscc.shapes_spec import COLORS, POSITIONS, SHAPES, parse_caption
+from miscc.shapes_spec import COLORS, N_CLASSES, POSITIONS, class_id, parse_caption
 from trainers.common import load_damsm
 
-N_CELLS, N_PAIRS = len(POSITIONS), len(SHAPES) * len(COLORS)
+N_CELLS, N_PAIRS = len(POSITIONS), N_CLASSES
 COLOR_NAMES = list(COLORS)
 
 
@@ -51,16 +51,18 @@ def caption_targets(texts: list[str]) -> dict:
 
 
 def pair_index(obj: dict) -> int:
-    return SHAPES.index(obj["shape"]) * len(COLOR_NAMES) + COLOR_NAMES.index(obj["color"])
+    """0-based index of the object's (shape, colour) pair: its shapes class id - 1."""
+    return class_id(obj["shape"], obj["color"]) - 1
 
 
 @torch.no_grad()
 def encode_split(text_encoder, dataset, batch_size: int = 500) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(sentence codes [N, D], word codes [N, D, T] with zeros past each caption, texts) of every caption."""
     sents, words, texts = [], [], []
+    rng = torch.Generator().manual_seed(0)  # the word subset of a caption longer than TEXT.WORDS_NUM
     for start in range(0, len(dataset.captions), batch_size):
         idx = range(start, min(start + batch_size, len(dataset.captions)))
-        ids, lens = zip(*(dataset.get_caption(i, rng=torch.Generator().manual_seed(i)) for i in idx))
+        ids, lens = zip(*(dataset.get_caption(i, rng=rng) for i in idx))
         words_emb, sent_emb = text_encoder(torch.stack(ids), torch.tensor(lens))
         mask = torch.arange(words_emb.size(2))[None] < torch.tensor(lens)[:, None]
         sents.append(sent_emb.float())

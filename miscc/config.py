@@ -158,6 +158,9 @@ _DEFAULTS = {
         "GRID_PLACE_FEATURES": False,
         "POSITION_QUERIES": False,  # AttnGAN: a learned per-position embedding in the queries of stages 2+
         "WORD_CONTEXT_LAYERS": 0,  # AttnGAN: Transformer layers over the word features inside G (0 = off)
+        # SSA-GAN: a g x g map of the words (WORD_CONTEXT_LAYERS >= 1 layers, then per-place queries) added to NetG's
+        # features at g x g (0 = off, as the original)
+        "WORD_GRID": 0,
         "D_WORD_CONTEXT_LAYERS": 0,  # AttnGAN: conditional D heads also read the words through such layers (0 = off)
     },
     "TEXT": {

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miscc.errors import InputError
+from models.text_grid import WordContext, WordGrid, attendable as _attendable  # noqa: F401  (shared with SSA-GAN)
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
@@ -361,40 +362,6 @@ class GET_IMAGE_G(nn.Module):
         return self.img(h_code)
 
 
-def _attendable(mask: torch.Tensor | None) -> torch.Tensor | None:
-    """The padding mask with all-padding captions unmasked: attention over nothing but padding would give NaN."""
-    if mask is None or not mask.all(dim=1).any():
-        return mask
-    return mask & ~mask.all(dim=1, keepdim=True)
-
-
-class WordContext(nn.Module):
-    """`layers` Transformer encoder layers over the word features inside G (ours, GAN.WORD_CONTEXT_LAYERS; 0 = off
-    as in the originals): each word feature gathers what the other words of its caption say, so "circle" in "a red
-    circle at the top and a blue square at the bottom" also carries "red" and "top" before G's attention reads it.
-
-    Why: the frozen DAMSM text encoder is trained to match captions to images, not to spell out layouts. On `shapes`
-    a probe trained on its sentence code recovers the colour in each named cell for 99 % of one-object but 41 %
-    (linear) / 51 % (MLP) of two-object captions; learned per-cell queries over its word features 32 %; one such
-    layer before those queries 100 % (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short";
-    `python -m tools.probe_text_codes`). Post-norm, no dropout, 4 heads (1 when
-    the feature size is not divisible by 4), feed-forward 2x.
-    `forward(words [B, E, T], mask bool [B, T] True at padding or None) -> words [B, E, T]`.
-    """
-
-    def __init__(self, ef_dim: int, layers: int):
-        super().__init__()
-        if layers < 1:
-            raise InputError(f"WordContext needs at least one layer (GAN.WORD_CONTEXT_LAYERS, "
-                             f"GAN.D_WORD_CONTEXT_LAYERS; 0 = off), got {layers}")
-        layer = nn.TransformerEncoderLayer(ef_dim, 4 if ef_dim % 4 == 0 else 1, 2 * ef_dim, dropout=0.0,
-                                           batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-
-    def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encoder(words.transpose(1, 2), src_key_padding_mask=_attendable(mask)).transpose(1, 2)
-
-
 class _AttnGANGenerator(nn.Module):
     """Shared body of G_NET and G_DCGAN: `ca_net`, `h_net1` (INIT_STAGE_G), `h_net2..N` (NEXT_STAGE_G)."""
 
@@ -520,28 +487,6 @@ class TextCondition:
     def __getitem__(self, index) -> "TextCondition":
         return TextCondition(self.sent[index], None if self.words is None else self.words[index],
                              None if self.mask is None else self.mask[index])
-
-
-class WordGrid(nn.Module):
-    """A text map [B, E, size, size] for a conditional D head (ours, GAN.D_WORD_CONTEXT_LAYERS): the words pass
-    through `WordContext`, then learned per-place queries attend over them. AttnGAN's head sees the sentence code
-    only, which on `shapes` spells out the layout of 41 % of two-object captions (probe in `WordContext`), so D could
-    not tell "red circle left, blue square right" from its swap. `forward(words [B, E, T], mask) -> [B, E, s, s]`."""
-
-    def __init__(self, ef_dim: int, layers: int, size: int = 4):
-        super().__init__()
-        self.size = size
-        self.context = WordContext(ef_dim, layers)
-        self.queries = nn.Parameter(torch.randn(size * size, ef_dim) * ef_dim ** -0.5)
-
-    def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        words = self.context(words, mask)  # B x E x T
-        att = torch.einsum("qe,bet->bqt", self.queries.to(words.dtype), words)
-        mask = _attendable(mask)
-        if mask is not None:
-            att = att.masked_fill(mask.unsqueeze(1), float("-inf"))
-        grid = torch.einsum("bqt,bet->beq", att.softmax(-1), words)
-        return grid.reshape(words.size(0), words.size(1), self.size, self.size)
 
 
 class D_GET_LOGITS(nn.Module):

@@ -9,16 +9,16 @@ from trainers.family import ModelFamily
 
 
 def generate(net, noise, sent_emb, words_emb, mask):
-    return net(noise, sent_emb)  # (image, per-stage masks); SSA-GAN uses no word features
+    return net(noise, sent_emb, words_emb, mask)  # (image, per-stage masks); words read only with GAN.WORD_GRID
 
 
 def generate_stages(net, noise, sent_emb, words_emb, mask):
-    image, _ = net(noise, sent_emb)
+    image, _ = net(noise, sent_emb, words_emb, mask)
     return [image], []  # masks are not word attention: models.ssagan.sampling.write_example_masks draws them
 
 
 def generate_masks(net, noise, sent_emb, words_emb, mask):
-    image, masks = net(noise, sent_emb)  # masks [B, 1, h, w] per block, 4x4 up to the image size
+    image, masks = net(noise, sent_emb, words_emb, mask)  # masks [B, 1, h, w] per block, 4x4 up to the image size
     return [image], masks
 
 

@@ -10,6 +10,10 @@ Module and parameter names follow the official code (wtliao/text2image `model.py
   values are the same).
 * Plain `nn.BatchNorm2d` replaces the vendored SyncBatchNorm; it has the same state-dict keys. Convert with
   `nn.SyncBatchNorm.convert_sync_batchnorm` for multi-GPU training.
+* Ours, off by default (the original's keys unchanged): `word_grid` = g adds a g×g map of the words
+  (`models.text_grid.WordGrid`, through a 1×1 conv `word_proj`) to the features at g×g (4: the stem, before the
+  first mask). SSA-GAN
+  reads the sentence code only, which cannot say which colour goes where in a two-object caption (README).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ import torch.nn.functional as F
 
 from miscc.checkpoint import load_checkpoint, load_state_dict_strict
 from miscc.errors import InputError
+from models.text_grid import WordGrid
 
 # Width of the hidden layer of the SSCBN condition MLPs (`affine.fc_gamma/fc_beta.linear1`), fixed in the original.
 AFFINE_HIDDEN = 256
@@ -140,9 +145,13 @@ class NetG(nn.Module):
     (`align_corners=True`) before the sigmoid, as in the original.
     """
 
-    def __init__(self, ngf: int = 64, nz: int = 100, cond_dim: int = 256, imsize: int = 256):
+    def __init__(self, ngf: int = 64, nz: int = 100, cond_dim: int = 256, imsize: int = 256, word_grid: int = 0,
+                 word_layers: int = 1):
         super().__init__()
         plan = generator_channel_plan(ngf, imsize)
+        sizes = [4 * 2 ** i for i in range(len(plan))]
+        if word_grid and word_grid not in sizes:
+            raise InputError(f"GAN.WORD_GRID must be one of NetG's block sizes {sizes} (or 0), got {word_grid}")
         self.ngf, self.nz, self.cond_dim, self.imsize = ngf, nz, cond_dim, imsize
         self.num_blocks = len(plan)
         # Registration order as in the original (conv_mask before fc), so parameter order, and with it any
@@ -157,14 +166,20 @@ class NetG(nn.Module):
             nn.Conv2d(ngf, 3, 3, 1, 1),
             nn.Tanh(),
         )
+        self.word_level = sizes.index(word_grid) if word_grid else None
+        if word_grid:
+            self.word_grid = WordGrid(cond_dim, word_layers, word_grid)
+            self.word_proj = nn.Conv2d(cond_dim, plan[self.word_level][0], 1)
 
     def blocks(self) -> list[G_Block]:
         return [getattr(self, f"block{i}") for i in range(self.num_blocks)]
 
-    def forward(self, noise: torch.Tensor, sentence: torch.Tensor):
+    def forward(self, noise: torch.Tensor, sentence: torch.Tensor, words: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None):
         """`noise` [B, nz], `sentence` [B, cond_dim] → (image [B,3,imsize,imsize] in [-1,1], masks).
 
-        `masks` lists the sigmoid masks used by each block, [B,1,4,4] up to [B,1,imsize,imsize].
+        `masks` lists the sigmoid masks used by each block, [B,1,4,4] up to [B,1,imsize,imsize]. With `word_grid`
+        the word features `words` [B, cond_dim, T] (and their padding `mask`, bool [B, T]) are needed too.
         """
         if noise.dim() != 2 or noise.size(1) != self.nz:
             raise ValueError(f"NetG: noise must be [B, {self.nz}] (nz), got {list(noise.shape)}")
@@ -172,12 +187,21 @@ class NetG(nn.Module):
             raise ValueError(f"NetG: sentence must be [{noise.size(0)}, {self.cond_dim}] (batch, cond_dim), "
                              f"got {list(sentence.shape)}")
         out = self.fc(noise).view(noise.size(0), 8 * self.ngf, 4, 4)
+        if self.word_level is not None:
+            if words is None or words.dim() != 3 or words.shape[:2] != (noise.size(0), self.cond_dim):
+                raise ValueError(f"NetG with word_grid needs words [{noise.size(0)}, {self.cond_dim}, T], got "
+                                 f"{None if words is None else list(words.shape)}")
+            text_map = self.word_proj(self.word_grid(words.to(out.dtype), mask))
+            if self.word_level == 0:  # the stem: the first mask sees the words too
+                out = out + text_map
         logits = self.conv_mask(out)
         masks = []
         for i, block in enumerate(self.blocks()):
             if i > 0:
                 out = F.interpolate(out, scale_factor=2, mode="nearest")
                 logits = F.interpolate(logits, size=out.shape[2:], mode="bilinear", align_corners=True)
+            if i and i == self.word_level:
+                out = out + text_map
             mask = torch.sigmoid(logits)
             masks.append(mask)
             out, logits = block(out, sentence, mask)

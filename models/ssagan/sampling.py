@@ -52,8 +52,8 @@ def write_example_masks(net, text_encoder, dataset, sentences: list[str], out_di
     """`<prefix>_s_<j>_masks.png` (image + mask of every stage, `mask_figure`) for each sentence j, with the noise
     `trainers.sampling.generate_sentences` draws for the same sentences and seed, so the pictures show the masks of
     its `<prefix>_s_<j>_g0.png` images. `net`: a NetG in eval mode."""
-    (images, masks), _ = sample_sentences(lambda noise, sent_emb, *_: net(noise, sent_emb), text_encoder, dataset,
-                                          sentences, z_dim=z_dim, device=device, seed=seed, source=source)
+    (images, masks), _ = sample_sentences(net, text_encoder, dataset, sentences, z_dim=z_dim, device=device,
+                                          seed=seed, source=source)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for j, sentence in enumerate(sentences):

@@ -168,8 +168,9 @@ class SSAGANTrainer(BaseTrainer):
         else:
             words_emb, sent_emb, _ = encode_captions(self.text_encoder, batch)
         noise = torch.randn(words_emb.size(0), self.z_dim, device=self.rt.device)
+        mask = batch.mask[:, :words_emb.size(2)]  # padding; NetG reads the words only with GAN.WORD_GRID
         with self.rt.autocast():
-            fake, _ = self.netG(noise, sent_emb)
+            fake, _ = self.netG(noise, sent_emb, words_emb, mask)
         adversarial = self.epoch >= self.cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
         if adversarial:
             losses.update(self.discriminator_step(real, fake, sent_emb))
@@ -246,8 +247,8 @@ class SSAGANTrainer(BaseTrainer):
         netG = self.sampling_generator()
         text_encoder = unwrap(self.text_encoder)
         with eval_mode(netG, text_encoder):
-            _, sent_emb = text_encoder(batch.captions, batch.cap_lens)
-            fake, masks = netG(noise, sent_emb.float())
+            words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
+            fake, masks = netG(noise, sent_emb.float(), words_emb.float(), batch.mask[:, :words_emb.size(2)])
         captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
                     for i in range(len(batch.keys))]
         name = tag or f"step_{step}"

@@ -192,6 +192,51 @@ def test_bad_sizes_and_inputs_raise_clear_errors():
         d.COND_DNET(d(torch.randn(2, 3, 64, 64)), torch.randn(2, 7))
 
 
+# ------------------------------------------------------------------------------------------ GAN.WORD_GRID (ours)
+def test_word_grid_adds_a_map_of_the_words_where_asked():
+    """word_grid 4: the stem (before the first mask) gets word_proj(WordGrid(words)); 8: block1's input does. Padded
+    words change nothing; other words change the image; the default NetG has none of these keys."""
+    torch.manual_seed(0)
+    assert not [k for k in NetG(ngf=4, nz=8, cond_dim=6, imsize=32).state_dict() if k.startswith("word_")]
+    noise, sent = torch.randn(2, 8), torch.randn(2, 6)
+    words, pad = torch.randn(2, 6, 5), torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    for size, hooked in ((4, "conv_mask"), (8, "block1")):
+        g = NetG(ngf=4, nz=8, cond_dim=6, imsize=32, word_grid=size, word_layers=1).eval()
+        assert {k.split(".")[0] for k in g.state_dict() if k.startswith("word_")} == {"word_grid", "word_proj"}
+        seen = {}
+        hook = getattr(g, hooked).register_forward_pre_hook(lambda mod, args: seen.update(x=args[0]))
+        with torch.no_grad():
+            img, _ = g(noise, sent, words, pad)
+            hook.remove()
+            text_map = g.word_proj(g.word_grid(words, pad))
+            stem = g.fc(noise).view(2, 32, 4, 4)
+            before = stem if size == 4 else F.interpolate(g.block0(stem, sent, torch.sigmoid(g.conv_mask(stem)))[0],
+                                                          scale_factor=2, mode="nearest")
+            assert torch.allclose(seen["x"], before + text_map, atol=1e-6)
+            other_pad = words.clone()
+            other_pad[0, :, 3:] = torch.randn(6, 2)  # padding of caption 0
+            assert torch.allclose(g(noise, sent, other_pad, pad)[0], img, atol=1e-6)
+            other = words.clone()
+            other[1, :, 0] += 1.0
+            changed = (g(noise, sent, other, pad)[0] - img).abs().flatten(1).amax(1)
+            assert changed[0] < 1e-6 < changed[1]
+
+
+def test_word_grid_errors_name_the_key():
+    with pytest.raises(ValueError, match=r"GAN.WORD_GRID must be one of NetG's block sizes \[4, 8, 16, 32\].*5"):
+        NetG(ngf=4, nz=8, cond_dim=6, imsize=32, word_grid=5)
+    g = NetG(ngf=4, nz=8, cond_dim=6, imsize=32, word_grid=4)
+    with pytest.raises(ValueError, match=r"needs words \[2, 6, T\], got None"):
+        g(torch.randn(2, 8), torch.randn(2, 6))
+    cfg = load_config(overrides={"TRAIN.NF": 4, "TREE.BASE_SIZE": 32, "GAN.WORD_GRID": 4})
+    with pytest.raises(ValueError, match="GAN.WORD_GRID 4 .*GAN.WORD_CONTEXT_LAYERS.*got 0"):
+        build_generator(cfg)
+    cfg = load_config(overrides={"TRAIN.NF": 4, "TREE.BASE_SIZE": 32, "GAN.WORD_GRID": 8,
+                                 "GAN.WORD_CONTEXT_LAYERS": 2})
+    g = build_generator(cfg)
+    assert g.word_level == 1 and len(g.word_grid.context.encoder.layers) == 2 and g.word_grid.size == 8
+
+
 # ------------------------------------------------------------------------------------------------ forward semantics
 def test_forward_image_and_masks_at_64px():
     torch.manual_seed(0)

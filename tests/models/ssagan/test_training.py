@@ -21,7 +21,7 @@ from models.ssagan.sampling import mask_figure, save_last_mask, write_example_ma
 from models.ssagan.trainer import SSAGANTrainer
 from tools.make_shapes import generate_shapes
 from trainers.base import STATE_FILE
-from trainers.common import load_damsm
+from trainers.common import encode_captions, load_damsm
 from trainers.optim import gan_step
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap
 from trainers.sampling import generate_sentences, sample_test_set
@@ -93,6 +93,26 @@ def test_one_step_per_variant(tiny, tmp_path, variant):
         decay = min(0.999, 1 / 10)  # the EMA warm-up at step 0 (trainers.base.EMA)
         assert torch.allclose(_flat(t.ema.shadow), decay * g_init + (1 - decay) * _flat(t.netG), atol=1e-7)
     assert {p.requires_grad for p in t.netD.parameters()} == {True}  # D unfrozen again after G's step
+
+
+def test_word_grid_trains_and_samples_from_the_words(tiny, tmp_path):
+    """GAN.WORD_GRID: G's word map learns in a step (its gradient reaches the Transformer layer), and the family's
+    generate / generate_masks pass the words and their padding, so sampling reads them too."""
+    cfg = _cfg(tiny, GAN__WORD_GRID=4, GAN__WORD_CONTEXT_LAYERS=1)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    grid = unwrap(t.netG).word_grid
+    before = _flat(grid).clone()
+    t.train_step(_first_batch(t))
+    assert not torch.equal(_flat(grid), before)
+    spec, net = get_family("ssagan"), unwrap(t.netG).eval()
+    batch = _first_batch(t)
+    words, sent, mask = encode_captions(t.text_encoder, batch)
+    noise = torch.randn(len(sent), 100)
+    with torch.no_grad():
+        image, masks = spec.generate(net, noise, sent, words, mask)
+        other = spec.generate(net, noise, sent, words.roll(1, dims=0), mask.roll(1, dims=0))[0]
+        assert torch.equal(spec.generate_masks(net, noise, sent, words, mask)[1][0], masks[0])
+    assert image.shape == (len(sent), 3, 32, 32) and not torch.allclose(image, other)
 
 
 def test_perceptual_weight_adds_the_perceptual_term(tiny, tmp_path):
@@ -379,6 +399,8 @@ def test_shipped_configs_load(name):
         assert (cfg.TREE.BASE_SIZE, cfg.TRAIN.NF, cfg.TRAIN.BATCH_SIZE, cfg.TEXT.EMBEDDING_DIM) == (256, 64, 24, 256)
         assert cfg.TRAIN.NET_E == {"bird_ssa": "DAMSMencoders/bird/text_encoder200.pth",
                                    "coco_ssa": "DAMSMencoders/coco/text_encoder100.pth"}[name]
+    # shapes_ssa.yml: G reads the words on a 4x4 map (GAN.WORD_GRID, ours); the originals' configs do not
+    assert (cfg.GAN.WORD_GRID, cfg.GAN.WORD_CONTEXT_LAYERS) == ((4, 1) if name == "shapes_ssa" else (0, 0))
 
 
 def test_resume_honours_new_rates_and_refuses_new_widths(tiny, tmp_path, capsys):

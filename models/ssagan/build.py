@@ -16,8 +16,10 @@ def build_generator(cfg) -> NetG:
 
 
 def build_discriminators(cfg) -> list[NetD]:
-    """`[NetD]` (a list, like AttnGAN's one-D-per-branch factory), from TRAIN.NF, TEXT.EMBEDDING_DIM and image size."""
-    return [NetD(ndf=cfg.TRAIN.NF, cond_dim=cfg.TEXT.EMBEDDING_DIM, imsize=_cfg_imsize(cfg))]
+    """`[NetD]` (a list, like AttnGAN's one-D-per-branch factory), from TRAIN.NF, TEXT.EMBEDDING_DIM and image size;
+    with GAN.D_WORD_CONTEXT_LAYERS > 0 (ours) its head reads a map of the words."""
+    return [NetD(ndf=cfg.TRAIN.NF, cond_dim=cfg.TEXT.EMBEDDING_DIM, imsize=_cfg_imsize(cfg),
+                 word_layers=cfg.GAN.D_WORD_CONTEXT_LAYERS)]
 
 
 def _cfg_imsize(cfg) -> int:

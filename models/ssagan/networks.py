@@ -10,7 +10,8 @@ Module and parameter names follow the official code (wtliao/text2image `model.py
   values are the same).
 * Plain `nn.BatchNorm2d` replaces the vendored SyncBatchNorm; it has the same state-dict keys. Convert with
   `nn.SyncBatchNorm.convert_sync_batchnorm` for multi-GPU training.
-* Ours, off by default (the original's keys unchanged): `word_grid` = g adds a g×g map of the words
+* Ours, off by default (the original's keys unchanged): NetD's `word_layers` lets its head read a map of the words
+  instead of the sentence code (`NetD.text_condition`); NetG's `word_grid` = g adds a g×g map of the words
   (`models.text_grid.WordGrid`, through a 1×1 conv `word_proj`) to the features at g×g (4: the stem, before the
   first mask). SSA-GAN
   reads the sentence code only, which cannot say which colour goes where in a two-object caption (README).
@@ -233,7 +234,8 @@ class resD(nn.Module):
 
 
 class D_GET_LOGITS(nn.Module):
-    """Conditional logit: the sentence tiled to 4×4, concatenated with the 4×4 features, `joint_conv` → [B]."""
+    """Conditional logit: the sentence tiled to 4×4, concatenated with the 4×4 features, `joint_conv` → [B]. A text
+    map [B, cond_dim, 4, 4] (`NetD.text_condition` with `word_layers`, ours) is concatenated as it is instead."""
 
     def __init__(self, ndf: int, in_ch: int, cond_dim: int = 256):
         super().__init__()
@@ -245,17 +247,23 @@ class D_GET_LOGITS(nn.Module):
         )
 
     def forward(self, features: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        if sentence.dim() != 2 or sentence.shape != (features.size(0), self.cond_dim):
-            raise ValueError(f"COND_DNET: sentence must be [{features.size(0)}, {self.cond_dim}] (batch, cond_dim), "
-                             f"got {list(sentence.shape)}")
-        tiled = sentence[:, :, None, None].expand(-1, -1, features.size(2), features.size(3))
-        return self.joint_conv(torch.cat((features, tiled), 1)).view(-1)
+        b, h, w = features.size(0), features.size(2), features.size(3)
+        if sentence.shape not in ((b, self.cond_dim), (b, self.cond_dim, h, w)):
+            raise ValueError(f"COND_DNET: sentence must be [{b}, {self.cond_dim}] (batch, cond_dim) or a text map "
+                             f"[{b}, {self.cond_dim}, {h}, {w}], got {list(sentence.shape)}")
+        text = sentence if sentence.dim() == 4 else sentence[:, :, None, None].expand(-1, -1, h, w)
+        return self.joint_conv(torch.cat((features, text), 1)).view(-1)
 
 
 class NetD(nn.Module):
-    """SSA-GAN / DF-GAN discriminator: `conv_img` then `resD` blocks down to 4×4; `COND_DNET` gives the logit."""
+    """SSA-GAN / DF-GAN discriminator: `conv_img` then `resD` blocks down to 4×4; `COND_DNET` gives the logit.
 
-    def __init__(self, ndf: int = 64, cond_dim: int = 256, imsize: int = 256):
+    Ours, off by default: with `word_layers` > 0 (GAN.D_WORD_CONTEXT_LAYERS) the conditional head reads a 4×4 map of
+    the words (`word_grid`, `models.text_grid.WordGrid`) instead of the tiled sentence code, so D can tell "a red
+    circle on the left and a blue square on the right" from its swap; `text_condition` makes what COND_DNET reads.
+    """
+
+    def __init__(self, ndf: int = 64, cond_dim: int = 256, imsize: int = 256, word_layers: int = 0):
         super().__init__()
         plan = discriminator_channel_plan(ndf, imsize)
         self.imsize = imsize
@@ -264,6 +272,17 @@ class NetD(nn.Module):
             self.add_module(f"block{i}", resD(cin, cout))
         self.num_blocks = len(plan)
         self.COND_DNET = D_GET_LOGITS(ndf, plan[-1][1], cond_dim)
+        self.word_grid = WordGrid(cond_dim, word_layers, 4) if word_layers else None
+
+    def text_condition(self, sentence: torch.Tensor, words: torch.Tensor | None = None,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+        """What COND_DNET reads of the captions: the sentence code [B, cond_dim], or with `word_layers` the word map
+        [B, cond_dim, 4, 4] of `words` [B, cond_dim, T] (padding `mask`), made with D's own parameters."""
+        if self.word_grid is None:
+            return sentence
+        if words is None:
+            raise ValueError("NetD with word_layers reads the words: text_condition needs words [B, cond_dim, T]")
+        return self.word_grid(words.to(sentence.dtype), mask)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images [B,3,imsize,imsize] → features [B, C, 4, 4] (C = 16·ndf at 64 px and above)."""

@@ -173,9 +173,9 @@ class SSAGANTrainer(BaseTrainer):
             fake, _ = self.netG(noise, sent_emb, words_emb, mask)
         adversarial = self.epoch >= self.cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
         if adversarial:
-            losses.update(self.discriminator_step(real, fake, sent_emb))
+            losses.update(self.discriminator_step(real, fake, sent_emb, words_emb, mask))
         negatives = encode_swap_negatives(unwrap(self.text_encoder), batch, self.swap_groups)
-        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial, negatives))
+        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial, negatives, mask))
         return losses
 
     def encoder_step(self, batch):
@@ -189,31 +189,35 @@ class SSAGANTrainer(BaseTrainer):
         gan_step(loss, self.optE, self.scaler)
         return words_emb.detach().float(), sent_emb.detach().float(), loss.detach()
 
-    def discriminator_step(self, real, fake, sent_emb) -> dict:
-        """Hinge step, then MA-GP as a second step ('separate') or within the same step ('joint')."""
+    def discriminator_step(self, real, fake, sent_emb, words_emb=None, mask=None) -> dict:
+        """Hinge step, then MA-GP as a second step ('separate') or within the same step ('joint'). D's head reads
+        `NetD.text_condition`: the sentence code, or with GAN.D_WORD_CONTEXT_LAYERS (ours) D's map of the words,
+        whose layers learn from the hinge loss (MA-GP differentiates with respect to the map, not through it)."""
         ssa = self.cfg.SSA
+        text = (lambda: self.netD.text_condition(sent_emb, words_emb, mask))  # MA-GP takes it as an input (detached)
         with self.rt.autocast():
-            d = hinge_d_loss(self.netD, real, fake, sent_emb)
+            d = hinge_d_loss(self.netD, real, fake, text())
         err_d = d.total.float()
         if self.magp_mode == "joint":
-            magp = magp_loss(self.netD, real, sent_emb, ssa.MAGP_P, ssa.MAGP_WEIGHT)
+            magp = magp_loss(self.netD, real, text(), ssa.MAGP_P, ssa.MAGP_WEIGHT)
             gan_step(err_d + magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         else:
             gan_step(err_d, self.optD, self.scaler, module=self.netD, rt=self.rt)
-            magp = magp_loss(self.netD, real, sent_emb, ssa.MAGP_P, ssa.MAGP_WEIGHT)
+            magp = magp_loss(self.netD, real, text(), ssa.MAGP_P, ssa.MAGP_WEIGHT)
             gan_step(magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
 
     def generator_step(self, fake, words_emb, sent_emb, batch, real, adversarial: bool = True,
-                       negatives=None) -> dict:
+                       negatives=None, mask=None) -> dict:
         """-D(G(z,s), s) (when `adversarial`) + SSA.DAMSM_WEIGHT·DAMSM(fake) (with TRAIN.SMOOTH.SWAP_LAMBDA's
         hard-negative part given `negatives`) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual loss and TRAIN.PIXEL_WEIGHT·pixel
         loss against `real`); D and the image encoder receive no gradient."""
         image_encoder = unwrap(self.image_encoder)
         with frozen(self.netD, image_encoder):
             with self.rt.autocast():
-                adv = hinge_g_loss(self.netD, fake, sent_emb) if adversarial else fake.new_zeros(())
+                adv = hinge_g_loss(self.netD, fake, self.netD.text_condition(sent_emb, words_emb, mask)) \
+                    if adversarial else fake.new_zeros(())
                 features = image_encoder(fake)
                 w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg,
                                                       features, negatives)

@@ -237,6 +237,28 @@ def test_word_grid_errors_name_the_key():
     assert g.word_level == 1 and len(g.word_grid.context.encoder.layers) == 2 and g.word_grid.size == 8
 
 
+def test_d_word_layers_read_a_map_of_the_words():
+    """GAN.D_WORD_CONTEXT_LAYERS (ours): COND_DNET reads D's own 4x4 word map where the original tiles the sentence;
+    the joint conv keeps its shape, so only `word_grid.*` keys are added; other words move the logit."""
+    torch.manual_seed(0)
+    plain, d = NetD(ndf=4, cond_dim=8, imsize=32), NetD(ndf=4, cond_dim=8, imsize=32, word_layers=1)
+    extra = set(d.state_dict()) - set(plain.state_dict())
+    assert extra and all(k.startswith("word_grid.") for k in extra) and plain.word_grid is None
+    sent, words, pad = torch.randn(2, 8), torch.randn(2, 8, 6), torch.zeros(2, 6, dtype=torch.bool)
+    assert plain.text_condition(sent, words, pad) is sent
+    text = d.text_condition(sent, words, pad)
+    assert text.shape == (2, 8, 4, 4) and torch.allclose(text, d.word_grid(words, pad))
+    features = d(torch.randn(2, 3, 32, 32))
+    expected = d.COND_DNET.joint_conv(torch.cat((features, text), 1)).view(-1)
+    assert torch.allclose(d.COND_DNET(features, text), expected)
+    swapped = d.COND_DNET(features, d.text_condition(sent, words.roll(1, dims=0), pad))
+    assert not torch.allclose(swapped, expected)
+    with pytest.raises(ValueError, match=r"sentence must be \[2, 8\] .* or a text map \[2, 8, 4, 4\], got \[2, 8, 2, 2\]"):
+        d.COND_DNET(features, text[:, :, :2, :2])
+    with pytest.raises(ValueError, match="text_condition needs words"):
+        d.text_condition(sent)
+
+
 # ------------------------------------------------------------------------------------------------ forward semantics
 def test_forward_image_and_masks_at_64px():
     torch.manual_seed(0)

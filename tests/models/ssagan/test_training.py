@@ -115,6 +115,21 @@ def test_word_grid_trains_and_samples_from_the_words(tiny, tmp_path):
     assert image.shape == (len(sent), 3, 32, 32) and not torch.allclose(image, other)
 
 
+def test_d_word_layers_train_from_the_hinge_loss(tiny, tmp_path):
+    """GAN.D_WORD_CONTEXT_LAYERS: D's word map learns in D's step; G's step leaves it alone (D frozen there)."""
+    t = SSAGANTrainer(_cfg(tiny, GAN__D_WORD_CONTEXT_LAYERS=1, SSA__MAGP_MODE="joint"), CPU, str(tmp_path),
+                      tiny["train_set"])
+    before = _flat(t.netD.word_grid).clone()
+    batch = _first_batch(t)
+    words, sent, mask = encode_captions(t.text_encoder, batch)
+    fake = t.netG(torch.randn(len(sent), 100), sent)[0]
+    t.discriminator_step(batch.imgs[-1], fake, sent, words, mask)
+    after_d = _flat(t.netD.word_grid).clone()
+    assert not torch.equal(after_d, before)
+    t.generator_step(fake, words, sent, batch, batch.imgs[-1], True, None, mask)
+    assert torch.equal(_flat(t.netD.word_grid), after_d)
+
+
 def test_perceptual_weight_adds_the_perceptual_term(tiny, tmp_path):
     out = {}
     for weight in (0.0, 2.0):

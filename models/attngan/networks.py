@@ -362,6 +362,11 @@ class GET_IMAGE_G(nn.Module):
         return self.img(h_code)
 
 
+def _repeat_batch(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    """`t` [B, ...] repeated k times along the batch, candidate-major ([k·B, ...]); None stays None."""
+    return t if t is None or k == 1 else t.repeat(k, *([1] * (t.dim() - 1)))
+
+
 class _AttnGANGenerator(nn.Module):
     """Shared body of G_NET and G_DCGAN: `ca_net`, `h_net1` (INIT_STAGE_G), `h_net2..N` (NEXT_STAGE_G)."""
 
@@ -396,17 +401,23 @@ class _AttnGANGenerator(nn.Module):
             raise ValueError(f"batch sizes differ: sentence {tuple(sent_emb.shape)}, words {tuple(word_embs.shape)}")
 
     @torch.no_grad()
-    def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None) -> torch.Tensor:
+    def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None, candidates: int = 1) -> torch.Tensor:
         """The first image the noise decides, cheaply: G_NET's stage-1 image (a fifth of a 2-stage forward on
-        `shapes`), G_DCGAN's only image. What TRAIN.PAIRED_CANDIDATES compares against the real image."""
+        `shapes`), G_DCGAN's only image. What TRAIN.PAIRED_CANDIDATES compares against the real image.
+        With `candidates` = k the text is given once per caption ([B, ...]) and the noise (and `ca_eps`) k times
+        ([k·B, ...], candidate-major): the words pass GAN.WORD_CONTEXT_LAYERS once, not k times."""
         self._check_text(sent_emb, word_embs)
+        if self.word_context is not None:
+            word_embs = self.word_context(word_embs, mask)
+        sent_emb, word_embs, mask = (_repeat_batch(t, candidates) for t in (sent_emb, word_embs, mask))
         c_code = self.ca_net(sent_emb, ca_eps)[0]
-        i, h, _ = next(self._stages(z_code, c_code, word_embs, mask))
+        i, h, _ = next(self._stages(z_code, c_code, word_embs, mask, in_context=True))
         return getattr(self, f"img_net{i}")(h)
 
-    def _stages(self, z_code, c_code, word_embs, mask):
-        """Yield (stage index, hidden code, attention map or None) for each branch."""
-        if self.word_context is not None:
+    def _stages(self, z_code, c_code, word_embs, mask, in_context: bool = False):
+        """Yield (stage index, hidden code, attention map or None) for each branch (`in_context`: the words have
+        passed `word_context` already)."""
+        if self.word_context is not None and not in_context:
             word_embs = self.word_context(word_embs, mask)
         h, att = self.h_net1(z_code, c_code, word_embs, mask)
         yield 1, h, att
@@ -469,7 +480,8 @@ class G_DCGAN(_AttnGANGenerator):
         return [self.img_net(h)], att_maps, mu, logvar
 
     @torch.no_grad()
-    def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None) -> torch.Tensor:
+    def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None, candidates: int = 1) -> torch.Tensor:
+        sent_emb, word_embs, mask = (_repeat_batch(t, candidates) for t in (sent_emb, word_embs, mask))
         return self(z_code, sent_emb, word_embs, mask, ca_eps)[0][-1]
 
 

@@ -215,11 +215,10 @@ class AttnGANTrainer(BaseTrainer):
         """Of k candidate draws per caption (noise, eps: [k·B, ...], candidate-major), the one whose preview is
         nearest the caption's real image: (noise [B, Z], eps [B, C])."""
         b, net_g = sent_emb.size(0), unwrap(self.netG)
-        rep = (lambda t: t.repeat(k, *([1] * (t.dim() - 1))))
         with self.rt.autocast():
-            imgs = net_g.preview(noise, rep(sent_emb), rep(words_emb), None if mask is None else rep(mask), eps)
+            imgs = net_g.preview(noise, sent_emb, words_emb, mask, eps, candidates=k)
         real = next(r for r in reals if r.size(-1) == imgs.size(-1))
-        dist = (imgs.float() - rep(real).float()).pow(2).flatten(1).mean(1).view(k, b)
+        dist = (imgs.float().view(k, b, -1) - real.float().view(1, b, -1)).pow(2).mean(2)
         best = (dist.argmin(0), torch.arange(b, device=real.device))
         return noise.view(k, b, -1)[best], eps.view(k, b, -1)[best]
 

@@ -221,6 +221,23 @@ def test_preview_is_the_first_image_of_the_same_draw(cls):
     assert not torch.allclose(preview, g.preview(z, sent, words, mask, torch.randn(2, CF)))
 
 
+@pytest.mark.parametrize("cls", [G_NET, G_DCGAN])
+def test_preview_of_candidates_reads_the_text_once(cls):
+    """`preview(..., candidates=k)`: the text given once per caption, the draws k times (candidate-major), gives the
+    previews of the text repeated k times; GAN.WORD_CONTEXT_LAYERS then runs on B captions, not k·B."""
+    torch.manual_seed(0)
+    g = cls(GF, EF, CF, Z, 2, 0, word_context_layers=1).apply(weights_init).eval()
+    sent, words, mask = text_batch([4, 2])
+    k = 3
+    z, eps = torch.randn(k * 2, Z), torch.randn(k * 2, CF)
+    rep = (lambda t: t.repeat(k, *([1] * (t.dim() - 1))))
+    calls = []
+    g.word_context.register_forward_hook(lambda mod, args, out: calls.append(args[0].size(0)))
+    once = g.preview(z, sent, words, mask, eps, candidates=k)
+    assert torch.allclose(once, g.preview(z, rep(sent), rep(words), rep(mask), eps), atol=1e-5)
+    assert calls == ([2, k * 2] if cls is G_NET else [k * 2, k * 2])
+
+
 def test_g_dcgan_single_image():
     g = small_g(3, cls=G_DCGAN, r_num=0)
     assert [n for n, _ in g.named_children()] == ["ca_net", "h_net1", "h_net2", "h_net3", "img_net"]

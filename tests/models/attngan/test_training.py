@@ -217,7 +217,8 @@ def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(at
     class NoiseImage(torch.nn.Module):  # the image is made of the noise, so the nearest candidate is known
         ca_net = types.SimpleNamespace(c_dim=2)
 
-        def preview(self, noise, sent, words, mask, ca_eps):
+        def preview(self, noise, sent, words, mask, ca_eps, candidates=1):
+            assert noise.size(0) == candidates * sent.size(0)  # the text once, the draws k times
             return torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)
 
     trainer.netG = NoiseImage()
@@ -246,7 +247,8 @@ def test_paired_map_candidates_redraw_only_the_noise_map_of_the_chosen_draw(attn
         ca_net = types.SimpleNamespace(c_dim=2)
         h_net1 = types.SimpleNamespace(grid_size=2)
 
-        def preview(self, noise, sent, words, mask, ca_eps):
+        def preview(self, noise, sent, words, mask, ca_eps, candidates=1):
+            assert noise.size(0) == candidates * sent.size(0)  # the text once, the draws k times
             return torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)
 
     trainer.netG = NoiseImage()

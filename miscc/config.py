@@ -161,7 +161,8 @@ _DEFAULTS = {
         # SSA-GAN: a g x g map of the words (WORD_CONTEXT_LAYERS >= 1 layers, then per-place queries) added to NetG's
         # features at g x g (0 = off, as the original)
         "WORD_GRID": 0,
-        "D_WORD_CONTEXT_LAYERS": 0,  # AttnGAN: conditional D heads also read the words through such layers (0 = off)
+        # AttnGAN, SSA-GAN: conditional D heads also read the words through such layers (0 = off)
+        "D_WORD_CONTEXT_LAYERS": 0,
     },
     "TEXT": {
         "CAPTIONS_PER_IMAGE": 10,

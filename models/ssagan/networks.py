@@ -13,8 +13,8 @@ Module and parameter names follow the official code (wtliao/text2image `model.py
 * Ours, off by default (the original's keys unchanged): NetD's `word_layers` lets its head read a map of the words
   instead of the sentence code (`NetD.text_condition`); NetG's `word_grid` = g adds a g×g map of the words
   (`models.text_grid.WordGrid`, through a 1×1 conv `word_proj`) to the features at g×g (4: the stem, before the
-  first mask). SSA-GAN
-  reads the sentence code only, which cannot say which colour goes where in a two-object caption (README).
+  first mask). SSA-GAN reads the sentence code only, which cannot say which colour goes where in a two-object
+  caption (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short").
 """
 from __future__ import annotations
 

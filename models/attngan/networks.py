@@ -362,7 +362,7 @@ class GET_IMAGE_G(nn.Module):
         return self.img(h_code)
 
 
-def _repeat_batch(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
+def repeat_batch(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
     """`t` [B, ...] repeated k times along the batch, candidate-major ([k·B, ...]); None stays None."""
     return t if t is None or k == 1 else t.repeat(k, *([1] * (t.dim() - 1)))
 
@@ -409,7 +409,7 @@ class _AttnGANGenerator(nn.Module):
         self._check_text(sent_emb, word_embs)
         if self.word_context is not None:
             word_embs = self.word_context(word_embs, mask)
-        sent_emb, word_embs, mask = (_repeat_batch(t, candidates) for t in (sent_emb, word_embs, mask))
+        sent_emb, word_embs, mask = (repeat_batch(t, candidates) for t in (sent_emb, word_embs, mask))
         c_code = self.ca_net(sent_emb, ca_eps)[0]
         i, h, _ = next(self._stages(z_code, c_code, word_embs, mask, in_context=True))
         return getattr(self, f"img_net{i}")(h)
@@ -481,7 +481,7 @@ class G_DCGAN(_AttnGANGenerator):
 
     @torch.no_grad()
     def preview(self, z_code, sent_emb, word_embs, mask=None, ca_eps=None, candidates: int = 1) -> torch.Tensor:
-        sent_emb, word_embs, mask = (_repeat_batch(t, candidates) for t in (sent_emb, word_embs, mask))
+        sent_emb, word_embs, mask = (repeat_batch(t, candidates) for t in (sent_emb, word_embs, mask))
         return self(z_code, sent_emb, word_embs, mask, ca_eps)[0][-1]
 
 

@@ -41,7 +41,7 @@ from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
 from models.attngan.family import FAMILY
-from models.attngan.networks import TextCondition
+from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (decode_ids, encode_captions, encode_swap_negatives, epoch_from_name, load_damsm,
                              load_perceptual_extra, paired_terms, swap_groups_for)
@@ -185,8 +185,7 @@ class AttnGANTrainer(BaseTrainer):
             ca_eps = torch.randn(b, c_dim, device=noise.device)
         noise = torch.cat((noise, torch.randn_like(noise)))
         ca_eps = torch.cat((ca_eps, torch.randn(b, c_dim, device=noise.device)))
-        twice = (lambda t: None if t is None else torch.cat((t, t)))
-        return noise, ca_eps, (twice(sent_emb), twice(words_emb), twice(mask))
+        return noise, ca_eps, tuple(repeat_batch(t, 2) for t in (sent_emb, words_emb, mask))
 
     @torch.no_grad()
     def nearest_noise(self, k, sent_emb, words_emb, mask, reals):

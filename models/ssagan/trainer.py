@@ -194,16 +194,17 @@ class SSAGANTrainer(BaseTrainer):
         `NetD.text_condition`: the sentence code, or with GAN.D_WORD_CONTEXT_LAYERS (ours) D's map of the words,
         whose layers learn from the hinge loss (MA-GP differentiates with respect to the map, not through it)."""
         ssa = self.cfg.SSA
-        text = (lambda: self.netD.text_condition(sent_emb, words_emb, mask))  # MA-GP takes it as an input (detached)
+        text = self.netD.text_condition(sent_emb, words_emb, mask)
         with self.rt.autocast():
-            d = hinge_d_loss(self.netD, real, fake, text())
+            d = hinge_d_loss(self.netD, real, fake, text)
         err_d = d.total.float()
         if self.magp_mode == "joint":
-            magp = magp_loss(self.netD, real, text(), ssa.MAGP_P, ssa.MAGP_WEIGHT)
+            magp = magp_loss(self.netD, real, text, ssa.MAGP_P, ssa.MAGP_WEIGHT)  # detaches its text input
             gan_step(err_d + magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         else:
             gan_step(err_d, self.optD, self.scaler, module=self.netD, rt=self.rt)
-            magp = magp_loss(self.netD, real, text(), ssa.MAGP_P, ssa.MAGP_WEIGHT)
+            text = self.netD.text_condition(sent_emb, words_emb, mask)  # D has moved
+            magp = magp_loss(self.netD, real, text, ssa.MAGP_P, ssa.MAGP_WEIGHT)
             gan_step(magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
@@ -251,8 +252,8 @@ class SSAGANTrainer(BaseTrainer):
         netG = self.sampling_generator()
         text_encoder = unwrap(self.text_encoder)
         with eval_mode(netG, text_encoder):
-            words_emb, sent_emb = text_encoder(batch.captions, batch.cap_lens)
-            fake, masks = netG(noise, sent_emb.float(), words_emb.float(), batch.mask[:, :words_emb.size(2)])
+            words_emb, sent_emb, mask = encode_captions(text_encoder, batch)
+            fake, masks = netG(noise, sent_emb, words_emb, mask)
         captions = [decode_ids(self.train_set, batch.captions[i, :int(batch.cap_lens[i])].tolist())
                     for i in range(len(batch.keys))]
         name = tag or f"step_{step}"

@@ -161,6 +161,7 @@ _DEFAULTS = {
         # SSA-GAN: a g x g map of the words (WORD_CONTEXT_LAYERS >= 1 layers, then per-place queries) added to NetG's
         # features at g x g (0 = off, as the original)
         "WORD_GRID": 0,
+        "WORD_AFFINE": False,  # SSA-GAN: every block's modulation reads that map per place (needs WORD_GRID)
         # AttnGAN, SSA-GAN: conditional D heads also read the words through such layers (0 = off)
         "D_WORD_CONTEXT_LAYERS": 0,
     },

@@ -21,6 +21,12 @@ def attendable(mask: torch.Tensor | None) -> torch.Tensor | None:
     return mask & ~mask.all(dim=1, keepdim=True)
 
 
+def repeat_batch(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    """`t` [B, ...] (a caption's text features or padding) repeated k times along the batch, candidate-major
+    ([k·B, ...]), for k renderings of each caption; None stays None."""
+    return t if t is None or k == 1 else t.repeat(k, *([1] * (t.dim() - 1)))
+
+
 class WordContext(nn.Module):
     """`layers` Transformer encoder layers over the word features inside G (ours, GAN.WORD_CONTEXT_LAYERS; 0 = off
     as in the originals): each word feature gathers what the other words of its caption say, so "circle" in "a red

@@ -201,6 +201,10 @@ class BaseTrainer:
         """A generator trainer's (`netG`, `ema`) weights to sample and save: the EMA copy when TRAIN.EMA, else G."""
         return self.ema.shadow if self.ema is not None else unwrap(self.netG)
 
+    def in_first_epochs(self, n: int) -> bool:
+        """Whether this epoch is one of the first `n` (a term's *_EPOCHS key; 0: every epoch)."""
+        return not n or self.epoch < n
+
     def end_of_epoch(self, epoch: int) -> dict:
         return {}
 

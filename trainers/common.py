@@ -9,7 +9,7 @@ import torch
 from datasets import prepare_data
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import perceptual_loss, pixel_loss, swap_negatives, swap_word_groups
+from miscc.losses import perceptual_loss, pixel_loss, pooled, swap_negatives, swap_word_groups
 from miscc.modules import freeze
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -136,6 +136,33 @@ def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=
         pix = sum(pixel_loss(f, r) for f, r in zip(fakes, reals, strict=True))
         total, logged["pixel"] = total + cfg.TRAIN.PIXEL_WEIGHT * pix, pix.detach()
     return total, logged
+
+
+def anchored_now(cfg, trainer) -> bool:
+    """Whether this step renders every caption a second time from a fresh noise draw for the anchor term
+    (TRAIN.PAIRED_ANCHOR with TRAIN.PIXEL_WEIGHT, in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is > 0)."""
+    return bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT) and trainer.in_first_epochs(
+        cfg.TRAIN.PAIRED_ANCHOR_EPOCHS)
+
+
+def anchor_term(cfg, fakes, reals):
+    """(TRAIN.PAIRED_ANCHOR · TRAIN.PIXEL_WEIGHT · Σ pixel loss, the unweighted sum) of the fresh draws' images
+    `fakes` against the real images of the same sizes, both average-pooled to TRAIN.ANCHOR_POOL cells a side where
+    that is > 0: IMLE trains only the draw nearest the real image, so what the noise can supply G need not learn
+    from the text; an image from any draw must show what the caption fixes (on the pooled grid: where its objects
+    are and what colour)."""
+    cells = cfg.TRAIN.ANCHOR_POOL
+    raw = sum(pixel_loss(pooled(f, cells), pooled(r, cells)) for f, r in zip(fakes, reals, strict=True))
+    return cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * raw, raw.detach()
+
+
+def nearest_index(k: int, imgs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """Per caption, which of its k candidate images (`imgs` [k·B, C, H, W], candidate-major) lies nearest
+    (mean squared pixel distance) its real image `real` [B, C, H, W]: [B] indices in 0..k-1 (IMLE's choice,
+    TRAIN.PAIRED_CANDIDATES)."""
+    b = real.size(0)
+    dist = (imgs.float().view(k, b, -1) - real.float().view(1, b, -1)).pow(2).mean(2)
+    return dist.argmin(0)
 
 
 def fixed_batch(dataset, n: int, z_dim: int, seed: int, device):

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from miscc.errors import InputError
-from models.text_grid import WordContext, WordGrid, attendable as _attendable  # noqa: F401  (shared with SSA-GAN)
+from models.text_grid import WordContext, WordGrid, attendable as _attendable, repeat_batch  # noqa: F401  (shared)
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
@@ -360,11 +360,6 @@ class GET_IMAGE_G(nn.Module):
 
     def forward(self, h_code: torch.Tensor) -> torch.Tensor:
         return self.img(h_code)
-
-
-def repeat_batch(t: torch.Tensor | None, k: int) -> torch.Tensor | None:
-    """`t` [B, ...] repeated k times along the batch, candidate-major ([k·B, ...]); None stays None."""
-    return t if t is None or k == 1 else t.repeat(k, *([1] * (t.dim() - 1)))
 
 
 class _AttnGANGenerator(nn.Module):

@@ -35,7 +35,7 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict
 from miscc.diffaugment import diff_augment, parse_policy
 from miscc.errors import InputError
-from miscc.losses import damsm_generator_loss, pixel_loss, pooled
+from miscc.losses import damsm_generator_loss
 from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
@@ -43,8 +43,9 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
 from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import (decode_ids, encode_captions, encode_swap_negatives, epoch_from_name, load_damsm,
-                             load_perceptual_extra, paired_terms, swap_groups_for)
+from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives,
+                             epoch_from_name, load_damsm, load_perceptual_extra, nearest_index, paired_terms,
+                             swap_groups_for)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -116,8 +117,7 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         text = (sent_emb, words_emb, mask)
-        anchored = bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT) and self.in_first_epochs(
-            cfg.TRAIN.PAIRED_ANCHOR_EPOCHS)
+        anchored = anchored_now(cfg, self)
         if anchored:  # one forward: the chosen draws, then fresh ones for the anchor term
             noise, ca_eps, text = self.with_fresh_draws(noise, ca_eps, *text)
         with rt.autocast():
@@ -150,10 +150,8 @@ class AttnGANTrainer(BaseTrainer):
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals,  # every stage
                                           self.extra_encoder_now())
             if anchored:
-                anchor = sum(pixel_loss(pooled(f, cfg.TRAIN.ANCHOR_POOL), pooled(r, cfg.TRAIN.ANCHOR_POOL))
-                             for f, r in zip(anchor_imgs, reals, strict=True))
-                paired = paired + cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * anchor
-                logged["anchor"] = anchor.detach()
+                anchor, logged["anchor"] = anchor_term(cfg, anchor_imgs, reals)
+                paired = paired + anchor
             err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl + paired
             losses.update(logged)
             gan_step(err_g, self.optG, self.scaler)
@@ -163,10 +161,6 @@ class AttnGANTrainer(BaseTrainer):
             losses["errG_adv"] = adv.detach()
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
-
-    def in_first_epochs(self, n: int) -> bool:
-        """Whether this epoch is one of the first `n` (a term's *_EPOCHS key; 0: every epoch)."""
-        return not n or self.epoch < n
 
     def extra_encoder_now(self):
         """The second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA) in this epoch, or None: it
@@ -217,8 +211,7 @@ class AttnGANTrainer(BaseTrainer):
         with self.rt.autocast():
             imgs = net_g.preview(noise, sent_emb, words_emb, mask, eps, candidates=k)
         real = next(r for r in reals if r.size(-1) == imgs.size(-1))
-        dist = (imgs.float().view(k, b, -1) - real.float().view(1, b, -1)).pow(2).mean(2)
-        best = (dist.argmin(0), torch.arange(b, device=real.device))
+        best = (nearest_index(k, imgs, real), torch.arange(b, device=real.device))
         return noise.view(k, b, -1)[best], eps.view(k, b, -1)[best]
 
     # ---- outputs ------------------------------------------------------------------------------------------------

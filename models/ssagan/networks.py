@@ -13,8 +13,10 @@ Module and parameter names follow the official code (wtliao/text2image `model.py
 * Ours, off by default (the original's keys unchanged): NetD's `word_layers` lets its head read a map of the words
   instead of the sentence code (`NetD.text_condition`); NetG's `word_grid` = g adds a g×g map of the words
   (`models.text_grid.WordGrid`, through a 1×1 conv `word_proj`) to the features at g×g (4: the stem, before the
-  first mask). SSA-GAN reads the sentence code only, which cannot say which colour goes where in a two-object
-  caption (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short").
+  first mask); with `word_affine` every block's SSCBN reads the sentence code plus that map (through a zero-initialised
+  1×1 conv `word_cond`) per place instead of the sentence code alone. SSA-GAN reads the sentence code only, which
+  cannot say which colour goes where in a two-object caption (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall
+  short").
 """
 from __future__ import annotations
 
@@ -101,8 +103,15 @@ class affine(nn.Module):
             nn.init.zeros_(mlp.linear2.bias)
 
     def forward(self, x: torch.Tensor, sent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        weight = self.fc_gamma(sent)[:, :, None, None]
-        bias = self.fc_beta(sent)[:, :, None, None]
+        """`sent`: the sentence code [B, cond_dim], or a condition map [B, cond_dim, g, g] (NetG's `word_affine`,
+        ours), whose γ and β are computed per place and resized (bilinear) to x's size."""
+        if sent.dim() == 4:
+            cond = sent.permute(0, 2, 3, 1)
+            weight, bias = (F.interpolate(mlp(cond).permute(0, 3, 1, 2), size=x.shape[2:], mode="bilinear",
+                                          align_corners=False) for mlp in (self.fc_gamma, self.fc_beta))
+        else:
+            weight = self.fc_gamma(sent)[:, :, None, None]
+            bias = self.fc_beta(sent)[:, :, None, None]
         return (weight * mask + 1) * self.batch_norm2d(x) + bias * mask
 
 
@@ -147,7 +156,7 @@ class NetG(nn.Module):
     """
 
     def __init__(self, ngf: int = 64, nz: int = 100, cond_dim: int = 256, imsize: int = 256, word_grid: int = 0,
-                 word_layers: int = 1):
+                 word_layers: int = 1, word_affine: bool = False):
         super().__init__()
         plan = generator_channel_plan(ngf, imsize)
         sizes = [4 * 2 ** i for i in range(len(plan))]
@@ -167,10 +176,18 @@ class NetG(nn.Module):
             nn.Conv2d(ngf, 3, 3, 1, 1),
             nn.Tanh(),
         )
+        if word_affine and not word_grid:
+            raise InputError("NetG's word_affine (GAN.WORD_AFFINE) conditions the blocks on the word map: it needs "
+                             "word_grid (GAN.WORD_GRID) > 0")
         self.word_level = sizes.index(word_grid) if word_grid else None
+        self.word_affine = word_affine
         if word_grid:
             self.word_grid = WordGrid(cond_dim, word_layers, word_grid)
             self.word_proj = nn.Conv2d(cond_dim, plan[self.word_level][0], 1)
+        if word_affine:  # zero-initialised: a fresh G conditions every place on the sentence alone, as SSA-GAN
+            self.word_cond = nn.Conv2d(cond_dim, cond_dim, 1)
+            nn.init.zeros_(self.word_cond.weight)
+            nn.init.zeros_(self.word_cond.bias)
 
     def blocks(self) -> list[G_Block]:
         return [getattr(self, f"block{i}") for i in range(self.num_blocks)]
@@ -192,9 +209,12 @@ class NetG(nn.Module):
             if words is None or words.dim() != 3 or words.shape[:2] != (noise.size(0), self.cond_dim):
                 raise ValueError(f"NetG with word_grid needs words [{noise.size(0)}, {self.cond_dim}, T], got "
                                  f"{None if words is None else list(words.shape)}")
-            text_map = self.word_proj(self.word_grid(words.to(out.dtype), mask))
+            grid = self.word_grid(words.to(out.dtype), mask)
+            text_map = self.word_proj(grid)
             if self.word_level == 0:  # the stem: the first mask sees the words too
                 out = out + text_map
+            if self.word_affine:  # every block's γ and β read the text at each place
+                sentence = sentence[:, :, None, None] + self.word_cond(grid)
         logits = self.conv_mask(out)
         masks = []
         for i, block in enumerate(self.blocks()):

@@ -12,9 +12,14 @@ One iteration, as the original:
    computed by the image encoder on the fake image with the TRAIN.SMOOTH gammas (wt: weight 0.05, LAMBDA 1);
 6. with TRAIN.EMA, the EMA of G is updated (the original has none; SSA configs set it off).
 
-Ours, as in the AttnGAN trainer: TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the
-caption's real image to step 5, and before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no
-adversarial term (G learns from the paired terms and the DAMSM loss alone).
+Ours, as in the AttnGAN trainer: TRAIN.COEFF.ADV weights step 5's adversarial term (1 as the original);
+TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the caption's real image to step 5, and
+before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no adversarial term (G learns from the paired
+terms and the DAMSM loss alone). TRAIN.PAIRED_CANDIDATES > 1 renders
+that many noise draws per caption (without gradients) and trains the one whose image is nearest the real image
+(IMLE, `nearest_noise`); TRAIN.PAIRED_ANCHOR > 0 renders each caption once more from a fresh draw in the same
+forward, whose image pays that share of the pixel term (pooled to TRAIN.ANCHOR_POOL cells; D sees the chosen
+images only), in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is > 0.
 
 Adam for G and D with SSA.GENERATOR_LR / SSA.DISCRIMINATOR_LR and betas (SSA.BETA1, SSA.BETA2) (the original
 hard-coded 1e-4 / 4e-4, (0, 0.9)).
@@ -58,9 +63,10 @@ from models.ssagan import (build_discriminators, build_generator, hinge_d_loss, 
                            magp_loss)
 from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
+from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, encode_captions, encode_swap_negatives, epoch_from_name, fixed_batch, \
-    load_damsm, paired_terms, swap_groups_for, text_encoder_path
+from trainers.common import anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives, \
+    epoch_from_name, fixed_batch, load_damsm, nearest_index, paired_terms, swap_groups_for, text_encoder_path
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -167,16 +173,37 @@ class SSAGANTrainer(BaseTrainer):
             words_emb, sent_emb, losses["DAMSM_E"] = self.encoder_step(batch)
         else:
             words_emb, sent_emb, _ = encode_captions(self.text_encoder, batch)
-        noise = torch.randn(words_emb.size(0), self.z_dim, device=self.rt.device)
+        b, cfg = words_emb.size(0), self.cfg
         mask = batch.mask[:, :words_emb.size(2)]  # padding; NetG reads the words only with GAN.WORD_GRID
+        noise = torch.randn(b, self.z_dim, device=self.rt.device)
+        if cfg.TRAIN.PAIRED_CANDIDATES > 1:
+            noise = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, real)
+        anchored = anchored_now(cfg, self)
+        k = 2 if anchored else 1  # one forward: the chosen draws, then fresh ones for the anchor term
+        if anchored:
+            noise = torch.cat((noise, torch.randn_like(noise)))
         with self.rt.autocast():
-            fake, _ = self.netG(noise, sent_emb, words_emb, mask)
-        adversarial = self.epoch >= self.cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
+            fake, _ = self.netG(noise, *(repeat_batch(t, k) for t in (sent_emb, words_emb, mask)))
+        fake, anchor_imgs = fake[:b], (fake[b:] if anchored else None)
+        adversarial = self.epoch >= cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
         if adversarial:
             losses.update(self.discriminator_step(real, fake, sent_emb, words_emb, mask))
         negatives = encode_swap_negatives(unwrap(self.text_encoder), batch, self.swap_groups)
-        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial, negatives, mask))
+        losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial, negatives, mask,
+                                          anchor_imgs))
         return losses
+
+    @torch.no_grad()
+    def nearest_noise(self, k, sent_emb, words_emb, mask, real):
+        """Per caption, of k noise draws the one whose image lies nearest (pixel distance) the caption's real
+        image (TRAIN.PAIRED_CANDIDATES; IMLE, as AttnGAN's `nearest_noise`): the paired terms then pull that image
+        towards the real one, and the noise, not the loss's average, decides what the caption leaves open. NetG
+        has one stage, so each candidate costs a whole forward (without gradients)."""
+        b = sent_emb.size(0)
+        noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
+        with self.rt.autocast():
+            imgs, _ = unwrap(self.netG)(noise, *(repeat_batch(t, k) for t in (sent_emb, words_emb, mask)))
+        return noise.view(k, b, -1)[nearest_index(k, imgs, real), torch.arange(b, device=noise.device)]
 
     def encoder_step(self, batch):
         """`main_finetune.py`: LAMBDA·DAMSM(real images, captions) trains the encoders; returns the detached
@@ -210,10 +237,11 @@ class SSAGANTrainer(BaseTrainer):
                 "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
 
     def generator_step(self, fake, words_emb, sent_emb, batch, real, adversarial: bool = True,
-                       negatives=None, mask=None) -> dict:
+                       negatives=None, mask=None, anchor_imgs=None) -> dict:
         """-D(G(z,s), s) (when `adversarial`) + SSA.DAMSM_WEIGHT·DAMSM(fake) (with TRAIN.SMOOTH.SWAP_LAMBDA's
         hard-negative part given `negatives`) (+ TRAIN.PERCEPTUAL_WEIGHT·perceptual loss and TRAIN.PIXEL_WEIGHT·pixel
-        loss against `real`); D and the image encoder receive no gradient."""
+        loss against `real`, and the anchor term of the fresh draws' images `anchor_imgs`, TRAIN.PAIRED_ANCHOR);
+        D and the image encoder receive no gradient."""
         image_encoder = unwrap(self.image_encoder)
         with frozen(self.netD, image_encoder):
             with self.rt.autocast():
@@ -224,7 +252,10 @@ class SSAGANTrainer(BaseTrainer):
                                                       features, negatives)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
             paired, out = paired_terms(self.cfg, image_encoder, features[0], [fake], [real])
-            err_g = adv.float() + damsm + paired
+            if anchor_imgs is not None:
+                anchor, out["anchor"] = anchor_term(self.cfg, [anchor_imgs], [real])
+                paired = paired + anchor
+            err_g = self.cfg.TRAIN.COEFF.ADV * adv.float() + damsm + paired
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)

@@ -237,6 +237,58 @@ def test_word_grid_errors_name_the_key():
     assert g.word_level == 1 and len(g.word_grid.context.encoder.layers) == 2 and g.word_grid.size == 8
 
 
+def test_affine_reads_a_condition_map_per_place():
+    """A condition map [B, cond, g, g] (NetG's word_affine): γ and β are the same MLPs applied per place, resized
+    bilinearly to the features' size; a map constant over the places equals its sentence code."""
+    torch.manual_seed(4)
+    layer = affine(3, cond_dim=5)
+    for mlp in (layer.fc_gamma, layer.fc_beta):
+        nn.init.normal_(mlp.linear2.weight)
+    x, m, cond = torch.randn(2, 3, 8, 8), torch.rand(2, 1, 8, 8), torch.randn(2, 5, 4, 4)
+    per_place = [mlp(cond.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) for mlp in (layer.fc_gamma, layer.fc_beta)]
+    gamma, beta = (F.interpolate(t, size=(8, 8), mode="bilinear", align_corners=False) for t in per_place)
+    bn = F.batch_norm(x, None, None, training=True)
+    assert torch.allclose(layer(x, cond, m), (gamma * m + 1) * bn + beta * m, atol=1e-5)
+    sent = torch.randn(2, 5)
+    assert torch.allclose(layer(x, sent[:, :, None, None].expand(2, 5, 4, 4), m), layer(x, sent, m), atol=1e-5)
+
+
+def test_word_affine_starts_as_the_sentence_model_and_learns_per_place_modulation():
+    """word_affine: `word_cond` (zero-initialised 1x1 conv) adds the word map to the sentence code that every
+    block's γ/β read; fresh, G equals the same weights without it. Once `word_cond` is non-zero, other words change
+    the image where the stem's map alone would not (word_proj zeroed), and padding words still change nothing."""
+    torch.manual_seed(5)
+    g = NetG(ngf=4, nz=8, cond_dim=6, imsize=32, word_grid=4, word_layers=1, word_affine=True).eval()
+    plain = NetG(ngf=4, nz=8, cond_dim=6, imsize=32, word_grid=4, word_layers=1).eval()
+    extra = set(g.state_dict()) - set(plain.state_dict())
+    assert extra == {"word_cond.weight", "word_cond.bias"}
+    for block in g.blocks():  # let the blocks' residuals and the text modulation act
+        nn.init.constant_(block.gamma, 1.0)
+        for aff in (block.affine0, block.affine2):
+            nn.init.normal_(aff.fc_gamma.linear2.weight, std=0.5)
+    plain.load_state_dict({k: v for k, v in g.state_dict().items() if k not in extra})
+    noise, sent = torch.randn(2, 8), torch.randn(2, 6)
+    words, pad = torch.randn(2, 6, 5), torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    with torch.no_grad():
+        assert torch.allclose(g(noise, sent, words, pad)[0], plain(noise, sent, words, pad)[0], atol=1e-6)
+        nn.init.normal_(g.word_cond.weight)
+        nn.init.zeros_(g.word_proj.weight)
+        nn.init.zeros_(g.word_proj.bias)
+        img = g(noise, sent, words, pad)[0]
+        other_pad = words.clone()
+        other_pad[0, :, 3:] = torch.randn(6, 2)
+        assert torch.allclose(g(noise, sent, other_pad, pad)[0], img, atol=1e-6)
+        other = words.clone()
+        other[1, :, 0] += 1.0
+        changed = (g(noise, sent, other, pad)[0] - img).abs().flatten(1).amax(1)
+        assert changed[0] < 1e-6 < 1e-3 < changed[1]
+    with pytest.raises(ValueError, match="GAN.WORD_AFFINE.*GAN.WORD_GRID"):
+        NetG(ngf=4, nz=8, cond_dim=6, imsize=32, word_affine=True)
+    cfg = load_config(overrides={"TRAIN.NF": 4, "TREE.BASE_SIZE": 32, "GAN.WORD_GRID": 4,
+                                 "GAN.WORD_CONTEXT_LAYERS": 1, "GAN.WORD_AFFINE": True})
+    assert build_generator(cfg).word_affine
+
+
 def test_d_word_layers_read_a_map_of_the_words():
     """GAN.D_WORD_CONTEXT_LAYERS (ours): COND_DNET reads D's own 4x4 word map where the original tiles the sentence;
     the joint conv keeps its shape, so only `word_grid.*` keys are added; other words move the logit."""

@@ -431,3 +431,65 @@ def test_resume_honours_new_rates_and_refuses_new_widths(tiny, tmp_path, capsys)
     assert "resume: SSA.GENERATOR_LR 0.0001 -> 1e-05" in out and "resume: SSA.MAGP_WEIGHT 2.0 -> 1.0" in out
     with pytest.raises(ResumeRefusedError, match=r"TRAIN\.NF 4 -> 8"):
         SSAGANTrainer(_cfg(tiny, TRAIN__NF=8), CPU, str(tmp_path), tiny["train_set"]).resume()
+
+
+def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(tiny, tmp_path):
+    """TRAIN.PAIRED_CANDIDATES (IMLE, as AttnGAN's): per caption, of k noise draws the one whose whole image (NetG
+    has one stage) lies nearest the caption's real image; G renders the k draws with each caption's text."""
+    t = SSAGANTrainer(_cfg(tiny), CPU, str(tmp_path), tiny["train_set"])
+    calls = []
+
+    class NoiseImage(torch.nn.Module):  # the image is made of the noise, so the nearest candidate is known
+        def forward(self, noise, sent, words, mask):
+            calls.append((noise.size(0), sent, words, mask))
+            return noise[:, :12].reshape(-1, 3, 2, 2), []
+
+    t.netG = NoiseImage()
+    real = torch.randn(5, 3, 2, 2)
+    sent, words = torch.randn(5, 8), torch.randn(5, 8, 3)
+    mask = torch.tensor([[False, False, True]] * 5)
+    torch.manual_seed(3)
+    noise = t.nearest_noise(4, sent, words, mask, real)
+    torch.manual_seed(3)
+    z_all = torch.randn(4, 5, t.z_dim)
+    dist = (z_all[..., :12] - real.flatten(1)).pow(2).mean(-1)  # [candidate, caption]
+    assert noise.shape == (5, t.z_dim)
+    for i in range(5):
+        assert torch.equal(noise[i], z_all[int(dist[:, i].argmin()), i])
+    assert len({int(dist[:, i].argmin()) for i in range(5)}) > 1  # chosen per caption, not once for the batch
+    n, s, w, m = calls[-1]
+    assert n == 20 and torch.equal(s, sent.repeat(4, 1)) and torch.equal(w, words.repeat(4, 1, 1))
+    assert torch.equal(m, mask.repeat(4, 1))
+
+
+@pytest.mark.parametrize("pool", [0, 2])
+def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(tiny, tmp_path, pool):
+    """TRAIN.PAIRED_ANCHOR: one G forward holds the (IMLE-chosen) draws and, after them, fresh draws for the same
+    captions; D sees the chosen images only; `pixel` is the chosen images' term, `anchor` the fresh images' (pooled
+    to TRAIN.ANCHOR_POOL cells a side where > 0), and errG counts it PAIRED_ANCHOR x PIXEL_WEIGHT times (and the
+    adversarial term TRAIN.COEFF.ADV times); TRAIN.PAIRED_ANCHOR_EPOCHS ends it after that many epochs."""
+    cfg = _cfg(tiny, TRAIN__PAIRED_ANCHOR=0.5, TRAIN__PIXEL_WEIGHT=3.0, TRAIN__ANCHOR_POOL=pool,
+               TRAIN__PAIRED_CANDIDATES=2, TRAIN__PAIRED_ANCHOR_EPOCHS=1, TRAIN__COEFF__ADV=0.25)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    batch = _first_batch(t)
+    b = batch.imgs[-1].size(0)
+    seen, d_inputs = [], []
+    t.netG.register_forward_hook(lambda m, args, out: seen.append((out[0].detach(), args)))
+    t.netD.register_forward_hook(lambda m, args, out: d_inputs.append(args[0].size(0)))
+    losses = t.train_step(batch)
+    assert [f.size(0) for f, _ in seen] == [2 * b, 2 * b]  # the 2 candidates (no grad), then chosen + fresh
+    fake, args = seen[-1]
+    assert torch.equal(args[1][:b], args[1][b:]) and not torch.equal(args[0][:b], args[0][b:])
+    assert set(d_inputs) == {b}
+    mse = torch.nn.functional.mse_loss
+    cells = (lambda x: torch.nn.functional.adaptive_avg_pool2d(x, pool) if pool else x)
+    real = batch.imgs[-1].float()
+    assert losses["pixel"].item() == pytest.approx(mse(fake[:b].float(), real).item(), rel=1e-5)
+    anchor = mse(cells(fake[b:].float()), cells(real)).item()
+    assert losses["anchor"].item() == pytest.approx(anchor, rel=1e-5)
+    assert losses["errG_adv"].abs().item() > 1e-3
+    rest = 0.25 * losses["errG_adv"] + losses["DAMSM_G"] + 3.0 * losses["pixel"]
+    assert (losses["errG"] - rest).item() == pytest.approx(0.5 * 3.0 * anchor, rel=1e-4)
+    t.epoch = 1  # past TRAIN.PAIRED_ANCHOR_EPOCHS: the chosen draws alone
+    later = t.train_step(_first_batch(t))
+    assert "anchor" not in later and seen[-1][0].size(0) == b

@@ -396,8 +396,8 @@ def test_shipped_configs_load(name):
     cfg = load_config(os.path.join(ROOT, "cfg", f"{name}.yml"))
     assert cfg.MODEL == "ssagan" and cfg.TRAIN.EMA is False and cfg.B_VALIDATION is False
     assert cfg.TREE.BRANCH_NUM == 1 and cfg.SSA.MAGP_MODE == "separate"
-    # shapes_ssa.yml: G at 4x SSA-GAN's rate with the perceptual term (docs/shapes_experiments.md)
-    g_lr, perceptual = (4e-4, 5.0) if name == "shapes_ssa" else (1e-4, 0.0)
+    # shapes_ssa.yml: G at 10x SSA-GAN's rate with the perceptual term (docs/shapes_experiments.md)
+    g_lr, perceptual = (1e-3, 5.0) if name == "shapes_ssa" else (1e-4, 0.0)
     assert (cfg.SSA.GENERATOR_LR, cfg.SSA.DISCRIMINATOR_LR, cfg.SSA.BETA1, cfg.SSA.BETA2) == (g_lr, 4e-4, 0.0, 0.9)
     assert cfg.TRAIN.PERCEPTUAL_WEIGHT == perceptual
     assert (cfg.SSA.MAGP_P, cfg.SSA.MAGP_WEIGHT) == (6.0, 2.0)
@@ -416,6 +416,10 @@ def test_shipped_configs_load(name):
                                    "coco_ssa": "DAMSMencoders/coco/text_encoder100.pth"}[name]
     # shapes_ssa.yml: G reads the words on a 4x4 map (GAN.WORD_GRID, ours); the originals' configs do not
     assert (cfg.GAN.WORD_GRID, cfg.GAN.WORD_CONTEXT_LAYERS) == ((4, 1) if name == "shapes_ssa" else (0, 0))
+    # and AttnGAN's shapes recipe with modulation per place; the originals train on the adversarial and DAMSM terms
+    recipe = (cfg.GAN.WORD_AFFINE, cfg.TRAIN.PAIRED_CANDIDATES, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PAIRED_ANCHOR,
+              cfg.TRAIN.ANCHOR_POOL, cfg.TRAIN.COEFF.ADV)
+    assert recipe == ((True, 4, 10.0, 0.3, 3, 0.1) if name == "shapes_ssa" else (False, 1, 0.0, 0.0, 0, 1.0))
 
 
 def test_resume_honours_new_rates_and_refuses_new_widths(tiny, tmp_path, capsys):

@@ -138,11 +138,12 @@ def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=
     return total, logged
 
 
-def anchored_now(cfg, trainer) -> bool:
-    """Whether this step renders every caption a second time from a fresh noise draw for the anchor term
-    (TRAIN.PAIRED_ANCHOR with TRAIN.PIXEL_WEIGHT, in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is > 0)."""
-    return bool(cfg.TRAIN.PAIRED_ANCHOR and cfg.TRAIN.PIXEL_WEIGHT) and trainer.in_first_epochs(
-        cfg.TRAIN.PAIRED_ANCHOR_EPOCHS)
+def anchored_now(trainer) -> bool:
+    """Whether this step of `trainer` renders every caption a second time from a fresh noise draw for the anchor
+    term (TRAIN.PAIRED_ANCHOR with TRAIN.PIXEL_WEIGHT, in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is
+    > 0)."""
+    train = trainer.cfg.TRAIN
+    return bool(train.PAIRED_ANCHOR and train.PIXEL_WEIGHT) and trainer.in_first_epochs(train.PAIRED_ANCHOR_EPOCHS)
 
 
 def anchor_term(cfg, fakes, reals):
@@ -156,13 +157,14 @@ def anchor_term(cfg, fakes, reals):
     return cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * raw, raw.detach()
 
 
-def nearest_index(k: int, imgs: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """Per caption, which of its k candidate images (`imgs` [k·B, C, H, W], candidate-major) lies nearest
-    (mean squared pixel distance) its real image `real` [B, C, H, W]: [B] indices in 0..k-1 (IMLE's choice,
-    TRAIN.PAIRED_CANDIDATES)."""
+def nearest_draws(k: int, imgs: torch.Tensor, real: torch.Tensor, *draws: torch.Tensor) -> tuple:
+    """Per caption, the draws whose candidate image (`imgs` [k·B, C, H, W], candidate-major) lies nearest (mean
+    squared pixel distance) its real image `real` [B, C, H, W] (IMLE's choice, TRAIN.PAIRED_CANDIDATES): each of
+    `draws` [k·B, ...] (candidate-major, as `imgs`) cut to the chosen [B, ...]."""
     b = real.size(0)
     dist = (imgs.float().view(k, b, -1) - real.float().view(1, b, -1)).pow(2).mean(2)
-    return dist.argmin(0)
+    best = (dist.argmin(0), torch.arange(b, device=real.device))
+    return tuple(d.view(k, b, *d.shape[1:])[best] for d in draws)
 
 
 def fixed_batch(dataset, n: int, z_dim: int, seed: int, device):

@@ -44,7 +44,7 @@ from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives,
-                             epoch_from_name, load_damsm, load_perceptual_extra, nearest_index, paired_terms,
+                             epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_terms,
                              swap_groups_for)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
@@ -117,7 +117,7 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         text = (sent_emb, words_emb, mask)
-        anchored = anchored_now(cfg, self)
+        anchored = anchored_now(self)
         if anchored:  # one forward: the chosen draws, then fresh ones for the anchor term
             noise, ca_eps, text = self.with_fresh_draws(noise, ca_eps, *text)
         with rt.autocast():
@@ -207,12 +207,10 @@ class AttnGANTrainer(BaseTrainer):
     def _nearest(self, k, noise, eps, sent_emb, words_emb, mask, reals):
         """Of k candidate draws per caption (noise, eps: [k·B, ...], candidate-major), the one whose preview is
         nearest the caption's real image: (noise [B, Z], eps [B, C])."""
-        b, net_g = sent_emb.size(0), unwrap(self.netG)
         with self.rt.autocast():
-            imgs = net_g.preview(noise, sent_emb, words_emb, mask, eps, candidates=k)
+            imgs = unwrap(self.netG).preview(noise, sent_emb, words_emb, mask, eps, candidates=k)
         real = next(r for r in reals if r.size(-1) == imgs.size(-1))
-        best = (nearest_index(k, imgs, real), torch.arange(b, device=real.device))
-        return noise.view(k, b, -1)[best], eps.view(k, b, -1)[best]
+        return nearest_draws(k, imgs, real, noise, eps)
 
     # ---- outputs ------------------------------------------------------------------------------------------------
     def save_snapshot(self, epoch):

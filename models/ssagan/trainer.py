@@ -15,11 +15,11 @@ One iteration, as the original:
 Ours, as in the AttnGAN trainer: TRAIN.COEFF.ADV weights step 5's adversarial term (1 as the original);
 TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the caption's real image to step 5, and
 before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no adversarial term (G learns from the paired
-terms and the DAMSM loss alone). TRAIN.PAIRED_CANDIDATES > 1 renders
-that many noise draws per caption (without gradients) and trains the one whose image is nearest the real image
-(IMLE, `nearest_noise`); TRAIN.PAIRED_ANCHOR > 0 renders each caption once more from a fresh draw in the same
-forward, whose image pays that share of the pixel term (pooled to TRAIN.ANCHOR_POOL cells; D sees the chosen
-images only), in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is > 0.
+terms and the DAMSM loss alone). TRAIN.PAIRED_CANDIDATES > 1 renders that many noise draws per caption
+(without gradients) and trains the one whose image is nearest the real image (IMLE, `nearest_noise`);
+TRAIN.PAIRED_ANCHOR > 0 renders each caption once more from a fresh draw in the same forward, whose image pays that
+share of the pixel term (pooled to TRAIN.ANCHOR_POOL cells; D sees the chosen images only), in the first
+TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is > 0.
 
 Adam for G and D with SSA.GENERATOR_LR / SSA.DISCRIMINATOR_LR and betas (SSA.BETA1, SSA.BETA2) (the original
 hard-coded 1e-4 / 4e-4, (0, 0.9)).
@@ -66,7 +66,7 @@ from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives, \
-    epoch_from_name, fixed_batch, load_damsm, nearest_index, paired_terms, swap_groups_for, text_encoder_path
+    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_terms, swap_groups_for, text_encoder_path
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -178,7 +178,7 @@ class SSAGANTrainer(BaseTrainer):
         noise = torch.randn(b, self.z_dim, device=self.rt.device)
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, real)
-        anchored = anchored_now(cfg, self)
+        anchored = anchored_now(self)
         k = 2 if anchored else 1  # one forward: the chosen draws, then fresh ones for the anchor term
         if anchored:
             noise = torch.cat((noise, torch.randn_like(noise)))
@@ -203,7 +203,7 @@ class SSAGANTrainer(BaseTrainer):
         noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
         with self.rt.autocast():
             imgs, _ = unwrap(self.netG)(noise, *(repeat_batch(t, k) for t in (sent_emb, words_emb, mask)))
-        return noise.view(k, b, -1)[nearest_index(k, imgs, real), torch.arange(b, device=noise.device)]
+        return nearest_draws(k, imgs, real, noise)[0]
 
     def encoder_step(self, batch):
         """`main_finetune.py`: LAMBDA·DAMSM(real images, captions) trains the encoders; returns the detached

@@ -117,6 +117,9 @@ _DEFAULTS = {
         # (PIXEL_WEIGHT), so what the caption fixes must not depend on the noise IMLE chooses (AttnGAN)
         "PAIRED_ANCHOR": 0.0,
         "PAIRED_ANCHOR_EPOCHS": 0,  # that term only in the first this many epochs; 0: in every epoch
+        # the fresh draws go through G's first this many stages only and pay on those images (AttnGAN's G_NET: the
+        # pooled anchor needs no fine stage); 0: every stage
+        "ANCHOR_STAGES": 0,
         # the anchor compares the images average-pooled to this many cells a side (1: their mean colours, which the
         # background fixes and an object's place does not); 0: pixel by pixel
         "ANCHOR_POOL": 0,
@@ -148,7 +151,8 @@ _DEFAULTS = {
         "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
         "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
         "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
-        # AttnGAN with GRID_ATTENTION g: the first g*g noise entries also join those queries as a g x g map
+        # AttnGAN with GRID_ATTENTION g (SSA-GAN with WORD_GRID g): the first g*g noise entries also join those
+        # queries (the word map's) as a g x g map
         "GRID_NOISE": False,
         # AttnGAN with GRID_ATTENTION: that attention with this many heads and separate query / key / value
         # projections (scaled dot products, nn.MultiheadAttention); 0: AttnGAN's word attention
@@ -397,7 +401,7 @@ RESUME_HONOURED = (
     "TRAIN.PERCEPTUAL_EXTRA_EPOCHS",
     "TRAIN.ADV_START_EPOCH",
     "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.PAIRED_ANCHOR_EPOCHS",
-    "TRAIN.ANCHOR_POOL",
+    "TRAIN.ANCHOR_POOL", "TRAIN.ANCHOR_STAGES",
     "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",

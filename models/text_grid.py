@@ -58,17 +58,29 @@ class WordGrid(nn.Module):
     """A text map [B, E, size, size] for AttnGAN's conditional D head (ours, GAN.D_WORD_CONTEXT_LAYERS) and SSA-GAN's
     generator (GAN.WORD_GRID): the words pass through `WordContext`, then learned per-place queries attend over
     them. AttnGAN's head sees the sentence code only, which on `shapes` spells out the layout of 41 % of two-object
-    captions (probe in `WordContext`), so D could not tell "red circle left, blue square right" from its swap. `forward(words [B, E, T], mask) -> [B, E, s, s]`."""
+    captions (probe in `WordContext`), so D could not tell "red circle left, blue square right" from its swap.
+    With `noise` (SSA-GAN's GAN.GRID_NOISE, as AttnGAN's stage 1) a map of noise draws, one per place, moves each
+    query along a learned direction (`noise_query`): learned queries alone give every place the same reading of "a
+    red circle" that names no place (a faint copy in every cell); a draw per place lets the noise say where it goes.
+    `forward(words [B, E, T], mask, noise_map [B, s·s] or None) -> [B, E, s, s]`."""
 
-    def __init__(self, ef_dim: int, layers: int, size: int = 4):
+    def __init__(self, ef_dim: int, layers: int, size: int = 4, noise: bool = False):
         super().__init__()
         self.size = size
         self.context = WordContext(ef_dim, layers)
         self.queries = nn.Parameter(torch.randn(size * size, ef_dim) * ef_dim ** -0.5)
+        self.noise_query = nn.Parameter(torch.randn(ef_dim) * ef_dim ** -0.5) if noise else None
 
-    def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None,
+                noise_map: torch.Tensor | None = None) -> torch.Tensor:
         words = self.context(words, mask)  # B x E x T
-        att = torch.einsum("qe,bet->bqt", self.queries.to(words.dtype), words)
+        if (noise_map is None) != (self.noise_query is None):
+            raise ValueError("WordGrid: a noise map is needed exactly when it was built with noise=True")
+        if noise_map is None:
+            att = torch.einsum("qe,bet->bqt", self.queries.to(words.dtype), words)
+        else:
+            queries = self.queries + noise_map.to(self.queries.dtype)[:, :, None] * self.noise_query
+            att = torch.einsum("bqe,bet->bqt", queries.to(words.dtype), words)
         mask = attendable(mask)
         if mask is not None:
             att = att.masked_fill(mask.unsqueeze(1), float("-inf"))

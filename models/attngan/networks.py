@@ -409,14 +409,19 @@ class _AttnGANGenerator(nn.Module):
         i, h, _ = next(self._stages(z_code, c_code, word_embs, mask, in_context=True))
         return getattr(self, f"img_net{i}")(h)
 
-    def _stages(self, z_code, c_code, word_embs, mask, in_context: bool = False):
+    def _stages(self, z_code, c_code, word_embs, mask, in_context: bool = False, full_rows: int | None = None,
+                short_stages: int = 0):
         """Yield (stage index, hidden code, attention map or None) for each branch (`in_context`: the words have
-        passed `word_context` already)."""
+        passed `word_context` already; with `full_rows` = n, the rows after the first n stop after `short_stages`
+        stages)."""
         if self.word_context is not None and not in_context:
             word_embs = self.word_context(word_embs, mask)
         h, att = self.h_net1(z_code, c_code, word_embs, mask)
         yield 1, h, att
         for i in range(2, self.branch_num + 1):
+            if full_rows is not None and i - 1 == short_stages:
+                h, word_embs = h[:full_rows], word_embs[:full_rows]
+                mask = None if mask is None else mask[:full_rows]
             h, att = getattr(self, f"h_net{i}")(h, word_embs, mask)
             yield i, h, att
 
@@ -426,7 +431,8 @@ class G_NET(_AttnGANGenerator):
 
     `forward(z_code [B, Z], sent_emb [B, E], word_embs [B, E, T], mask bool [B, T] True at padding, ca_eps [B, C]
     or None: the conditioning augmentation's normal draw) -> (fake_imgs list, att_maps list, mu, logvar)`; att_maps
-    has one map per attention (BERT-AttnGAN: stage 1 too).
+    has one map per attention (BERT-AttnGAN: stage 1 too). With `full_rows` = n (ours, TRAIN.ANCHOR_STAGES) the rows
+    after the first n stop after `short_stages` stages: the later images (and maps) hold the first n rows only.
     """
 
     def __init__(self, gf_dim: int, ef_dim: int, condition_dim: int, z_dim: int, branch_num: int = 3,
@@ -439,11 +445,12 @@ class G_NET(_AttnGANGenerator):
                          grid_noise=grid_noise, grid_heads=grid_heads, grid_place=grid_place)
 
     def forward(self, z_code: torch.Tensor, sent_emb: torch.Tensor, word_embs: torch.Tensor,
-                mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None):
+                mask: torch.Tensor | None = None, ca_eps: torch.Tensor | None = None, full_rows: int | None = None,
+                short_stages: int = 0):
         self._check_text(sent_emb, word_embs)
         c_code, mu, logvar = self.ca_net(sent_emb, ca_eps)
         fake_imgs, att_maps = [], []
-        for i, h, att in self._stages(z_code, c_code, word_embs, mask):
+        for i, h, att in self._stages(z_code, c_code, word_embs, mask, full_rows=full_rows, short_stages=short_stages):
             fake_imgs.append(getattr(self, f"img_net{i}")(h))
             if att is not None:
                 att_maps.append(att)

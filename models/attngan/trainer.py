@@ -17,7 +17,8 @@ re-draws that draw's GAN.GRID_NOISE map as many times, the rest held; TRAIN.SMOO
 DAMSM term each image's own caption with one DAMSM.SWAP_NEGATIVES word swapped as a hard negative;
 TRAIN.PAIRED_ANCHOR > 0 also renders every caption from a fresh noise draw, whose images pay that share of the
 pixel term (`with_fresh_draws`), on the images average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0
-(in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs only, where that is > 0).
+(in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs only, where that is > 0); TRAIN.ANCHOR_STAGES = n > 0 stops the
+fresh draws after G's first n stages (the pooled term needs no fine stage, and the later stages render B rows).
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their
@@ -69,6 +70,11 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_MAP_CANDIDATES > 1 and not (cfg.GAN.GRID_NOISE and cfg.TRAIN.PAIRED_CANDIDATES > 1):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
                              "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
+        stages = cfg.TRAIN.ANCHOR_STAGES
+        if stages and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
+            raise InputError(f"TRAIN.ANCHOR_STAGES = {stages}: the anchor's fresh draws stop after that many of "
+                             "G_NET's stages, so it must be 0 (every stage) or 1..TREE.BRANCH_NUM "
+                             f"({cfg.TREE.BRANCH_NUM}), and G_DCGAN (GAN.B_DCGAN) has no image before its last stage")
         self.swap_groups = swap_groups_for(cfg, train_set)  # TRAIN.SMOOTH.SWAP_LAMBDA's hard negatives
         policy = parse_policy(cfg.TRAIN.DIFFAUGMENT)
         self.augment = (lambda x: diff_augment(x, policy, cfg.TRAIN.DIFFAUGMENT_TRANSLATION,
@@ -120,10 +126,11 @@ class AttnGANTrainer(BaseTrainer):
         anchored = anchored_now(self)
         if anchored:  # one forward: the chosen draws, then fresh ones for the anchor term
             noise, ca_eps, text = self.with_fresh_draws(noise, ca_eps, *text)
+        short = dict(full_rows=b, short_stages=cfg.TRAIN.ANCHOR_STAGES) if anchored and cfg.TRAIN.ANCHOR_STAGES else {}
         with rt.autocast():
-            fake_imgs, _, mu, logvar = self.netG(noise, *text, ca_eps)
-        if anchored:
-            anchor_imgs = [f[b:] for f in fake_imgs]
+            fake_imgs, _, mu, logvar = self.netG(noise, *text, ca_eps, **short)
+        if anchored:  # (the fresh draws' images: of every stage, or of the first TRAIN.ANCHOR_STAGES)
+            anchor_imgs = [f[b:] for f in fake_imgs if f.size(0) > b]
             fake_imgs, mu, logvar = [f[:b] for f in fake_imgs], mu[:b], logvar[:b]
         real_labels = torch.ones(b, device=rt.device)
         fake_labels = torch.zeros(b, device=rt.device)
@@ -150,7 +157,7 @@ class AttnGANTrainer(BaseTrainer):
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals,  # every stage
                                           self.extra_encoder_now())
             if anchored:
-                anchor, logged["anchor"] = anchor_term(cfg, anchor_imgs, reals)
+                anchor, logged["anchor"] = anchor_term(cfg, anchor_imgs, reals[:len(anchor_imgs)])
                 paired = paired + anchor
             err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl + paired
             losses.update(logged)

@@ -13,7 +13,8 @@ def build_generator(cfg) -> NetG:
         raise InputError(f"GAN.WORD_GRID {cfg.GAN.WORD_GRID} reads the words through GAN.WORD_CONTEXT_LAYERS "
                          f"Transformer layers: set it to 1 or more, got {cfg.GAN.WORD_CONTEXT_LAYERS}")
     return NetG(ngf=cfg.TRAIN.NF, nz=cfg.GAN.Z_DIM, cond_dim=cfg.TEXT.EMBEDDING_DIM, imsize=_cfg_imsize(cfg),
-                word_grid=cfg.GAN.WORD_GRID, word_layers=cfg.GAN.WORD_CONTEXT_LAYERS, word_affine=cfg.GAN.WORD_AFFINE)
+                word_grid=cfg.GAN.WORD_GRID, word_layers=cfg.GAN.WORD_CONTEXT_LAYERS, word_affine=cfg.GAN.WORD_AFFINE,
+                grid_noise=cfg.GAN.GRID_NOISE)
 
 
 def build_discriminators(cfg) -> list[NetD]:

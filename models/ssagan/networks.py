@@ -14,9 +14,10 @@ Module and parameter names follow the official code (wtliao/text2image `model.py
   instead of the sentence code (`NetD.text_condition`); NetG's `word_grid` = g adds a g×g map of the words
   (`models.text_grid.WordGrid`, through a 1×1 conv `word_proj`) to the features at g×g (4: the stem, before the
   first mask); with `word_affine` every block's SSCBN reads the sentence code plus that map (through a zero-initialised
-  1×1 conv `word_cond`) per place instead of the sentence code alone. SSA-GAN reads the sentence code only, which
-  cannot say which colour goes where in a two-object caption (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall
-  short").
+  1×1 conv `word_cond`) per place instead of the sentence code alone; with `grid_noise` the first g·g noise entries
+  move the map's per-place queries (`word_grid.noise_query`), so the noise says where an object goes whose caption
+  names no place. SSA-GAN reads the sentence code only, which cannot say which colour goes where in a two-object
+  caption (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short").
 """
 from __future__ import annotations
 
@@ -156,7 +157,7 @@ class NetG(nn.Module):
     """
 
     def __init__(self, ngf: int = 64, nz: int = 100, cond_dim: int = 256, imsize: int = 256, word_grid: int = 0,
-                 word_layers: int = 1, word_affine: bool = False):
+                 word_layers: int = 1, word_affine: bool = False, grid_noise: bool = False):
         super().__init__()
         plan = generator_channel_plan(ngf, imsize)
         sizes = [4 * 2 ** i for i in range(len(plan))]
@@ -179,10 +180,16 @@ class NetG(nn.Module):
         if word_affine and not word_grid:
             raise InputError("NetG's word_affine (GAN.WORD_AFFINE) conditions the blocks on the word map: it needs "
                              "word_grid (GAN.WORD_GRID) > 0")
+        if grid_noise and not word_grid:
+            raise InputError("NetG's grid_noise (GAN.GRID_NOISE) moves the word map's queries by a noise map: it "
+                             "needs word_grid (GAN.WORD_GRID) > 0")
+        if grid_noise and nz < word_grid ** 2:
+            raise InputError(f"GAN.GRID_NOISE lays out {word_grid}x{word_grid} noise entries: GAN.Z_DIM must be at "
+                             f"least {word_grid ** 2}, got {nz}")
         self.word_level = sizes.index(word_grid) if word_grid else None
-        self.word_affine = word_affine
+        self.word_affine, self.grid_noise = word_affine, grid_noise
         if word_grid:
-            self.word_grid = WordGrid(cond_dim, word_layers, word_grid)
+            self.word_grid = WordGrid(cond_dim, word_layers, word_grid, noise=grid_noise)
             self.word_proj = nn.Conv2d(cond_dim, plan[self.word_level][0], 1)
         if word_affine:  # zero-initialised: a fresh G conditions every place on the sentence alone, as SSA-GAN
             self.word_cond = nn.Conv2d(cond_dim, cond_dim, 1)
@@ -209,7 +216,8 @@ class NetG(nn.Module):
             if words is None or words.dim() != 3 or words.shape[:2] != (noise.size(0), self.cond_dim):
                 raise ValueError(f"NetG with word_grid needs words [{noise.size(0)}, {self.cond_dim}, T], got "
                                  f"{None if words is None else list(words.shape)}")
-            grid = self.word_grid(words.to(out.dtype), mask)
+            g = self.word_grid.size
+            grid = self.word_grid(words.to(out.dtype), mask, noise[:, :g * g] if self.grid_noise else None)
             text_map = self.word_proj(grid)
             if self.word_level == 0:  # the stem: the first mask sees the words too
                 out = out + text_map

@@ -238,6 +238,24 @@ def test_preview_of_candidates_reads_the_text_once(cls):
     assert calls == ([2, k * 2] if cls is G_NET else [k * 2, k * 2])
 
 
+def test_short_rows_stop_after_the_first_stages():
+    """`G_NET(..., full_rows=n, short_stages=s)` (TRAIN.ANCHOR_STAGES): every row's images of the first s stages as
+    a plain forward draws them, the later stages' images (and attention maps) for the first n rows only, equal to
+    those rows of the plain forward (eval mode: BatchNorm reads its running statistics)."""
+    torch.manual_seed(0)
+    g = G_NET(GF, EF, CF, Z, 3, 0).apply(weights_init).eval()
+    sent, words, mask = text_batch([4, 2, 3, 1])
+    z, eps = torch.randn(4, Z), torch.randn(4, CF)
+    with torch.no_grad():
+        full, full_att, _, _ = g(z, sent, words, mask, eps)
+        for stages in (1, 2):
+            short, att, _, _ = g(z, sent, words, mask, eps, full_rows=2, short_stages=stages)
+            assert [f.size(0) for f in short] == [4] * stages + [2] * (3 - stages)
+            assert [a.size(0) for a in att] == [4] * (stages - 1) + [2] * (3 - stages)
+            for s, f in zip(short, full):
+                assert torch.allclose(s, f[:s.size(0)], atol=1e-6)
+
+
 def test_g_dcgan_single_image():
     g = small_g(3, cls=G_DCGAN, r_num=0)
     assert [n for n, _ in g.named_children()] == ["ca_net", "h_net1", "h_net2", "h_net3", "img_net"]

@@ -208,6 +208,32 @@ def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, t
     assert "anchor" not in later and seen[-1][0][0].size(0) == b
 
 
+def test_anchor_stages_render_the_fresh_draws_through_the_first_stages_only(attn_cfg, tmp_path):
+    """TRAIN.ANCHOR_STAGES = 1: the fresh draws stop after stage 1 (G's 16-px image holds 2B rows, its 32-px image B)
+    and the anchor compares the 16-px images alone; 0 or more than TREE.BRANCH_NUM, or G_DCGAN, are refused."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PAIRED_ANCHOR, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PERCEPTUAL_WEIGHT = 0.5, 3.0, 0.0
+    cfg.TRAIN.ANCHOR_POOL, cfg.TRAIN.ANCHOR_STAGES = 3, 1
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+    seen = []
+    trainer.netG.register_forward_hook(lambda m, args, out: seen.append([x.detach() for x in out[0]]))
+    losses = trainer.train_step(batch)
+    fakes, b = seen[-1], batch.imgs[0].size(0)
+    assert [f.size(0) for f in fakes] == [2 * b, b]
+    cells = (lambda x: torch.nn.functional.adaptive_avg_pool2d(x.float(), 3))
+    anchor = torch.nn.functional.mse_loss(cells(fakes[0][b:]), cells(batch.imgs[0]))
+    assert losses["anchor"].item() == pytest.approx(anchor.item(), rel=1e-5)
+    pixel = sum(torch.nn.functional.mse_loss(f[:b].float(), r.float()) for f, r in zip(fakes, batch.imgs))
+    assert losses["pixel"].item() == pytest.approx(pixel.item(), rel=1e-5)
+    for bad in ({"TRAIN.ANCHOR_STAGES": 3}, {"TRAIN.ANCHOR_STAGES": -1}, {"GAN.B_DCGAN": True}):
+        wrong = copy.deepcopy(cfg)
+        for key, value in bad.items():
+            setattr(getattr(wrong, key.split(".")[0]), key.split(".")[1], value)
+        with pytest.raises(InputError, match="TRAIN.ANCHOR_STAGES"):
+            AttnGANTrainer(wrong, CPU, str(tmp_path / "bad"), build_dataset(wrong, "train"))
+
+
 def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(attn_cfg, tmp_path):
     """TRAIN.PAIRED_CANDIDATES: per caption, the z and conditioning-augmentation draw whose first image (G's
     `preview`) is nearest the real image of that size."""

@@ -289,6 +289,43 @@ def test_word_affine_starts_as_the_sentence_model_and_learns_per_place_modulatio
     assert build_generator(cfg).word_affine
 
 
+def test_grid_noise_moves_the_word_maps_queries_by_the_first_noise_entries():
+    """grid_noise (GAN.GRID_NOISE with GAN.WORD_GRID): the first g·g noise entries, one per place, move that place's
+    query of the word map along `word_grid.noise_query` (the map then equals attention with those queries, by hand);
+    the other noise entries leave the map alone. Refused without the word map or with Z_DIM < g·g."""
+    torch.manual_seed(3)
+    g = NetG(ngf=4, nz=20, cond_dim=8, imsize=32, word_grid=4, word_layers=1, grid_noise=True).eval()
+    plain = NetG(ngf=4, nz=20, cond_dim=8, imsize=32, word_grid=4, word_layers=1).eval()
+    assert set(g.state_dict()) - set(plain.state_dict()) == {"word_grid.noise_query"}
+    grid, maps = g.word_grid, []
+    grid.register_forward_hook(lambda mod, args, out: maps.append(out))
+    noise, sent = torch.randn(2, 20), torch.randn(2, 8)
+    words, pad = torch.randn(2, 8, 5), torch.tensor([[False] * 3 + [True] * 2, [False] * 5])
+    with torch.no_grad():
+        g(noise, sent, words, pad)
+        ctx = grid.context(words, pad)
+        queries = grid.queries + noise[:, :16, None] * grid.noise_query  # B x 16 x E
+        att = torch.einsum("bqe,bet->bqt", queries, ctx).masked_fill(pad[:, None], float("-inf")).softmax(-1)
+        expected = torch.einsum("bqt,bet->beq", att, ctx).reshape(2, 8, 4, 4)
+        assert torch.allclose(maps[-1], expected, atol=1e-5)
+        rest = noise.clone()
+        rest[:, 16:] = torch.randn(2, 4)
+        g(rest, sent, words, pad)
+        assert torch.allclose(maps[-1], expected, atol=1e-5)
+        moved = noise.clone()
+        moved[0, 5] += 3.0  # place 5 of the first caption
+        g(moved, sent, words, pad)
+        change = (maps[-1] - expected).abs().amax(1).flatten(1)
+        assert change[0, 5] > 1e-3 and change[0].sum() == change[0, 5] and change[1].max() == 0
+    with pytest.raises(ValueError, match="GAN.GRID_NOISE.*GAN.WORD_GRID"):
+        NetG(ngf=4, nz=20, cond_dim=8, imsize=32, grid_noise=True)
+    with pytest.raises(ValueError, match="GAN.Z_DIM must be at least 16"):
+        NetG(ngf=4, nz=8, cond_dim=8, imsize=32, word_grid=4, grid_noise=True)
+    cfg = load_config(overrides={"TRAIN.NF": 4, "TREE.BASE_SIZE": 32, "GAN.WORD_GRID": 4,
+                                 "GAN.WORD_CONTEXT_LAYERS": 1, "GAN.GRID_NOISE": True})
+    assert build_generator(cfg).grid_noise
+
+
 def test_d_word_layers_read_a_map_of_the_words():
     """GAN.D_WORD_CONTEXT_LAYERS (ours): COND_DNET reads D's own 4x4 word map where the original tiles the sentence;
     the joint conv keeps its shape, so only `word_grid.*` keys are added; other words move the logit."""

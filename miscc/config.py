@@ -93,6 +93,9 @@ _DEFAULTS = {
         "LR_DECAY_EPOCHS": 10,
         "EMA": True,  # keep an EMA of G (AttnGAN stores it as netG_epoch_%d.pth)
         "EMA_DECAY": 0.999,
+        # before each snapshot, the EMA's BatchNorm statistics recomputed for its weights from this many training
+        # batches (AttnGAN saved the live G's, which do not fit the averaged weights); 0: AttnGAN's behaviour
+        "EMA_BN_BATCHES": 100,
         "AMP": "none",  # none | bf16 | fp16 | auto (bf16 where the device has it natively, else none)
         # DiffAugment of D's inputs (miscc/diffaugment.py): '' off, or e.g. 'translation,cutout' / 'color'
         "DIFFAUGMENT": "",
@@ -421,7 +424,8 @@ RESUME_IGNORED = (
     "CONFIG_NAME", "CONFIG_FILE", "DATA_DIR", "GPU_ID", "CUDA", "WORKERS", "B_VALIDATION", "RESTORE", "OUTPUT_DIR",
     "DATA.SKIP_CORRUPT", "DATA.CACHE_IMAGES", "DATA.STRICT_TEXT", "TRAIN.FLAG", "TRAIN.NET_G", "TRAIN.B_NET_D", "TRAIN.WARMUP_EPOCHS",
     "TRAIN.GSAVE_INTERVAL", "TRAIN.DSAVE_INTERVAL", "TRAIN.LOG_INTERVAL", "TRAIN.IMAGE_INTERVAL",
-    "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "DAMSM.INCEPTION_WEIGHTS", "DAMSM.VALID_BATCHES",
+    "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "TRAIN.EMA_BN_BATCHES", "DAMSM.INCEPTION_WEIGHTS",
+    "DAMSM.VALID_BATCHES",
     "DAMSM.VALID_INTERVAL", "DAMSM.RPREC_SAMPLES", "EVAL.", "INTCLS.SRCNN_WEIGHTS", "INTCLS.SRCNN_SCALE",
 )
 _RESUME_GROUPS = {"honoured": RESUME_HONOURED, "epoch_boundary": RESUME_EPOCH_BOUNDARY, "refused": RESUME_REFUSED,

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import math
 import os
 import time
@@ -49,11 +50,12 @@ class NonFiniteLossError(UserError, RuntimeError):
 class EMA:
     """Exponential moving average of a model's parameters (AttnGAN: avg = 0.999·avg + 0.001·p).
 
-    Buffers (BatchNorm running statistics) are copied from the live model, as AttnGAN's saved `netG_epoch_%d.pth`
-    holds EMA parameters with the live model's buffers. Given the optimiser step, the decay warms up as
-    min(decay, (1 + step) / (10 + step)) (as TensorFlow's ExponentialMovingAverage with num_updates): AttnGAN's
-    fixed 0.999 still weights the random initial G by 0.999^600 = 55% after 600 steps, which ruins the samples of
-    short runs; after a few thousand steps the two agree.
+    Buffers (BatchNorm running statistics) are copied from the live model at every update, as AttnGAN's saved
+    `netG_epoch_%d.pth` holds EMA parameters with the live model's buffers: statistics of other weights, which cost
+    its samples (ours: `recalibrate_batchnorm` before each snapshot, TRAIN.EMA_BN_BATCHES). Given the optimiser
+    step, the decay warms up as min(decay, (1 + step) / (10 + step)) (as TensorFlow's ExponentialMovingAverage with
+    num_updates): AttnGAN's fixed 0.999 still weights the random initial G by 0.999^600 = 55% after 600 steps, which
+    ruins the samples of short runs; after a few thousand steps the two agree.
     """
 
     def __init__(self, model: torch.nn.Module, decay: float = 0.999):
@@ -68,6 +70,35 @@ class EMA:
             avg.mul_(decay).add_(p.detach(), alpha=1.0 - decay)
         for avg, b in zip(self.shadow.buffers(), model.buffers()):
             avg.copy_(b)
+
+    @torch.no_grad()
+    def recalibrate_batchnorm(self, forward, batches) -> int:
+        """Recompute the copy's BatchNorm running statistics for its own (averaged) weights: reset, then the
+        cumulative mean and variance over `forward(copy, batch)` for each of `batches` in training mode (SWA's
+        `update_bn`, Izmailov et al. 2018). Returns the number of batches; 0 (nothing changed) for a copy without
+        BatchNorm or an empty `batches`. The next `update` copies the live buffers back, so this is for sampling
+        and saving only."""
+        norms = [m for m in self.shadow.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+        batches = iter(batches)
+        first = next(batches, None) if norms else None
+        if first is None:
+            return 0
+        momenta, training = [m.momentum for m in norms], self.shadow.training
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches
+        self.shadow.train()
+        n = 0
+        try:
+            for batch in itertools.chain((first,), batches):
+                forward(self.shadow, batch)
+                n += 1
+        finally:
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
+            self.shadow.train(training)
+        return n
 
     def state_dict(self) -> dict:
         return self.shadow.state_dict()
@@ -119,12 +150,14 @@ class RunLogger:
 
 def loop_settings(cfg) -> dict:
     """The loop's keyword arguments from the config: TRAIN.BATCH_SIZE, MAX_EPOCH, SNAPSHOT_INTERVAL, MAX_STEPS,
-    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, WORKERS, SEED."""
+    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, EMA_BN_BATCHES,
+    WORKERS, SEED."""
     t = cfg.TRAIN
     return dict(batch_size=t.BATCH_SIZE, max_epoch=t.MAX_EPOCH, snapshot_interval=t.SNAPSHOT_INTERVAL,
                 max_steps=t.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED, log_interval=t.LOG_INTERVAL,
                 image_interval=t.IMAGE_INTERVAL, lr_decay=t.LR_DECAY, lr_decay_epochs=t.LR_DECAY_EPOCHS,
-                checkpoint_minutes=t.CHECKPOINT_MINUTES, checkpoint_steps=t.CHECKPOINT_STEPS)
+                checkpoint_minutes=t.CHECKPOINT_MINUTES, checkpoint_steps=t.CHECKPOINT_STEPS,
+                ema_bn_batches=t.EMA_BN_BATCHES)
 
 
 def data_fingerprint(dataset) -> dict:
@@ -148,7 +181,8 @@ class BaseTrainer:
     def __init__(self, cfg, rt: Runtime, output_dir: str, train_set, *, batch_size: int, max_epoch: int,
                  snapshot_interval: int, max_steps: int = 0, workers: int = 0, seed: int = 100,
                  log_interval: int = 100, image_interval: int = 1000, lr_decay: float = 1.0, lr_decay_epochs: int = 1,
-                 checkpoint_minutes: float = 0.0, checkpoint_steps: int = 0, collate_fn=None, drop_last: bool = True):
+                 checkpoint_minutes: float = 0.0, checkpoint_steps: int = 0, ema_bn_batches: int = 0,
+                 collate_fn=None, drop_last: bool = True):
         self.cfg = cfg
         self.rt = rt
         self.output_dir = output_dir
@@ -167,6 +201,7 @@ class BaseTrainer:
         self.lr_decay_epochs = max(1, lr_decay_epochs)
         self.checkpoint_seconds = max(0.0, float(checkpoint_minutes)) * 60.0
         self.checkpoint_steps = max(0, int(checkpoint_steps))
+        self.ema_bn_batches = max(0, int(ema_bn_batches))
         self.collate_fn = collate_fn
         self.drop_last = drop_last
         self.epoch = 0  # the next epoch to run
@@ -200,6 +235,36 @@ class BaseTrainer:
     def sampling_generator(self):
         """A generator trainer's (`netG`, `ema`) weights to sample and save: the EMA copy when TRAIN.EMA, else G."""
         return self.ema.shadow if self.ema is not None else unwrap(self.netG)
+
+    def sampling_forward(self, net, batch) -> None:
+        """One forward of `net` (G or its EMA copy) on a prepared training batch, as sampling runs it (fresh noise,
+        no gradients): what TRAIN.EMA_BN_BATCHES recomputes the EMA copy's BatchNorm statistics from. A family
+        whose generator has BatchNorm layers and keeps an EMA provides it."""
+        raise NotImplementedError(f"{type(self).__name__} has no sampling_forward: set TRAIN.EMA_BN_BATCHES to 0")
+
+    def refresh_ema_statistics(self) -> int:
+        """TRAIN.EMA_BN_BATCHES > 0: the EMA copy's BatchNorm statistics recomputed for its own weights from that
+        many training batches (`EMA.recalibrate_batchnorm`), the loader and noise drawn apart from the training
+        stream. Returns the batches used (0: no EMA, no BatchNorm, or the key is 0)."""
+        ema = getattr(self, "ema", None)
+        if ema is None or not self.ema_bn_batches:
+            return 0
+
+        def batches():
+            count = 0
+            while True:
+                before = count
+                for raw in self.epoch_loader(self.epoch):  # the next epoch's order: a function of (SEED, epoch)
+                    yield raw
+                    count += 1
+                    if count == self.ema_bn_batches:
+                        return
+                if count == before:
+                    return
+
+        with self.rng_isolated():
+            return ema.recalibrate_batchnorm(lambda net, raw: self.sampling_forward(net, self.make_batch(raw)),
+                                             batches())
 
     def in_first_epochs(self, n: int) -> bool:
         """Whether this epoch is one of the first `n` (a term's *_EPOCHS key; 0: every epoch)."""
@@ -421,7 +486,10 @@ class BaseTrainer:
         self.logger.close()
 
     def snapshot(self) -> None:
-        """Release-format files, then the training state (both atomically, rank 0 only)."""
+        """The EMA copy's BatchNorm statistics (TRAIN.EMA_BN_BATCHES; on every rank, as SyncBatchNorm needs), then
+        the release-format files and the training state (both atomically, rank 0 only)."""
+        if self.refresh_ema_statistics():
+            self.logger.line(f"EMA BatchNorm statistics from {self.ema_bn_batches} batches at epoch {self.epoch}")
         if self.rt.is_main:
             with self.rng_isolated():
                 self.save_snapshot(self.epoch)

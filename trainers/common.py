@@ -73,6 +73,13 @@ def encode_captions(text_encoder, batch):
     return words_emb, sent_emb, mask
 
 
+def text_sampling_forward(text_encoder, net, batch, z_dim: int) -> None:
+    """`BaseTrainer.sampling_forward` of a family whose G reads (noise, sent_emb, words_emb, mask), as sampling
+    calls it: the batch's captions through the frozen text encoder, fresh standard-normal noise."""
+    words_emb, sent_emb, mask = encode_captions(text_encoder, batch)
+    net(torch.randn(words_emb.size(0), z_dim, device=words_emb.device), sent_emb, words_emb, mask)
+
+
 def swap_groups_for(cfg, train_set) -> list[list[int]] | None:
     """DAMSM.SWAP_NEGATIVES as vocabulary ids when G's hard-negative term is on (TRAIN.SMOOTH.SWAP_LAMBDA > 0), else
     None; that term needs the groups."""

@@ -46,7 +46,7 @@ from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives,
                              epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_terms,
-                             swap_groups_for)
+                             swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -168,6 +168,9 @@ class AttnGANTrainer(BaseTrainer):
             losses["errG_adv"] = adv.detach()
         losses.update(errG=err_g.detach(), w_loss=w_loss.detach(), s_loss=s_loss.detach(), kl_loss=kl.detach())
         return losses
+
+    def sampling_forward(self, net, batch):
+        text_sampling_forward(self.text_encoder, net, batch, self.z_dim)
 
     def extra_encoder_now(self):
         """The second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA) in this epoch, or None: it

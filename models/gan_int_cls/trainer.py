@@ -248,6 +248,9 @@ class GANINTCLSTrainer(BaseTrainer):
             self._last_g = self._g_step(batch)
         return {**losses, **self._last_g}
 
+    def sampling_forward(self, net, batch: IntClsBatch):
+        net(batch.embed, torch.randn(len(batch), self.z_dim, device=self.rt.device))
+
     # ---- outputs ------------------------------------------------------------------------------------------------
     def save_snapshot(self, epoch):
         atomic_save(unwrap(self.netG).state_dict(), os.path.join(self.model_dir, f"gen_{epoch}.pth"))

@@ -66,7 +66,8 @@ from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives, \
-    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_terms, swap_groups_for, text_encoder_path
+    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_terms, swap_groups_for, text_encoder_path, \
+    text_sampling_forward
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -194,6 +195,9 @@ class SSAGANTrainer(BaseTrainer):
         return losses
 
     @torch.no_grad()
+    def sampling_forward(self, net, batch):
+        text_sampling_forward(unwrap(self.text_encoder), net, batch, self.z_dim)
+
     def nearest_noise(self, k, sent_emb, words_emb, mask, real):
         """Per caption, of k noise draws the one whose image lies nearest (pixel distance) the caption's real
         image (TRAIN.PAIRED_CANDIDATES; IMLE, as AttnGAN's `nearest_noise`): the paired terms then pull that image

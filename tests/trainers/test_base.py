@@ -68,6 +68,9 @@ class ToyTrainer(BaseTrainer):
     def save_snapshot(self, epoch):
         atomic_save(unwrap(self.net).state_dict(), os.path.join(self.model_dir, f"net_epoch_{epoch}.pth"))
 
+    def sampling_forward(self, net, batch):
+        net(batch[0].to(self.rt.device))
+
 
 CPU = Runtime(device=torch.device("cpu"))
 
@@ -76,22 +79,31 @@ def _params(module):
     return torch.cat([p.detach().flatten() for p in unwrap(module).parameters()])
 
 
-def test_resume_continues_exactly(tmp_path):
+def _buffers(module):
+    return torch.cat([b.detach().float().flatten() for b in unwrap(module).buffers()])
+
+
+@pytest.mark.parametrize("ema_bn_batches", [0, 3])
+def test_resume_continues_exactly(tmp_path, ema_bn_batches):
     data = NoisyData()
-    full = ToyTrainer(CPU, tmp_path / "full", data, batch_size=4, max_epoch=3, snapshot_interval=1, seed=7)
+    kw = dict(batch_size=4, snapshot_interval=1, seed=7, ema_bn_batches=ema_bn_batches)
+    full = ToyTrainer(CPU, tmp_path / "full", data, max_epoch=3, **kw)
     torch.manual_seed(123)
     full.fit()
 
-    part = ToyTrainer(CPU, tmp_path / "part", data, batch_size=4, max_epoch=2, snapshot_interval=1, seed=7)
+    part = ToyTrainer(CPU, tmp_path / "part", data, max_epoch=2, **kw)
     torch.manual_seed(123)
     part.fit()
     torch.manual_seed(999)  # whatever happens between the runs must not matter
-    resumed = ToyTrainer(CPU, tmp_path / "part", data, batch_size=4, max_epoch=3, snapshot_interval=1, seed=7)
+    resumed = ToyTrainer(CPU, tmp_path / "part", data, max_epoch=3, **kw)
     resumed.resume()
     assert (resumed.epoch, resumed.step) == (2, 12)
     resumed.fit()
     assert torch.equal(_params(full.net), _params(resumed.net))
     assert torch.equal(_params(full.ema.shadow), _params(resumed.ema.shadow))
+    assert torch.equal(_buffers(full.ema.shadow), _buffers(resumed.ema.shadow))
+    # the EMA's statistics are its own (recomputed before each snapshot) or, with 0, the live net's (AttnGAN)
+    assert torch.equal(_buffers(full.ema.shadow), _buffers(full.net)) == (ema_bn_batches == 0)
     assert sorted(os.listdir(tmp_path / "part" / "Model")) == [
         "net_epoch_1.pth", "net_epoch_2.pth", "net_epoch_3.pth", STATE_FILE]
 
@@ -152,6 +164,42 @@ def test_ema_update_rule(step, decay):
             p.add_(1.0)
     ema.update(net, step=step)
     assert torch.allclose(_params(ema.shadow), decay * before + (1 - decay) * _params(net))
+
+
+def test_ema_batchnorm_recalibration():
+    """EMA.recalibrate_batchnorm: the copy's running mean / variance become the mean over the batches of each
+    batch's mean and unbiased variance of the BatchNorm's input under the copy's own weights; momentum and mode
+    are restored, parameters untouched; a copy without BatchNorm (or no batches) is left alone."""
+    torch.manual_seed(0)
+    net = ToyNet(dropout=0.0)
+    ema = EMA(net, 0.9)
+    with torch.no_grad():
+        for p in ema.shadow.parameters():
+            p.mul_(1.5)  # averaged weights: other statistics than the live net's
+    params = _params(ema.shadow).clone()
+    batches = [torch.randn(5, 2, 4, 4) for _ in range(3)]
+    assert ema.recalibrate_batchnorm(lambda m, x: m(x), batches) == 3
+    bn = ema.shadow.body[1]
+    with torch.no_grad():
+        acts = [ema.shadow.body[0](x).transpose(0, 1).flatten(1) for x in batches]  # [C, N·H·W] each
+    assert torch.allclose(bn.running_mean, torch.stack([a.mean(1) for a in acts]).mean(0), atol=1e-6)
+    assert torch.allclose(bn.running_var, torch.stack([a.var(1) for a in acts]).mean(0), atol=1e-5)
+    assert bn.momentum == 0.1 and not ema.shadow.training and int(bn.num_batches_tracked) == 3
+    assert torch.equal(_params(ema.shadow), params)
+    before = _buffers(ema.shadow).clone()
+    assert ema.recalibrate_batchnorm(lambda m, x: m(x), []) == 0
+    assert torch.equal(_buffers(ema.shadow), before)
+    plain = EMA(nn.Linear(2, 1))
+    assert plain.recalibrate_batchnorm(lambda m, x: m(x), [torch.randn(3, 2)]) == 0
+
+
+def test_ema_batchnorm_needs_the_family_forward(tmp_path):
+    class NoForward(ToyTrainer):
+        sampling_forward = BaseTrainer.sampling_forward
+
+    t = NoForward(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=1, snapshot_interval=1, ema_bn_batches=2)
+    with pytest.raises(NotImplementedError, match="NoForward has no sampling_forward: set TRAIN.EMA_BN_BATCHES to 0"):
+        t.fit()
 
 
 def test_cpu_runtime_needs_no_process_group():

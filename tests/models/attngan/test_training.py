@@ -60,6 +60,29 @@ def test_one_step_finite_losses_and_snapshot_files(attn_cfg, tmp_path):
     assert (tmp_path / "Image" / "G_epoch_1.png").exists()
 
 
+def test_snapshot_batchnorm_statistics_are_the_emas_own(attn_cfg, tmp_path):
+    """TRAIN.EMA_BN_BATCHES: the snapshot's BatchNorm statistics are recomputed for the EMA weights (AttnGAN saved
+    the live G's); the weights, the live G and the training stream are the same either way."""
+    runs = {}
+    for n in (0, 2):
+        cfg = copy.deepcopy(attn_cfg)
+        cfg.TRAIN.MAX_STEPS, cfg.TRAIN.EMA_BN_BATCHES = 2, n
+        torch.manual_seed(5)
+        trainer = AttnGANTrainer(cfg, CPU, str(tmp_path / str(n)), build_dataset(cfg, "train"))
+        trainer.fit()
+        snap = load_checkpoint(str(tmp_path / str(n) / "Model" / "netG_epoch_1.pth"))
+        runs[n] = trainer, snap, torch.rand(3)  # the global stream after the run
+    (t0, snap0, after0), (t2, snap2, after2) = runs[0], runs[2]
+    assert torch.equal(_params(t0.netG), _params(t2.netG)) and torch.equal(after0, after2)
+    stats = [k for k in snap0 if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(k in snap2 for k in stats)
+    live = t0.netG.state_dict()
+    assert all(torch.equal(snap0[k], live[k]) for k in stats)  # AttnGAN's file: the live G's statistics
+    assert not any(torch.equal(snap2[k], live[k]) for k in stats)
+    weights = [k for k in snap0 if k not in stats and not k.endswith("num_batches_tracked")]
+    assert all(torch.equal(snap0[k], snap2[k]) for k in weights)
+
+
 @pytest.mark.parametrize("overrides", [
     {"GAN.B_INIT_ATTENTION": True, "GAN.UPSAMPLE": "bilinear"},  # BERT-AttnGAN's generator
     {"GAN.B_DCGAN": True, "GAN.R_NUM": 0},

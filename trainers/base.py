@@ -488,8 +488,9 @@ class BaseTrainer:
     def snapshot(self) -> None:
         """The EMA copy's BatchNorm statistics (TRAIN.EMA_BN_BATCHES; on every rank, as SyncBatchNorm needs), then
         the release-format files and the training state (both atomically, rank 0 only)."""
-        if self.refresh_ema_statistics():
-            self.logger.line(f"EMA BatchNorm statistics from {self.ema_bn_batches} batches at epoch {self.epoch}")
+        n = self.refresh_ema_statistics()
+        if n:
+            self.logger.line(f"EMA BatchNorm statistics from {n} batches at epoch {self.epoch}")
         if self.rt.is_main:
             with self.rng_isolated():
                 self.save_snapshot(self.epoch)

@@ -194,10 +194,10 @@ class SSAGANTrainer(BaseTrainer):
                                           anchor_imgs))
         return losses
 
-    @torch.no_grad()
     def sampling_forward(self, net, batch):
         text_sampling_forward(unwrap(self.text_encoder), net, batch, self.z_dim)
 
+    @torch.no_grad()
     def nearest_noise(self, k, sent_emb, words_emb, mask, real):
         """Per caption, of k noise draws the one whose image lies nearest (pixel distance) the caption's real
         image (TRAIN.PAIRED_CANDIDATES; IMLE, as AttnGAN's `nearest_noise`): the paired terms then pull that image

@@ -71,7 +71,7 @@ class AttnGANTrainer(BaseTrainer):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
                              "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
         stages = cfg.TRAIN.ANCHOR_STAGES
-        if stages and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
+        if stages and cfg.TRAIN.PAIRED_ANCHOR and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
             raise InputError(f"TRAIN.ANCHOR_STAGES = {stages}: the anchor's fresh draws stop after that many of "
                              "G_NET's stages, so it must be 0 (every stage) or 1..TREE.BRANCH_NUM "
                              f"({cfg.TREE.BRANCH_NUM}), and G_DCGAN (GAN.B_DCGAN) has no image before its last stage")

@@ -205,7 +205,7 @@ def test_paired_anchor_renders_fresh_draws_and_adds_their_pixel_term(attn_cfg, t
     rest of errG as without it); TRAIN.PAIRED_ANCHOR_EPOCHS ends it after that many epochs."""
     cfg = copy.deepcopy(attn_cfg)
     cfg.TRAIN.PAIRED_ANCHOR, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PERCEPTUAL_WEIGHT = 0.5, 3.0, 0.0
-    cfg.TRAIN.ANCHOR_POOL = pool
+    cfg.TRAIN.ANCHOR_POOL, cfg.TRAIN.ANCHOR_STAGES = pool, 0  # every stage (the shipped config: stage 1 only)
     cfg.TRAIN.PAIRED_CANDIDATES = 2
     trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
     batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))

@@ -247,24 +247,15 @@ class BaseTrainer:
         many training batches (`EMA.recalibrate_batchnorm`), the loader and noise drawn apart from the training
         stream. Returns the batches used (0: no EMA, no BatchNorm, or the key is 0)."""
         ema = getattr(self, "ema", None)
-        if ema is None or not self.ema_bn_batches:
+        per_pass = len(self.epoch_loader(self.epoch)) if ema is not None and self.ema_bn_batches else 0
+        if not per_pass:
             return 0
-
-        def batches():
-            count = 0
-            while True:
-                before = count
-                for raw in self.epoch_loader(self.epoch):  # the next epoch's order: a function of (SEED, epoch)
-                    yield raw
-                    count += 1
-                    if count == self.ema_bn_batches:
-                        return
-                if count == before:
-                    return
-
+        passes = -(-self.ema_bn_batches // per_pass)  # the next epoch's order, a function of (SEED, epoch), each pass
+        batches = itertools.islice(itertools.chain.from_iterable(self.epoch_loader(self.epoch) for _ in range(passes)),
+                                   self.ema_bn_batches)
         with self.rng_isolated():
             return ema.recalibrate_batchnorm(lambda net, raw: self.sampling_forward(net, self.make_batch(raw)),
-                                             batches())
+                                             batches)
 
     def in_first_epochs(self, n: int) -> bool:
         """Whether this epoch is one of the first `n` (a term's *_EPOCHS key; 0: every epoch)."""

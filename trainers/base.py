@@ -150,12 +150,13 @@ class RunLogger:
 
 def loop_settings(cfg) -> dict:
     """The loop's keyword arguments from the config: TRAIN.BATCH_SIZE, MAX_EPOCH, SNAPSHOT_INTERVAL, MAX_STEPS,
-    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, CHECKPOINT_MINUTES, CHECKPOINT_STEPS, EMA_BN_BATCHES,
-    WORKERS, SEED."""
+    LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, LR_COOLDOWN, CHECKPOINT_MINUTES, CHECKPOINT_STEPS,
+    EMA_BN_BATCHES, WORKERS, SEED."""
     t = cfg.TRAIN
     return dict(batch_size=t.BATCH_SIZE, max_epoch=t.MAX_EPOCH, snapshot_interval=t.SNAPSHOT_INTERVAL,
                 max_steps=t.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED, log_interval=t.LOG_INTERVAL,
                 image_interval=t.IMAGE_INTERVAL, lr_decay=t.LR_DECAY, lr_decay_epochs=t.LR_DECAY_EPOCHS,
+                lr_cooldown=t.LR_COOLDOWN,
                 checkpoint_minutes=t.CHECKPOINT_MINUTES, checkpoint_steps=t.CHECKPOINT_STEPS,
                 ema_bn_batches=t.EMA_BN_BATCHES)
 
@@ -181,8 +182,8 @@ class BaseTrainer:
     def __init__(self, cfg, rt: Runtime, output_dir: str, train_set, *, batch_size: int, max_epoch: int,
                  snapshot_interval: int, max_steps: int = 0, workers: int = 0, seed: int = 100,
                  log_interval: int = 100, image_interval: int = 1000, lr_decay: float = 1.0, lr_decay_epochs: int = 1,
-                 checkpoint_minutes: float = 0.0, checkpoint_steps: int = 0, ema_bn_batches: int = 0,
-                 collate_fn=None, drop_last: bool = True):
+                 lr_cooldown: float = 0.0, checkpoint_minutes: float = 0.0, checkpoint_steps: int = 0,
+                 ema_bn_batches: int = 0, collate_fn=None, drop_last: bool = True):
         self.cfg = cfg
         self.rt = rt
         self.output_dir = output_dir
@@ -199,6 +200,10 @@ class BaseTrainer:
         self.image_interval = max(1, image_interval)
         self.lr_decay = lr_decay
         self.lr_decay_epochs = max(1, lr_decay_epochs)
+        if not 0.0 <= float(lr_cooldown) <= 1.0:
+            raise ValueError(f"TRAIN.LR_COOLDOWN is {lr_cooldown}: expected a fraction of the run's steps in [0, 1]")
+        self.lr_cooldown = float(lr_cooldown)
+        self._total_steps = 0  # the run's steps, counted when the cooldown first asks
         self.checkpoint_seconds = max(0.0, float(checkpoint_minutes)) * 60.0
         self.checkpoint_steps = max(0, int(checkpoint_steps))
         self.ema_bn_batches = max(0, int(ema_bn_batches))
@@ -270,11 +275,28 @@ class BaseTrainer:
     def make_batch(self, raw):
         return raw
 
-    def set_learning_rates(self, epoch: int) -> None:
-        """Step decay of every optimiser: lr = initial lr × LR_DECAY^(epoch // LR_DECAY_EPOCHS) (BERT-AttnGAN:
-        0.98 every 10 epochs; 1.0, no decay, is AttnGAN's and SSA-GAN's constant rate). The initial rate is kept
-        in each parameter group, so it travels with the optimiser's state through a resume."""
-        scale = self.lr_decay ** (epoch // self.lr_decay_epochs)
+    def total_steps(self) -> int:
+        """The run's optimiser steps: TRAIN.MAX_STEPS where set and shorter, else MAX_EPOCH full epochs."""
+        per_epoch = len(self.epoch_loader(0))
+        total = self.max_epoch * per_epoch
+        return min(total, self.max_steps) if self.max_steps else total
+
+    def cooldown_scale(self, step: int) -> float:
+        """TRAIN.LR_COOLDOWN's factor for the step after `step` optimiser steps: 1, then a linear fall over the last
+        LR_COOLDOWN of the run's steps (to 1 / (LR_COOLDOWN · steps) at the last step; warmup-stable-decay's
+        decay, Hägele et al. 2024), so a run of a fixed length ends on small steps. 1 throughout where it is 0."""
+        if not self.lr_cooldown:
+            return 1.0
+        if not self._total_steps:
+            self._total_steps = self.total_steps()
+        return min(1.0, max(0.0, (self._total_steps - step) / (self.lr_cooldown * self._total_steps)))
+
+    def set_learning_rates(self, epoch: int, step: int = 0) -> None:
+        """Every optimiser's rate for the coming step: initial lr × LR_DECAY^(epoch // LR_DECAY_EPOCHS) (BERT-AttnGAN:
+        0.98 every 10 epochs; 1.0, no decay, is AttnGAN's and SSA-GAN's constant rate) × `cooldown_scale(step)`.
+        The initial rate is kept in each parameter group, so it travels with the optimiser's state through a
+        resume; the rate is a function of (epoch, step) alone, so a resumed run gets the same rates."""
+        scale = self.lr_decay ** (epoch // self.lr_decay_epochs) * self.cooldown_scale(step)
         for optimizer in self.optimizers().values():
             for group in optimizer.param_groups:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
@@ -439,7 +461,7 @@ class BaseTrainer:
         self._last_checkpoint = time.monotonic()
         while self.epoch < self.max_epoch and not done:
             epoch = self.epoch
-            self.set_learning_rates(epoch)
+            self.set_learning_rates(epoch, self.step)
             for m in self.modules().values():
                 if any(p.requires_grad for p in m.parameters()):
                     m.train()
@@ -447,6 +469,8 @@ class BaseTrainer:
             bar = tqdm(self._resume_position(loader), desc=f"epoch {epoch}", total=len(loader),
                        initial=self.epoch_batch, disable=not self.rt.is_main, leave=False, dynamic_ncols=True)
             for raw in bar:
+                if self.lr_cooldown:
+                    self.set_learning_rates(epoch, self.step)
                 losses = {k: float(v) for k, v in self.train_step(self.make_batch(raw)).items()}
                 self.check_finite(losses)
                 self.step += 1

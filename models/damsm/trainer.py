@@ -102,9 +102,9 @@ class DAMSMTrainer(BaseTrainer):
                 lr *= self.cfg.TRAIN.ENCODER_LR_DECAY
         return lr
 
-    def set_learning_rates(self, epoch: int) -> None:
+    def set_learning_rates(self, epoch: int, step: int = 0) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_for_epoch(epoch)
+            group["lr"] = self.lr_for_epoch(epoch) * self.cooldown_scale(step)
 
     def make_batch(self, raw):
         return prepare_data(raw, self.rt.device)

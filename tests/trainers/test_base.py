@@ -129,6 +129,43 @@ def test_step_lr_decay_and_resume(tmp_path):
     assert resumed.opt.param_groups[0]["lr"] == pytest.approx(0.025)  # epoch 4
 
 
+class RateLog(ToyTrainer):
+    """Records the learning rate every step trains with; `stop_at` interrupts the run before that step."""
+
+    def __init__(self, *a, stop_at=None, **kw):
+        self.rates, self.stop_at = [], stop_at
+        super().__init__(*a, **kw)
+
+    def train_step(self, batch):
+        if self.step == self.stop_at:
+            raise KeyboardInterrupt
+        self.rates.append(self.opt.param_groups[0]["lr"])
+        return super().train_step(batch)
+
+
+def test_lr_cooldown_falls_linearly_and_resumes_exactly(tmp_path):
+    """TRAIN.LR_COOLDOWN 0.5 on 3 epochs of 6 steps: 9 steps at the initial rate, then 9/9 ... 1/9 of it; a run
+    interrupted inside the cooldown and resumed trains with the same rates and ends on the same weights."""
+    data, kw = NoisyData(), dict(batch_size=4, snapshot_interval=1, seed=3, lr=0.1, lr_cooldown=0.5)
+    full = RateLog(CPU, tmp_path / "full", data, max_epoch=3, **kw)
+    torch.manual_seed(5)
+    full.fit()
+    assert full.rates == pytest.approx([0.1] * 9 + [0.1 * k / 9 for k in range(9, 0, -1)])
+    part = RateLog(CPU, tmp_path / "part", data, max_epoch=3, checkpoint_steps=13, stop_at=14, **kw)
+    torch.manual_seed(5)
+    with pytest.raises(KeyboardInterrupt):
+        part.fit()
+    assert part.rates == full.rates[:14]  # the rolling state holds step 13
+    resumed = RateLog(CPU, tmp_path / "part", data, max_epoch=3, **kw)
+    resumed.resume()
+    assert resumed.step == 13
+    resumed.fit()
+    assert resumed.rates == pytest.approx(full.rates[13:])
+    assert torch.equal(_params(full.net), _params(resumed.net))
+    with pytest.raises(ValueError, match=r"TRAIN.LR_COOLDOWN is 1.5: expected a fraction"):
+        RateLog(CPU, tmp_path / "bad", data, max_epoch=3, batch_size=4, snapshot_interval=1, lr_cooldown=1.5)
+
+
 def test_non_finite_loss_stops_and_keeps_last_snapshot(tmp_path):
     t = ToyTrainer(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=5, snapshot_interval=1, nan_at=9)
     with pytest.raises(NonFiniteLossError, match=r"loss 'loss' is nan at step 8 \(epoch 1\)") as e:

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
 from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_strict, remove_stale_temporaries
 from miscc.config import ConfigError, plain_config, resume_changes
-from miscc.errors import MissingFileError, MissingKeyError, UserError, ensure_output_dir
+from miscc.errors import InputError, MissingFileError, MissingKeyError, UserError, ensure_output_dir
 from miscc.modules import freeze
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 
@@ -201,14 +201,14 @@ class BaseTrainer:
         self.lr_decay = lr_decay
         self.lr_decay_epochs = max(1, lr_decay_epochs)
         if not 0.0 <= float(lr_cooldown) <= 1.0:
-            raise ValueError(f"TRAIN.LR_COOLDOWN is {lr_cooldown}: expected a fraction of the run's steps in [0, 1]")
+            raise InputError(f"TRAIN.LR_COOLDOWN is {lr_cooldown}: expected a fraction of the run's steps in [0, 1]")
         self.lr_cooldown = float(lr_cooldown)
-        self._total_steps = 0  # the run's steps, counted when the cooldown first asks
         self.checkpoint_seconds = max(0.0, float(checkpoint_minutes)) * 60.0
         self.checkpoint_steps = max(0, int(checkpoint_steps))
         self.ema_bn_batches = max(0, int(ema_bn_batches))
         self.collate_fn = collate_fn
         self.drop_last = drop_last
+        self._total_steps = self.total_steps() if self.lr_cooldown else 0  # what the cooldown is a fraction of
         self.epoch = 0  # the next epoch to run
         self.epoch_batch = 0  # batches of `epoch` already trained (> 0 after a mid-epoch resume)
         self.step = 0  # optimiser steps done
@@ -287,8 +287,6 @@ class BaseTrainer:
         decay, Hägele et al. 2024), so a run of a fixed length ends on small steps. 1 throughout where it is 0."""
         if not self.lr_cooldown:
             return 1.0
-        if not self._total_steps:
-            self._total_steps = self.total_steps()
         return min(1.0, max(0.0, (self._total_steps - step) / (self.lr_cooldown * self._total_steps)))
 
     def set_learning_rates(self, epoch: int, step: int = 0) -> None:

@@ -16,8 +16,12 @@ CASES = {
     # name: (config, overrides, batch size on CPU, batch size on CUDA, vocabulary)
     "attngan bird 256px": ("cfg/bird_attn2.yml", {}, 4, 20, 5450),
     "attngan shapes 32px": ("cfg/shapes_attn.yml", {}, 20, 20, 47),  # the demo's model
+    # without the real images' feature cache (the synthetic batch repeats, so above every image is a hit, as from
+    # the second epoch of a run)
+    "attngan shapes 32px, no feature cache": ("cfg/shapes_attn.yml", {"TRAIN.REAL_FEATURE_CACHE_MB": 0}, 20, 20, 47),
     "ssagan bird 256px": ("cfg/bird_ssa.yml", {}, 2, 24, 5450),
     "ssagan shapes 32px": ("cfg/shapes_ssa.yml", {}, 24, 24, 47),
+    "ssagan shapes 32px, MA-GP every 4th step": ("cfg/shapes_ssa.yml", {"SSA.MAGP_INTERVAL": 4}, 24, 24, 47),
     "dfgan bird 256px": ("cfg/bird_dfgan.yml", {}, 2, 32, 5450),
     "dfgan shapes 64px": ("cfg/shapes_dfgan.yml", {}, 32, 32, 47),
 }

@@ -107,6 +107,9 @@ _DEFAULTS = {
         # ControlGAN's perceptual loss in the DAMSM image encoder's feature space (miscc/losses.perceptual_loss):
         # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
         "PERCEPTUAL_WEIGHT": 0.0,
+        # MiB of the perceptual term's real-image features kept between steps (trainers/common.RealFeatureCache):
+        # each distinct real image goes through the frozen encoder once; 0 is off
+        "REAL_FEATURE_CACHE_MB": 0,
         # mean squared pixel distance of each stage's image to its caption's real image (miscc/losses.pixel_loss):
         # weight of the G term; 0 is off (AttnGAN, SSA-GAN)
         "PIXEL_WEIGHT": 0.0,
@@ -218,6 +221,7 @@ _DEFAULTS = {
         "MAGP_P": 6.0,
         "MAGP_WEIGHT": 2.0,
         "MAGP_MODE": "separate",  # separate (SSA-GAN/old DF-GAN) | joint (DF-GAN 2022)
+        "MAGP_INTERVAL": 1,  # ours: the penalty every n-th step at n times its weight (StyleGAN2's lazy R1)
         "GENERATOR_LR": 1e-4,
         "DISCRIMINATOR_LR": 4e-4,
         "BETA1": 0.0,
@@ -427,7 +431,8 @@ RESUME_IGNORED = (
     "CONFIG_NAME", "CONFIG_FILE", "DATA_DIR", "GPU_ID", "CUDA", "WORKERS", "B_VALIDATION", "RESTORE", "OUTPUT_DIR",
     "DATA.SKIP_CORRUPT", "DATA.CACHE_IMAGES", "DATA.STRICT_TEXT", "TRAIN.FLAG", "TRAIN.NET_G", "TRAIN.B_NET_D", "TRAIN.WARMUP_EPOCHS",
     "TRAIN.GSAVE_INTERVAL", "TRAIN.DSAVE_INTERVAL", "TRAIN.LOG_INTERVAL", "TRAIN.IMAGE_INTERVAL",
-    "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "TRAIN.EMA_BN_BATCHES", "DAMSM.INCEPTION_WEIGHTS",
+    "TRAIN.CHECKPOINT_MINUTES", "TRAIN.CHECKPOINT_STEPS", "TRAIN.EMA_BN_BATCHES",
+    "TRAIN.REAL_FEATURE_CACHE_MB", "DAMSM.INCEPTION_WEIGHTS",
     "DAMSM.VALID_BATCHES",
     "DAMSM.VALID_INTERVAL", "DAMSM.RPREC_SAMPLES", "EVAL.", "INTCLS.SRCNN_WEIGHTS", "INTCLS.SRCNN_SCALE",
 )

@@ -224,16 +224,19 @@ def damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, cfg, f
     return w, s
 
 
-def perceptual_loss(image_encoder, fake_features: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+def perceptual_loss(image_encoder, fake_features: torch.Tensor, real: torch.Tensor,
+                    real_features: torch.Tensor | None = None) -> torch.Tensor:
     """Mean squared distance between the DAMSM image encoder's region features of generated images
     (`fake_features`, computed with gradients) and those of the real images of their captions (`real`).
 
     ControlGAN's perceptual loss (Li et al. 2019, Eq. 5) with the DAMSM image encoder in place of ImageNet VGG-16
     (whose weights cannot be downloaded here, and which knows nothing of a synthetic dataset): it asks each image to
     show what its caption's real image shows, where it shows it, and leaves the pixels to the adversarial loss.
+    `real_features`, where given, are those of `real` computed before (`trainers.common.RealFeatureCache`).
     """
-    with torch.no_grad():
-        real_features = image_encoder(real)[0]
+    if real_features is None:
+        with torch.no_grad():
+            real_features = image_encoder(real)[0]
     return F.mse_loss(fake_features.float(), real_features.float())
 
 

@@ -2,6 +2,7 @@
 visualisation batches."""
 from __future__ import annotations
 
+import hashlib
 import os
 
 import torch
@@ -126,18 +127,87 @@ def load_perceptual_extra(cfg, device):
     return _frozen_image_encoder(cfg, resolve_path(path), device)
 
 
-def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=None):
+class RealFeatureCache:
+    """The region features of real images under frozen image encoders, each distinct image through each encoder
+    once (TRAIN.REAL_FEATURE_CACHE_MB > 0). The perceptual term reads the caption's real image through the encoder
+    at every step; on `shapes` (4,000 images, each also flipped) that forward is about a tenth of a step. An image
+    is known by a digest of its bytes, so a flipped or differently cropped one is its own entry. Once the features
+    held reach the budget no entry is added (the rest are computed at each step, as without a cache). Only for
+    encoders that do not train: a trainer that fine-tunes its image encoder must not use one.
+
+    Images not held are read in forwards of exactly CHUNK images (the last one padded with copies), so an image's
+    features have the same bits whichever batch it first came in: a run resumed with an empty cache goes on exactly
+    as the uninterrupted one (a convolution may round differently for another batch size, e.g. for one image)."""
+
+    CHUNK = 8
+
+    def __init__(self, budget_mb: float):
+        self.budget = int(budget_mb * 2 ** 20)
+        self.held = 0  # bytes
+        self._store: dict[int, dict[bytes, torch.Tensor]] = {}  # id(encoder) -> digest -> features
+
+    @staticmethod
+    def _digest(image: torch.Tensor) -> bytes:
+        return hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
+
+    @torch.no_grad()
+    def features(self, encoder, real: torch.Tensor) -> torch.Tensor:
+        """encoder(real)[0] ([B, C, h, w]), from the cache where it holds them; new ones are kept while the
+        budget lasts."""
+        store = self._store.setdefault(id(encoder), {})
+        keys = [self._digest(r) for r in real]
+        missing = [i for i, k in enumerate(keys) if k not in store]
+        fresh = {}
+        for start in range(0, len(missing), self.CHUNK):
+            rows = missing[start:start + self.CHUNK]
+            chunk = real[rows + rows[:1] * (self.CHUNK - len(rows))]
+            for i, f in zip(rows, encoder(chunk)[0]):
+                fresh[i] = f
+                if keys[i] not in store and self.held + f.nbytes <= self.budget:
+                    store[keys[i]] = f.clone()
+                    self.held += f.nbytes
+        return torch.stack([fresh[i] if i in fresh else store[k] for i, k in enumerate(keys)])
+
+    def drop(self, encoder) -> None:
+        """Forget `encoder`'s features (an encoder no longer used)."""
+        for f in self._store.pop(id(encoder), {}).values():
+            self.held -= f.nbytes
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._store.values())
+
+
+def real_feature_cache(cfg, trains_image_encoder: bool = False) -> RealFeatureCache | None:
+    """The trainer's RealFeatureCache for TRAIN.REAL_FEATURE_CACHE_MB (None where it is 0)."""
+    budget = cfg.TRAIN.REAL_FEATURE_CACHE_MB
+    if not budget:
+        return None
+    if budget < 0:
+        raise InputError(f"TRAIN.REAL_FEATURE_CACHE_MB is {budget}: expected MiB >= 0 (0 is off)")
+    if trains_image_encoder:
+        raise InputError("TRAIN.REAL_FEATURE_CACHE_MB keeps features of a frozen image encoder: it cannot be used "
+                         "with TRAIN.FINETUNE_TEXT_ENCODER, which trains the image encoder too; set it to 0")
+    return RealFeatureCache(budget)
+
+
+def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=None, real_cache=None):
     """G's terms against the captions' real images (shapes configs): TRAIN.PERCEPTUAL_WEIGHT · perceptual loss of
     the last image (its DAMSM `fake_features`, computed with gradients; plus the same term in `extra_encoder`'s
     features, TRAIN.PERCEPTUAL_EXTRA) and TRAIN.PIXEL_WEIGHT · Σ over the `fakes` of the pixel loss against the
     `reals` of the same sizes. Returns (weighted sum, or 0 when both are off; the unweighted terms to log,
-    `perceptual` (and `perceptual_extra`) and `pixel`, for those that are on)."""
+    `perceptual` (and `perceptual_extra`) and `pixel`, for those that are on). The real images' features come
+    from `real_cache` (a RealFeatureCache) where given."""
     total, logged = 0.0, {}
+
+    def real_features(encoder):
+        return real_cache.features(encoder, reals[-1]) if real_cache is not None else None
+
     if cfg.TRAIN.PERCEPTUAL_WEIGHT:
-        per = perceptual_loss(image_encoder, fake_features, reals[-1])
+        per = perceptual_loss(image_encoder, fake_features, reals[-1], real_features(image_encoder))
         total, logged["perceptual"] = total + cfg.TRAIN.PERCEPTUAL_WEIGHT * per, per.detach()
         if extra_encoder is not None:
-            extra = perceptual_loss(extra_encoder, extra_encoder(fakes[-1])[0], reals[-1])
+            extra = perceptual_loss(extra_encoder, extra_encoder(fakes[-1])[0], reals[-1],
+                                    real_features(extra_encoder))
             total, logged["perceptual_extra"] = total + cfg.TRAIN.PERCEPTUAL_WEIGHT * extra, extra.detach()
     if cfg.TRAIN.PIXEL_WEIGHT:
         pix = sum(pixel_loss(f, r) for f, r in zip(fakes, reals, strict=True))

@@ -37,7 +37,7 @@ from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_stric
 from miscc.diffaugment import diff_augment, parse_policy
 from miscc.errors import InputError
 from miscc.losses import damsm_generator_loss
-from miscc.modules import eval_mode, frozen
+from miscc.modules import eval_mode, frozen, spectral_norm_once
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
@@ -46,7 +46,7 @@ from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives,
                              epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_terms,
-                             swap_groups_for, text_sampling_forward)
+                             real_feature_cache, swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -66,6 +66,7 @@ class AttnGANTrainer(BaseTrainer):
         self.optsD = [torch.optim.Adam(d.parameters(), lr=cfg.TRAIN.DISCRIMINATOR_LR, betas=betas)
                       for d in self.netsD]
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
+        self.real_cache = real_feature_cache(cfg)  # TRAIN.REAL_FEATURE_CACHE_MB
         self.z_dim = cfg.GAN.Z_DIM
         if cfg.TRAIN.PAIRED_MAP_CANDIDATES > 1 and not (cfg.GAN.GRID_NOISE and cfg.TRAIN.PAIRED_CANDIDATES > 1):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
@@ -140,10 +141,11 @@ class AttnGANTrainer(BaseTrainer):
         losses = {}
         reals = batch.imgs[len(batch.imgs) - len(fake_imgs):]  # G_DCGAN: one image (and one D), the last size
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD) if adversarial else ()):
-            with rt.autocast():
-                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
-                                           cfg.GAN.ADV_LOSS, self.augment)
-            gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
+            with spectral_norm_once(netD):  # (GAN.D_SPECTRAL_NORM) one normalisation for both of the step's forwards
+                with rt.autocast():
+                    err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
+                                               cfg.GAN.ADV_LOSS, self.augment)
+                gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
             losses[f"errD{i}"] = err_d.detach()
 
         with frozen(*self.netsD):
@@ -155,7 +157,7 @@ class AttnGANTrainer(BaseTrainer):
                                                       cfg, features, negatives)
             kl = KL_loss(mu.float(), logvar.float())
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals,  # every stage
-                                          self.extra_encoder_now())
+                                          self.extra_encoder_now(), self.real_cache)
             if anchored:
                 anchor, logged["anchor"] = anchor_term(cfg, anchor_imgs, reals[:len(anchor_imgs)])
                 paired = paired + anchor
@@ -176,7 +178,11 @@ class AttnGANTrainer(BaseTrainer):
         """The second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA) in this epoch, or None: it
         speeds up where objects go early and holds the shapes back later, so TRAIN.PERCEPTUAL_EXTRA_EPOCHS > 0 ends
         it after that many epochs."""
-        return self.perceptual_extra if self.in_first_epochs(self.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS) else None
+        if self.in_first_epochs(self.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS):
+            return self.perceptual_extra
+        if self.real_cache is not None and self.perceptual_extra is not None:
+            self.real_cache.drop(self.perceptual_extra)  # its features are not read again
+        return None
 
     def with_fresh_draws(self, noise, ca_eps, sent_emb, words_emb, mask):
         """TRAIN.PAIRED_ANCHOR: the batch's noise (and conditioning-augmentation draw) followed by fresh draws for

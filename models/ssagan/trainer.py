@@ -8,6 +8,8 @@ One iteration, as the original:
    the length-sorted batch shifted by one (`models.ssagan.hinge_d_loss`);
 4. MA-GP (`magp_loss`, SSA.MAGP_P / SSA.MAGP_WEIGHT): with SSA.MAGP_MODE 'separate' a second D step on the penalty
    alone (SSA-GAN, DF-GAN 2021); with 'joint' the penalty is added to the hinge loss of step 3, one step (DF-GAN 2022);
+   ours: with SSA.MAGP_INTERVAL n > 1 only every n-th step has the penalty, at n times its weight (StyleGAN2's lazy
+   regularisation; the original: 1);
 5. G takes one step on -D(G(z,s), s) + SSA.DAMSM_WEIGHT · LAMBDA·(words_loss0+1 + sent_loss0+1), the DAMSM terms
    computed by the image encoder on the fake image with the TRAIN.SMOOTH gammas (wt: weight 0.05, LAMBDA 1);
 6. with TRAIN.EMA, the EMA of G is updated (the original has none; SSA configs set it off).
@@ -66,8 +68,8 @@ from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives, \
-    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_terms, swap_groups_for, text_encoder_path, \
-    text_sampling_forward
+    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_terms, real_feature_cache, swap_groups_for, \
+    text_encoder_path, text_sampling_forward
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -92,6 +94,8 @@ class SSAGANTrainer(BaseTrainer):
     def __init__(self, cfg, rt, output_dir, train_set):
         if cfg.SSA.MAGP_MODE not in MAGP_MODES:
             raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
+        if not (isinstance(cfg.SSA.MAGP_INTERVAL, int) and cfg.SSA.MAGP_INTERVAL >= 1):
+            raise InputError(f"SSA.MAGP_INTERVAL is {cfg.SSA.MAGP_INTERVAL!r}: expected a whole number of steps >= 1")
         if cfg.TRAIN.BATCH_SIZE < 2:
             raise InputError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
                              f"one), got {cfg.TRAIN.BATCH_SIZE}")
@@ -118,6 +122,7 @@ class SSAGANTrainer(BaseTrainer):
         self.swap_groups = swap_groups_for(cfg, train_set)  # TRAIN.SMOOTH.SWAP_LAMBDA's hard negatives
         self.z_dim = cfg.GAN.Z_DIM
         self.magp_mode = ssa.MAGP_MODE
+        self.real_cache = real_feature_cache(cfg, trains_image_encoder=self.finetune)  # TRAIN.REAL_FEATURE_CACHE_MB
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
         self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
         if cfg.TRAIN.NET_G:
@@ -229,16 +234,23 @@ class SSAGANTrainer(BaseTrainer):
         with self.rt.autocast():
             d = hinge_d_loss(self.netD, real, fake, text)
         err_d = d.total.float()
+        # SSA.MAGP_INTERVAL n > 1 (ours): the penalty on every n-th step only, at n times its weight
+        n = ssa.MAGP_INTERVAL
+        penalised, weight = self.step % n == 0, ssa.MAGP_WEIGHT * n
+        out = {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
+               "errD_fake": d.fake.detach()}
         if self.magp_mode == "joint":
-            magp = magp_loss(self.netD, real, text, ssa.MAGP_P, ssa.MAGP_WEIGHT)  # detaches its text input
+            magp = magp_loss(self.netD, real, text, ssa.MAGP_P, weight) if penalised else 0.0  # detaches its text
             gan_step(err_d + magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
         else:
             gan_step(err_d, self.optD, self.scaler, module=self.netD, rt=self.rt)
-            text = self.netD.text_condition(sent_emb, words_emb, mask)  # D has moved
-            magp = magp_loss(self.netD, real, text, ssa.MAGP_P, ssa.MAGP_WEIGHT)
-            gan_step(magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
-        return {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
-                "errD_fake": d.fake.detach(), "MAGP": magp.detach()}
+            if penalised:
+                text = self.netD.text_condition(sent_emb, words_emb, mask)  # D has moved
+                magp = magp_loss(self.netD, real, text, ssa.MAGP_P, weight)
+                gan_step(magp, self.optD, self.scaler, module=self.netD, rt=self.rt)
+        if penalised:
+            out["MAGP"] = magp.detach()
+        return out
 
     def generator_step(self, fake, words_emb, sent_emb, batch, real, adversarial: bool = True,
                        negatives=None, mask=None, anchor_imgs=None) -> dict:
@@ -255,7 +267,8 @@ class SSAGANTrainer(BaseTrainer):
                 w_loss, s_loss = damsm_generator_loss(image_encoder, fake, words_emb, sent_emb, batch, self.cfg,
                                                       features, negatives)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
-            paired, out = paired_terms(self.cfg, image_encoder, features[0], [fake], [real])
+            paired, out = paired_terms(self.cfg, image_encoder, features[0], [fake], [real],
+                                       real_cache=self.real_cache)
             if anchor_imgs is not None:
                 anchor, out["anchor"] = anchor_term(self.cfg, [anchor_imgs], [real])
                 paired = paired + anchor

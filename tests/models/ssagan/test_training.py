@@ -206,6 +206,40 @@ def test_discriminator_step_is_the_original_update(tiny, tmp_path, mode):
     assert torch.allclose(_flat(t.netD), _flat(replica), atol=1e-6)
 
 
+@pytest.mark.parametrize("mode", ["separate", "joint"])
+def test_magp_interval_penalises_every_nth_step_at_n_times_the_weight(tiny, tmp_path, mode):
+    """SSA.MAGP_INTERVAL 3 (StyleGAN2's lazy regularisation): steps 0 and 3 are the original update with the
+    penalty weighted 3x, steps 1 and 2 the hinge step alone; the log has MAGP on the penalised steps only."""
+    cfg = _cfg(tiny, SSA__MAGP_MODE=mode, SSA__MAGP_P=2.0, SSA__MAGP_WEIGHT=5.0, SSA__MAGP_INTERVAL=3)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    real = _first_batch(t).imgs[-1]
+    sent = torch.randn(real.size(0), 16)
+    fake = torch.rand_like(real) * 2 - 1
+    replica = copy.deepcopy(t.netD)
+    opt = torch.optim.Adam(replica.parameters(), lr=cfg.SSA.DISCRIMINATOR_LR, betas=(cfg.SSA.BETA1, cfg.SSA.BETA2))
+
+    def hinge():
+        return hinge_d_loss(replica, real, fake, sent).total
+
+    def penalty():
+        return magp_loss(replica, real, sent, 2.0, 15.0)
+
+    logged = []
+    for step in range(4):
+        t.step = step
+        logged.append("MAGP" in t.discriminator_step(real, fake, sent))
+        if step % 3:
+            losses = [hinge]
+        else:
+            losses = [lambda: hinge() + penalty()] if mode == "joint" else [hinge, penalty]
+        for make_loss in losses:
+            opt.zero_grad()
+            make_loss().backward()
+            opt.step()
+        assert torch.allclose(_flat(t.netD), _flat(replica), atol=1e-6), step
+    assert logged == [True, False, False, True]
+
+
 def test_discriminator_steps_lower_hinge_loss_and_penalty(tiny, tmp_path):
     cfg = _cfg(tiny, SSA__MAGP_P=2.0, SSA__MAGP_WEIGHT=1.0, SSA__DISCRIMINATOR_LR=0.005)
     t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
@@ -329,6 +363,11 @@ def test_save_last_mask_writes_the_full_size_mask(tmp_path):
 def test_bad_settings_are_named(tiny, tmp_path):
     with pytest.raises(ValueError, match="SSA.MAGP_MODE must be one of .* got 'both'"):
         SSAGANTrainer(_cfg(tiny, SSA__MAGP_MODE="both"), CPU, str(tmp_path), tiny["train_set"])
+    with pytest.raises(ValueError, match="SSA.MAGP_INTERVAL is 0: expected a whole number of steps >= 1"):
+        SSAGANTrainer(_cfg(tiny, SSA__MAGP_INTERVAL=0), CPU, str(tmp_path), tiny["train_set"])
+    with pytest.raises(ValueError, match="REAL_FEATURE_CACHE_MB .* cannot be used with TRAIN.FINETUNE_TEXT_ENCODER"):
+        SSAGANTrainer(_cfg(tiny, TRAIN__REAL_FEATURE_CACHE_MB=10, TRAIN__FINETUNE_TEXT_ENCODER=True), CPU,
+                      str(tmp_path), tiny["train_set"])
     with pytest.raises(ValueError, match="TRAIN.BATCH_SIZE must be >= 2"):
         SSAGANTrainer(_cfg(tiny, TRAIN__BATCH_SIZE=1), CPU, str(tmp_path), tiny["train_set"])
     with pytest.raises(FileNotFoundError, match="image_encoder7.pth"):

@@ -1,0 +1,72 @@
+"""trainers.common: the real-image feature cache of the perceptual term."""
+import pytest
+import torch
+
+from miscc.config import load_config
+from miscc.errors import InputError
+from models.damsm.networks import SMALL_CNN_ENCODER
+from trainers.common import RealFeatureCache, real_feature_cache
+
+
+class _Counting(torch.nn.Module):
+    """A small image encoder that counts the images it reads."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = SMALL_CNN_ENCODER(nef=16, image_size=32, ndf=8).eval()
+        self.images = 0
+
+    def forward(self, x):
+        self.images += x.size(0)
+        return self.net(x)
+
+
+def test_cache_returns_the_encoders_features_and_reads_each_image_once():
+    enc = _Counting()
+    real = torch.rand(5, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        want = enc.net(real)[0]
+    cache = RealFeatureCache(budget_mb=16)
+    assert torch.allclose(cache.features(enc, real), want, atol=1e-6)
+    assert enc.images == 8 and len(cache) == 5 and cache.held == want.nbytes  # one forward of CHUNK images
+    again = torch.cat((real[3:], real[:2]))  # the same images, another order: nothing read
+    assert torch.allclose(cache.features(enc, again), torch.cat((want[3:], want[:2])), atol=1e-6)
+    assert enc.images == 8
+    flipped = real.flip(-1)[:2]  # another image: read and kept
+    with torch.no_grad():
+        assert torch.allclose(cache.features(enc, flipped), enc.net(flipped)[0], atol=1e-6)
+    assert enc.images == 16 and len(cache) == 7
+    other = _Counting()  # each encoder has its own entries
+    cache.features(other, real[:1])
+    assert other.images == 8 and len(cache) == 8
+    cache.drop(enc)
+    assert len(cache) == 1 and cache.held == want[0].nbytes
+
+
+def test_cache_stops_adding_at_its_budget_and_stays_exact():
+    enc = _Counting()
+    real = torch.rand(6, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        want = enc.net(real)[0]
+    cache = RealFeatureCache(budget_mb=2.5 * want[0].nbytes / 2 ** 20)  # room for two
+    assert torch.allclose(cache.features(enc, real), want, atol=1e-6)
+    assert len(cache) == 2 and cache.held <= cache.budget
+    assert torch.allclose(cache.features(enc, real), want, atol=1e-6)
+    assert enc.images == 8 + 8  # the two kept are not read again, the other four are (in one CHUNK)
+
+
+def test_cached_features_have_the_same_bits_whichever_batch_brought_the_image():
+    """What makes a resumed run (empty cache) exact: an image's features do not depend on its batch."""
+    enc = _Counting()
+    real = torch.rand(11, 3, 32, 32) * 2 - 1
+    alone, together = RealFeatureCache(16), RealFeatureCache(16)
+    first = torch.cat([alone.features(enc, real[i:i + 1]) for i in range(11)])
+    assert torch.equal(first, together.features(enc, real))
+
+
+def test_cache_setting_is_checked():
+    assert real_feature_cache(load_config(None, {})) is None  # off by default (the originals' configs)
+    with pytest.raises(InputError, match="TRAIN.REAL_FEATURE_CACHE_MB is -1: expected MiB >= 0"):
+        real_feature_cache(load_config(None, {"TRAIN.REAL_FEATURE_CACHE_MB": -1}))
+    assert isinstance(real_feature_cache(load_config(None, {"TRAIN.REAL_FEATURE_CACHE_MB": 8})), RealFeatureCache)

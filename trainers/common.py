@@ -147,15 +147,16 @@ class RealFeatureCache:
         self._store: dict[int, dict[bytes, torch.Tensor]] = {}  # id(encoder) -> digest -> features
 
     @staticmethod
-    def _digest(image: torch.Tensor) -> bytes:
-        return hashlib.blake2b(image.detach().cpu().contiguous().numpy().tobytes(), digest_size=16).digest()
+    def _digests(images: torch.Tensor) -> list[bytes]:
+        rows = images.detach().cpu().contiguous().numpy()  # one copy off the device for the batch, not one per row
+        return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
 
     @torch.no_grad()
     def features(self, encoder, real: torch.Tensor) -> torch.Tensor:
         """encoder(real)[0] ([B, C, h, w]), from the cache where it holds them; new ones are kept while the
         budget lasts."""
         store = self._store.setdefault(id(encoder), {})
-        keys = [self._digest(r) for r in real]
+        keys = self._digests(real)
         missing = [i for i, k in enumerate(keys) if k not in store]
         fresh = {}
         for start in range(0, len(missing), self.CHUNK):

@@ -38,30 +38,3 @@ def eval_mode(*modules):
     finally:
         for m, mode in modes:
             m.train(mode)
-
-
-def _no_hook(module, inputs):
-    return None
-
-
-@contextlib.contextmanager
-def spectral_norm_once(module: torch.nn.Module):
-    """Within the block, every spectrally normalised layer of `module` (`torch.nn.utils.spectral_norm`) uses one
-    normalised weight, computed on entry (one power iteration in training mode), for all its forwards, instead of
-    a power iteration and a fresh weight with its own autograd graph per forward. A discriminator step that reads
-    the real and the generated images in two forwards then normalises once (Miyato et al. 2018: one power
-    iteration per update) and its backward runs once through the normalisation. The hooks are back on exit."""
-    from torch.nn.utils.spectral_norm import SpectralNorm
-
-    swapped = []
-    for m in module.modules():
-        for key, hook in list(m._forward_pre_hooks.items()):
-            if isinstance(hook, SpectralNorm):
-                setattr(m, hook.name, hook.compute_weight(m, do_power_iteration=m.training))
-                m._forward_pre_hooks[key] = _no_hook  # the same place in the hook order
-                swapped.append((m, key, hook))
-    try:
-        yield module
-    finally:
-        for m, key, hook in swapped:
-            m._forward_pre_hooks[key] = hook

@@ -37,7 +37,7 @@ from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_stric
 from miscc.diffaugment import diff_augment, parse_policy
 from miscc.errors import InputError
 from miscc.losses import damsm_generator_loss
-from miscc.modules import eval_mode, frozen, spectral_norm_once
+from miscc.modules import eval_mode, frozen
 from miscc.vis import build_super_images, image_grid, pil_to_chw
 from models.attngan import KL_loss, build_discriminators, build_generator, discriminator_loss, \
     generator_adversarial_loss
@@ -141,11 +141,10 @@ class AttnGANTrainer(BaseTrainer):
         losses = {}
         reals = batch.imgs[len(batch.imgs) - len(fake_imgs):]  # G_DCGAN: one image (and one D), the last size
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD) if adversarial else ()):
-            with spectral_norm_once(netD):  # (GAN.D_SPECTRAL_NORM) one normalisation for both of the step's forwards
-                with rt.autocast():
-                    err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
-                                               cfg.GAN.ADV_LOSS, self.augment)
-                gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
+            with rt.autocast():
+                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
+                                           cfg.GAN.ADV_LOSS, self.augment)
+            gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
             losses[f"errD{i}"] = err_d.detach()
 
         with frozen(*self.netsD):

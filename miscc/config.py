@@ -159,6 +159,7 @@ _DEFAULTS = {
         # ours
         "ADV_LOSS": "bce",  # bce (AttnGAN) | hinge
         "D_SPECTRAL_NORM": False,  # spectral norm on every discriminator conv / linear weight
+        "D_STAGES": 0,  # AttnGAN: discriminators on the last n stages only (0: one per stage, as the original)
         "GRID_ATTENTION": 0,  # AttnGAN: stage-1 word attention at this size with position-aware queries (0 = off)
         # AttnGAN with GRID_ATTENTION g (SSA-GAN with WORD_GRID g): the first g*g noise entries also join those
         # queries (the word map's) as a g x g map

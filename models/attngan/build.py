@@ -31,18 +31,22 @@ def build_generator(cfg, device: torch.device | str | None = None) -> nn.Module:
 
 def build_discriminators(cfg, device: torch.device | str | None = None) -> list[D_NET]:
     """AttnGAN's discriminators on `device`, initialised with `weights_init`: one per branch (D_NET64, D_NET128,
-    ...) with both heads, or with GAN.B_DCGAN a single conditional-only D for the last branch's size."""
+    ...) with both heads, or with GAN.B_DCGAN a single conditional-only D for the last branch's size. GAN.D_STAGES n
+    (ours) keeps the last n branches' only (`netD0.pth` is then the first of those)."""
     _check_base_size(cfg)
     ndf, nef, branches = cfg.GAN.DF_DIM, cfg.TEXT.EMBEDDING_DIM, cfg.TREE.BRANCH_NUM
     layers = cfg.GAN.D_WORD_CONTEXT_LAYERS
     if branches < 1:
         raise InputError(f"TREE.BRANCH_NUM must be at least 1, got {branches}")
     classes = {64: D_NET64, 128: D_NET128, 256: D_NET256}
+    if not 0 <= cfg.GAN.D_STAGES <= branches:
+        raise InputError(f"GAN.D_STAGES must be 0 (a discriminator per stage) or 1..TREE.BRANCH_NUM ({branches}), "
+                         f"got {cfg.GAN.D_STAGES}")
     sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(branches)]
     if cfg.GAN.B_DCGAN:
         specs = [(sizes[-1], False)]
-    else:
-        specs = [(size, True) for size in sizes]
+    else:  # GAN.D_STAGES n: the last n stages' sizes only
+        specs = [(size, True) for size in sizes[branches - (cfg.GAN.D_STAGES or branches):]]
     nets = []
     for size, b_jcu in specs:
         net = classes[size](ndf, nef, b_jcu, layers) if size in classes else D_NET(ndf, nef, size, b_jcu, layers)

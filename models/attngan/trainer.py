@@ -140,16 +140,18 @@ class AttnGANTrainer(BaseTrainer):
         adversarial = self.epoch >= cfg.TRAIN.ADV_START_EPOCH  # before: G learns from the paired terms alone
         losses = {}
         reals = batch.imgs[len(batch.imgs) - len(fake_imgs):]  # G_DCGAN: one image (and one D), the last size
+        # the images of the stages that have a D (GAN.D_STAGES: the last ones only)
+        d_fakes, d_reals = fake_imgs[len(fake_imgs) - len(self.netsD):], reals[len(reals) - len(self.netsD):]
         for i, (netD, optD) in enumerate(zip(self.netsD, self.optsD) if adversarial else ()):
             with rt.autocast():
-                err_d = discriminator_loss(netD, reals[i], fake_imgs[i], cond, real_labels, fake_labels,
+                err_d = discriminator_loss(netD, d_reals[i], d_fakes[i], cond, real_labels, fake_labels,
                                            cfg.GAN.ADV_LOSS, self.augment)
             gan_step(err_d, optD, self.scaler, module=netD, rt=rt)
             losses[f"errD{i}"] = err_d.detach()
 
         with frozen(*self.netsD):
             with rt.autocast():
-                adv = generator_adversarial_loss(self.netsD, fake_imgs, cond, cfg.GAN.ADV_LOSS, self.augment)[0] \
+                adv = generator_adversarial_loss(self.netsD, d_fakes, cond, cfg.GAN.ADV_LOSS, self.augment)[0] \
                     if adversarial else fake_imgs[-1].new_zeros(())
                 features = self.image_encoder(fake_imgs[-1])
                 w_loss, s_loss = damsm_generator_loss(self.image_encoder, fake_imgs[-1], words_emb, sent_emb, batch,

@@ -594,6 +594,16 @@ def test_factories_reject_bad_config():
         build_discriminators(small_cfg(**{"TREE.BRANCH_NUM": 0}))
 
 
+def test_d_stages_keeps_the_last_stages_discriminators():
+    """GAN.D_STAGES n (ours): discriminators for the last n stages only; 0 is AttnGAN's one per stage."""
+    assert [type(d) for d in build_discriminators(small_cfg(**{"GAN.D_STAGES": 1}))] == [D_NET256]
+    assert [type(d) for d in build_discriminators(small_cfg(**{"GAN.D_STAGES": 2}))] == [D_NET128, D_NET256]
+    assert [type(d) for d in build_discriminators(small_cfg(**{"GAN.D_STAGES": 3}))] == [D_NET64, D_NET128, D_NET256]
+    for bad in (4, -1):
+        with pytest.raises(InputError, match=rf"GAN.D_STAGES must be .*BRANCH_NUM \(3\), got {bad}"):
+            build_discriminators(small_cfg(**{"GAN.D_STAGES": bad}))
+
+
 @pytest.mark.parametrize("base, stride1", [(32, 1), (16, 2)])
 def test_small_base_sizes_two_stages_for_cpu_configs(base, stride1):
     """BASE_SIZE 32 or 16 (ours): stages of base and 2·base px with word attention; D reaches 4×4 on the small

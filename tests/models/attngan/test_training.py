@@ -23,7 +23,8 @@ CPU = Runtime(device=torch.device("cpu"))
 TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1,
         "DAMSM.IMAGE_SIZE": 32, "TRAIN.ADV_START_EPOCH": 0,  # the GAN from the first step (the shipped config: 16)
         "TRAIN.PAIRED_ANCHOR": 0.0,  # G renders B images, as the other terms' tests expect (the anchor's test sets it)
-        "TRAIN.PERCEPTUAL_EXTRA": ""}  # the shipped config's second image encoder is 128-d (its test sets one)
+        "TRAIN.PERCEPTUAL_EXTRA": "",  # the shipped config's second image encoder is 128-d (its test sets one)
+        "GAN.D_STAGES": 0}  # a D per stage, as AttnGAN (the shipped config's one D: its own test)
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +100,26 @@ def test_one_step_per_variant(attn_cfg, tmp_path, overrides):
     trainer = AttnGANTrainer(cfg, rt, str(tmp_path), build_dataset(cfg, "train"))
     losses = trainer.train_step(trainer.make_batch(next(iter(trainer.epoch_loader(0)))))
     assert all(torch.isfinite(v) for v in losses.values()), losses
+
+
+def test_d_stages_one_discriminator_on_the_last_stage(attn_cfg, tmp_path):
+    """GAN.D_STAGES 1: one D, fed the real and generated images of the last stage only (its step and G's
+    adversarial term); snapshots hold that one D as netD0.pth."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.GAN.D_STAGES, cfg.TRAIN.MAX_STEPS = 1, 1
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    assert len(trainer.netsD) == 1
+    seen = []
+    trainer.netsD[0].register_forward_pre_hook(lambda m, args: seen.append(args[0].size(-1)))
+    before = _params(trainer.netsD[0]).clone()
+    batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+    losses = trainer.train_step(batch)
+    last = batch.imgs[-1].size(-1)
+    assert seen == [last] * 3 and last > batch.imgs[0].size(-1)  # D's real, fake and G's adversarial forwards
+    assert "errD0" in losses and "errD1" not in losses and losses["errG_adv"] > 0
+    assert not torch.equal(before, _params(trainer.netsD[0]))
+    trainer.save_snapshot(1)
+    assert sorted(n for n in os.listdir(tmp_path / "Model") if n.startswith("netD")) == ["netD0.pth"]
 
 
 def test_perceptual_and_kl_weights_enter_the_generator_loss(attn_cfg, tmp_path):

@@ -19,6 +19,7 @@ TRAIN.PAIRED_ANCHOR > 0 also renders every caption from a fresh noise draw, whos
 pixel term (`with_fresh_draws`), on the images average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0
 (in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs only, where that is > 0); TRAIN.ANCHOR_STAGES = n > 0 stops the
 fresh draws after G's first n stages (the pooled term needs no fine stage, and the later stages render B rows).
+GAN.D_STAGES = n > 0 keeps discriminators (and G's adversarial terms) for the last n stages only.
 Snapshots: `netG_epoch_%d.pth` holds the EMA weights (what AttnGAN released), `netD%d.pth` each discriminator.
 
 Multi-GPU: G is wrapped in DistributedDataParallel; discriminators run several forwards per step, so their

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from miscc.errors import InputError
+from miscc.modules import float_softmax
 
 
 def cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
@@ -39,9 +40,9 @@ def func_attention(query: torch.Tensor, context: torch.Tensor, gamma1: float, va
     attn = torch.bmm(context.transpose(1, 2), query)  # B x S x L, Eq. (7)
     if valid is not None:
         attn = attn.masked_fill(~valid.unsqueeze(1), float("-inf"))
-    attn = F.softmax(attn, dim=2)  # Eq. (8)
+    attn = float_softmax(attn, 2)  # Eq. (8)
     attn = attn.transpose(1, 2) * gamma1  # B x L x S
-    attn = F.softmax(attn, dim=2)  # Eq. (9)
+    attn = float_softmax(attn, 2).to(context.dtype)  # Eq. (9)
     weighted_context = torch.bmm(context, attn.transpose(1, 2))  # B x D x L
     return weighted_context, attn.reshape(batch_size, query_len, ih, iw)
 
@@ -75,8 +76,12 @@ def words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_le
     Each caption is cut to its length, attends over every image's regions (func_attention, Eq. 7-9) and scores
     R(Q, D) = log sum_w exp(gamma2 * cos(word, region context)) (Eq. 10, with the original's missing 1/gamma2 power).
 
-    The original loops over captions and copies every image's features for each; here captions of equal length
-    are scored against all images at once with the same formulas and no copies (equal up to float rounding).
+    The original loops over captions and copies every image's features for each; here every caption is scored
+    against all images at once, its padding (the words past its length) left out of Eq. (8) and of Eq. (10)'s sum,
+    with the same formulas (equal up to float rounding): one pass instead of one per caption length, the attention
+    softmaxes in float32 (`float_softmax`), and the cosine of Eq. (10) read off the attention without forming the
+    region context c = C·a of every (image, word): c·w = a·(Cᵀw), the Eq. (7) scores weighted by the attention,
+    and |c|² = aᵀ(CᵀC)a, the image's region Gram matrix.
     """
     batch_size = words_emb.size(0)
     lens = [int(n) for n in torch.as_tensor(cap_lens).reshape(-1).tolist()]
@@ -85,28 +90,23 @@ def words_similarity(img_features: torch.Tensor, words_emb: torch.Tensor, cap_le
     if lens and (min(lens) < 1 or max(lens) > words_emb.size(2)):
         raise ValueError(f"words_loss: caption lengths must lie in [1, {words_emb.size(2)}], got {lens}")
     n_img, dim, ih, iw = img_features.shape
-    source_len = ih * iw
+    source_len, length = ih * iw, max(lens)
     context = img_features.reshape(n_img, dim, source_len)
-    context_t = context.transpose(1, 2).reshape(n_img * source_len, dim)
-    columns, order = [], []
-    att_maps: list[torch.Tensor | None] = [None] * batch_size
-    for length in sorted(set(lens)):
-        idx = [i for i, n in enumerate(lens) if n == length]
-        n = len(idx)
-        word = words_emb[idx, :, :length].transpose(0, 1)  # D x n x L
-        # attn[j, s, k, l]: region s of image j, word l of caption idx[k]
-        attn = (context_t @ word.reshape(dim, n * length)).view(n_img, source_len, n, length)  # Eq. (7)
-        attn = F.softmax(attn, dim=3)  # Eq. (8): over the words
-        attn = F.softmax(attn * gamma1, dim=1)  # Eq. (9): over the regions
-        wei_context = torch.bmm(context, attn.reshape(n_img, source_len, n * length)).view(n_img, dim, n, length)
-        for k, i in enumerate(idx):
-            att_maps[i] = attn[i, :, k, :].t().reshape(1, length, ih, iw)
-        dot = (wei_context * word.unsqueeze(0)).sum(1)  # B_img x n x L
-        norms = torch.norm(wei_context, 2, dim=1) * torch.norm(word, 2, dim=0).unsqueeze(0)
-        cos = dot / norms.clamp(min=eps)
-        columns.append(torch.log(torch.exp(cos * gamma2).sum(dim=2)))  # B_img x n, Eq. (10)
-        order += idx
-    sims = torch.cat(columns, 1)[:, torch.as_tensor(order).argsort().to(img_features.device)]
+    word = words_emb[:, :, :length].transpose(0, 1)  # D x B x L
+    valid = torch.arange(length, device=words_emb.device) < torch.as_tensor(lens, device=words_emb.device)[:, None]
+    # scores[j, s, i, l]: region s of image j, word l of caption i (Eq. 7)
+    scores = context.transpose(1, 2).reshape(n_img * source_len, dim) @ word.reshape(dim, batch_size * length)
+    scores = scores.view(n_img, source_len, batch_size, length)
+    attn = float_softmax(scores.masked_fill(~valid, float("-inf")), 3)  # Eq. (8): over the caption's words
+    attn = float_softmax(attn * gamma1, 1)  # Eq. (9): over the regions
+    att_maps = [attn[i, :, i, :n].t().reshape(1, n, ih, iw).to(img_features.dtype) for i, n in enumerate(lens)]
+    dot = (attn * scores).sum(1)  # B_img x B x L: (region context of the word) . word
+    gram = torch.bmm(context.transpose(1, 2), context)  # B_img x S x S
+    flat = attn.reshape(n_img, source_len, batch_size * length)
+    ctx_norm = (flat * torch.bmm(gram, flat.to(gram.dtype))).sum(1).clamp(min=1e-30).sqrt()  # |region context|
+    norms = ctx_norm.view(n_img, batch_size, length) * torch.norm(word, 2, dim=0).unsqueeze(0)
+    cos = dot / norms.clamp(min=eps)
+    sims = torch.log(torch.exp(cos * gamma2).masked_fill(~valid, 0).sum(dim=2))  # B_img x B, Eq. (10), its words
     return sims, att_maps
 
 

@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from miscc.errors import InputError
+from miscc.modules import float_softmax
 
 
 def attendable(mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -37,7 +38,7 @@ class WordContext(nn.Module):
     (linear) / 51 % (MLP) of two-object captions; learned per-cell queries over its word features 32 %; one such
     layer before those queries 100 % (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short";
     `python -m tools.probe_text_codes`). Post-norm, no dropout, 4 heads (1 when
-    the feature size is not divisible by 4), feed-forward 2x.
+    the feature size is not divisible by 4), feed-forward 2x; in float32 under autocast (CPU bf16 attention is slow).
     `forward(words [B, E, T], mask bool [B, T] True at padding or None) -> words [B, E, T]`.
     """
 
@@ -51,7 +52,10 @@ class WordContext(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
     def forward(self, words: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.encoder(words.transpose(1, 2), src_key_padding_mask=attendable(mask)).transpose(1, 2)
+        # float32 under autocast: a few hundred tokens, where CPU bf16 attention runs 4x slower than float32
+        with torch.autocast(words.device.type, enabled=False):
+            words = self.encoder(words.float().transpose(1, 2), src_key_padding_mask=attendable(mask))
+        return words.transpose(1, 2)
 
 
 class WordGrid(nn.Module):
@@ -84,5 +88,5 @@ class WordGrid(nn.Module):
         mask = attendable(mask)
         if mask is not None:
             att = att.masked_fill(mask.unsqueeze(1), float("-inf"))
-        grid = torch.einsum("bqt,bet->beq", att.softmax(-1), words)
+        grid = torch.einsum("bqt,bet->beq", float_softmax(att, -1).to(words.dtype), words)
         return grid.reshape(words.size(0), words.size(1), self.size, self.size)

@@ -457,6 +457,7 @@ class BaseTrainer:
 
         done = False
         self._last_checkpoint = time.monotonic()
+        first_epoch, started = self.epoch, time.monotonic()
         while self.epoch < self.max_epoch and not done:
             epoch = self.epoch
             self.set_learning_rates(epoch, self.step)
@@ -496,6 +497,8 @@ class BaseTrainer:
             last = done or self.epoch >= self.max_epoch
             if self.epoch % self.snapshot_interval == 0 or last:
                 self.snapshot()
+            if self.rt.is_main:
+                print(progress_line(self.epoch, self.max_epoch, first_epoch, time.monotonic() - started), flush=True)
         self.logger.close()
 
     def snapshot(self) -> None:
@@ -510,6 +513,16 @@ class BaseTrainer:
             self.save_state()
             self._last_checkpoint = time.monotonic()
             self.logger.line(f"snapshot at epoch {self.epoch}, step {self.step}: {self.model_dir}")
+
+
+def progress_line(epoch: int, max_epoch: int, first_epoch: int, elapsed: float) -> str:
+    """'epoch 4 of 12 done, 41 s an epoch in this run (snapshots included): about 5.5 min left', printed after
+    each epoch (the bar shows the epoch's own steps): what remains, from the epochs this process has run."""
+    per_epoch = elapsed / max(1, epoch - first_epoch)
+    left = per_epoch * max(0, max_epoch - epoch)
+    left_text = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
+    return (f"epoch {epoch} of {max_epoch} done, {per_epoch:.0f} s an epoch in this run (snapshots included): "
+            f"about {left_text} left")
 
 
 def _flat_get(tree: dict, dotted: str):

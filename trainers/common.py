@@ -115,6 +115,20 @@ def encode_swap_negatives(text_encoder, batch, groups):
     return words_emb.float(), sent_emb.float(), has
 
 
+def encode_with_swap_negatives(text_encoder, batch, groups):
+    """`encode_captions` and `encode_swap_negatives` in one pass of the frozen text encoder: the captions and their
+    swapped copies as one batch of 2B (one LSTM call instead of two; rows are encoded independently, so the
+    features are those of two calls up to float rounding). ((words_emb, sent_emb, mask), negatives or None)."""
+    if not groups:
+        return encode_captions(text_encoder, batch), None
+    neg, has = swap_negatives(batch.captions, batch.cap_lens, groups)
+    with torch.no_grad():
+        words_emb, sent_emb = text_encoder(torch.cat((batch.captions, neg)), batch.cap_lens.repeat(2))
+    b = batch.captions.size(0)
+    words_emb, sent_emb = words_emb.float(), sent_emb.float()
+    return (words_emb[:b], sent_emb[:b], batch.mask[:, :words_emb.size(2)]), (words_emb[b:], sent_emb[b:], has)
+
+
 def load_perceptual_extra(cfg, device):
     """The second image encoder of G's perceptual term (TRAIN.PERCEPTUAL_EXTRA: the path of an `image_encoder*.pth`
     of the DAMSM's architecture, frozen), or None when the key is empty."""

@@ -45,7 +45,7 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
 from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives,
+from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_with_swap_negatives,
                              epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_terms,
                              real_feature_cache, swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
@@ -118,8 +118,7 @@ class AttnGANTrainer(BaseTrainer):
 
     def train_step(self, batch):
         rt, cfg = self.rt, self.cfg
-        words_emb, sent_emb, mask = encode_captions(self.text_encoder, batch)
-        negatives = encode_swap_negatives(self.text_encoder, batch, self.swap_groups)
+        (words_emb, sent_emb, mask), negatives = encode_with_swap_negatives(self.text_encoder, batch, self.swap_groups)
         b = words_emb.size(0)
         noise, ca_eps = torch.randn(b, self.z_dim, device=rt.device), None
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:

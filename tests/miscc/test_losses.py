@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from miscc.losses import (class_mask, cosine_similarity, func_attention, sent_loss, sent_similarity, words_loss,
                           words_similarity)
+from miscc.modules import float_softmax
 
 
 # ---- a straightforward re-implementation of the original per-caption loops (AttnGAN code/miscc/losses.py) ----
@@ -307,3 +308,25 @@ def test_pixel_loss_is_the_mean_squared_distance_and_its_optimum_is_the_mean():
     a, b = -torch.ones(1, 3, 4, 4), torch.ones(1, 3, 4, 4)
     mean = (a + b) / 2
     assert pixel_loss(mean, a) + pixel_loss(mean, b) < pixel_loss(a, a) + pixel_loss(a, b)
+
+
+def test_float_softmax_runs_low_precision_in_float32_and_keeps_float64():
+    x = torch.randn(4, 30, dtype=torch.float64)
+    assert float_softmax(x, 1).dtype == torch.float64 and torch.allclose(float_softmax(x, 1), torch.softmax(x, 1))
+    low = x.bfloat16()
+    out = float_softmax(low, 1)
+    assert out.dtype == torch.float32 and torch.allclose(out, torch.softmax(low.float(), 1))
+
+
+def test_words_similarity_under_bf16_autocast_stays_near_float32():
+    """The G step scores DAMSM words under CPU bf16 autocast: the one-pass scores (masked padding, float32
+    softmaxes, the cosine from the attention and the region Gram matrix) stay within bf16's rounding of the
+    float32 scores, and the attention maps are each caption's, cut to its length."""
+    img, words, lens = _batch()
+    img, words = img.float(), words.float()
+    ref, ref_maps = words_similarity(img, words, lens)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sims, maps = words_similarity(img, words, lens)
+    assert sims.dtype == torch.float32 and (sims - ref).abs().max() < 0.05
+    assert [tuple(m.shape) for m in maps] == [(1, int(n), 5, 5) for n in lens]
+    assert all((m.float() - r).abs().max() < 0.02 for m, r in zip(maps, ref_maps))

@@ -10,7 +10,7 @@ from torch.utils.data import Dataset
 
 from miscc.checkpoint import atomic_save, load_checkpoint
 from miscc.config import load_config
-from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError, ResumeRefusedError
+from trainers.base import EMA, STATE_FILE, BaseTrainer, NonFiniteLossError, ResumeRefusedError, progress_line
 from trainers.runtime import Runtime, average_gradients, setup_runtime, shutdown_runtime, unwrap, wrap_ddp
 
 
@@ -115,6 +115,19 @@ def test_max_steps_stops_and_snapshots(tmp_path):
     state = load_checkpoint(str(tmp_path / "Model" / STATE_FILE))
     assert state["step"] == 8 and set(state["models"]) == {"net", "ema"}
     assert (tmp_path / "Log" / "train.log").exists()
+
+
+def test_each_epoch_prints_what_is_left(tmp_path, capsys):
+    """After each epoch the run prints its epochs done and the time left, from this process's own epochs (a resumed
+    run counts from where it resumed)."""
+    assert progress_line(4, 12, 0, 160.0) == ("epoch 4 of 12 done, 40 s an epoch in this run (snapshots included): "
+                                              "about 5.3 min left")
+    assert progress_line(10, 12, 8, 70.0).endswith("35 s an epoch in this run (snapshots included): about 70 s left")
+    assert progress_line(12, 12, 0, 500.0).endswith("about 0 s left")
+    t = ToyTrainer(CPU, tmp_path, NoisyData(), batch_size=4, max_epoch=3, snapshot_interval=2)
+    t.fit()
+    lines = [line for line in capsys.readouterr().out.splitlines() if " done, " in line]
+    assert [line.split(",")[0] for line in lines] == ["epoch 1 of 3 done", "epoch 2 of 3 done", "epoch 3 of 3 done"]
 
 
 def test_step_lr_decay_and_resume(tmp_path):

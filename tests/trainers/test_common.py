@@ -1,11 +1,14 @@
-"""trainers.common: the real-image feature cache of the perceptual term."""
+"""trainers.common: the real-image feature cache of the perceptual term; the text features of a G step."""
 import pytest
 import torch
 
 from miscc.config import load_config
 from miscc.errors import InputError
-from models.damsm.networks import SMALL_CNN_ENCODER
-from trainers.common import RealFeatureCache, real_feature_cache
+from types import SimpleNamespace
+
+from models.damsm.networks import RNN_ENCODER, SMALL_CNN_ENCODER
+from trainers.common import (RealFeatureCache, encode_captions, encode_swap_negatives, encode_with_swap_negatives,
+                             real_feature_cache)
 
 
 class _Counting(torch.nn.Module):
@@ -70,3 +73,25 @@ def test_cache_setting_is_checked():
     with pytest.raises(InputError, match="TRAIN.REAL_FEATURE_CACHE_MB is -1: expected MiB >= 0"):
         real_feature_cache(load_config(None, {"TRAIN.REAL_FEATURE_CACHE_MB": -1}))
     assert isinstance(real_feature_cache(load_config(None, {"TRAIN.REAL_FEATURE_CACHE_MB": 8})), RealFeatureCache)
+
+
+def test_one_text_encoder_pass_gives_the_captions_and_their_swap_negatives():
+    """AttnGAN's step encodes the captions and their swapped copies (TRAIN.SMOOTH.SWAP_LAMBDA) as one batch: the
+    same features, hard negatives and RNG draws as two passes; without swap groups, the captions and None."""
+    torch.manual_seed(0)
+    enc = RNN_ENCODER(12, ninput=8, nhidden=16).eval()
+    captions = torch.tensor([[1, 3, 2, 6, 0], [4, 7, 8, 0, 0], [2, 2, 5, 9, 1], [7, 8, 9, 10, 0]])
+    lens = torch.tensor([4, 3, 5, 4])
+    batch = SimpleNamespace(captions=captions, cap_lens=lens, mask=captions == 0)
+    groups = [[3, 4, 5]]
+    torch.manual_seed(1)
+    (words, sent, mask), (neg_words, neg_sent, has) = encode_with_swap_negatives(enc, batch, groups)
+    torch.manual_seed(1)
+    ref_words, ref_sent, ref_mask = encode_captions(enc, batch)
+    ref_neg_words, ref_neg_sent, ref_has = encode_swap_negatives(enc, batch, groups)
+    assert has.tolist() == ref_has.tolist() == [True, True, True, False]
+    for ours, ref in ((words, ref_words), (sent, ref_sent), (neg_words, ref_neg_words), (neg_sent, ref_neg_sent)):
+        assert ours.shape == ref.shape and torch.allclose(ours, ref, atol=1e-6)
+    assert torch.equal(mask, ref_mask) and not torch.allclose(neg_sent[:3], sent[:3])
+    (words, _, _), none = encode_with_swap_negatives(enc, batch, None)
+    assert none is None and torch.allclose(words, ref_words, atol=1e-6)

@@ -780,6 +780,45 @@ def test_grid_heads_attend_with_several_heads_and_separate_projections():
         build_generator(small_cfg(**{"GAN.GRID_HEADS": 2}))
 
 
+def test_grid_word_attention_is_multihead_attentions_maths_with_a_float32_softmax():
+    """GridWordAttention computes nn.MultiheadAttention's output and head-averaged weights from the module's own
+    parameters (keys `mha.*` unchanged), with the softmax in float32: equal in float32, output and gradients, with
+    and without separate key / value sizes; under CPU bf16 autocast its weights come back in float32, still rows
+    summing to 1 and 0 at padding."""
+    torch.manual_seed(0)
+    b, t = 3, 7
+    mask = torch.arange(t)[None, :] >= torch.tensor([7, 4, 1])[:, None]
+    for ch, e in ((16, 12), (16, 16)):
+        att = GridWordAttention(ch, e, 4)
+        query = torch.randn(b, 25, ch, requires_grad=True)
+        words = torch.randn(b, t, e, requires_grad=True)
+        out, weights = att._attend(query, words, mask)
+        ref, ref_weights = att.mha(query, words, words, key_padding_mask=mask, need_weights=True)
+        assert torch.allclose(out, ref, atol=1e-5) and torch.allclose(weights, ref_weights, atol=1e-6)
+        grads = torch.autograd.grad((out * torch.arange(ch)).sum(), (query, words, att.mha.out_proj.weight))
+        ref_grads = torch.autograd.grad((ref * torch.arange(ch)).sum(), (query, words, att.mha.out_proj.weight))
+        assert all(torch.allclose(g, r, atol=1e-5) for g, r in zip(grads, ref_grads))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        _, maps = att(torch.randn(b, ch, 5, 5), torch.randn(b, e, t), mask)
+    assert maps.dtype == torch.float32 and torch.allclose(maps.sum(1), torch.ones(b, 5, 5), atol=1e-5)
+    assert maps[1, 4:].abs().max() == 0 and maps[2, 1:].abs().max() == 0
+
+
+def test_word_context_runs_in_float32_under_autocast():
+    """WordContext leaves autocast for its few tokens (CPU bf16 attention is slow): under bf16 autocast it returns
+    float32 features equal to its plain float32 forward."""
+    torch.manual_seed(0)
+    ctx = WordContext(EF, 1).eval()
+    _, words, mask = text_batch([5, 3])
+    with torch.no_grad():
+        plain = ctx(words, mask)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = ctx(words.bfloat16(), mask)
+    assert mixed.dtype == torch.float32
+    assert torch.allclose(mixed, ctx(words.bfloat16().float(), mask), atol=1e-6)
+    assert torch.allclose(mixed, plain, atol=0.1)
+
+
 def test_grid_place_features_put_the_place_embedding_into_stage_1s_features():
     """GAN.GRID_PLACE_FEATURES (ours): the grid's per-place embedding (`h_net1.grid_place`) is added to stage 1's
     features, so what the attention adds and every later layer see the place; without it (`grid_pos`) only the

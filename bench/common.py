@@ -133,14 +133,11 @@ def run_cases(argv, description: str, cases: dict, bench_case, title: str, defau
     print_table(title, ["case", "device", "precision", "batch", "images/s"], rows)
 
 
-def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2, epoch: int = 0) -> float:
-    """Seconds per training iteration of the trainer `cfg` describes (MODEL, or the DAMSM trainer when
-    cfg.CONFIG_NAME is 'DAMSM'), on a synthetic batch with random encoders, in `epoch` (the AttnGAN trainer's steps
-    before TRAIN.ADV_START_EPOCH train G alone; those before TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image
-    encoder): what `tools.demo` prints as its plan."""
+def _timing_trainer(cfg, n_words: int, batch_size: int, device, epoch: int):
+    """A trainer of `cfg` (MODEL, or the DAMSM trainer when cfg.CONFIG_NAME is 'DAMSM') with random encoders, at
+    `epoch`, and a synthetic batch for it."""
     from trainers.runtime import Runtime
 
-    device = device or torch.device("cpu")
     rt = Runtime(device=device, amp=cfg.TRAIN.AMP)
     out = tempfile.mkdtemp(prefix="step_seconds_")
     if cfg.CONFIG_NAME == "DAMSM":
@@ -153,8 +150,36 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 2
         trainer = get_family(cfg.MODEL).trainer_class()(cfg, rt, out, SyntheticText(n_words))
         sizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
     trainer.epoch = epoch
-    batch = synthetic_batch(batch_size, sizes, n_words, cfg.TEXT.WORDS_NUM, device)
+    return trainer, synthetic_batch(batch_size, sizes, n_words, cfg.TEXT.WORDS_NUM, device)
+
+
+def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 3, epoch: int = 0,
+                 cold: bool = False) -> float:
+    """Seconds per training iteration of the trainer `cfg` describes on a synthetic batch with random encoders, in
+    `epoch` (the AttnGAN trainer's steps before TRAIN.ADV_START_EPOCH train G alone; those before
+    TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder), the mean of `steps` after one: what `tools.demo` prints
+    as its plan. `cold`: without the real-feature cache (TRAIN.REAL_FEATURE_CACHE_MB), as a step whose images are
+    all new to it (the first epochs)."""
+    device = device or torch.device("cpu")
+    trainer, batch = _timing_trainer(cfg, n_words, batch_size, device, epoch)
+    if cold and hasattr(trainer, "real_cache"):
+        trainer.real_cache = None
     return batch_size / time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)
+
+
+def forward_seconds(cfg, n_words: int, batch_size: int, device=None, repeats: int = 3) -> float:
+    """Seconds of one sampling forward of the trainer's generator (`sampling_forward`, no gradients) on a batch:
+    the unit of what a snapshot adds to training (TRAIN.EMA_BN_BATCHES of them for the EMA's BatchNorm statistics)
+    and of an image grid."""
+    device = device or torch.device("cpu")
+    trainer, batch = _timing_trainer(cfg, n_words, batch_size, device, 0)
+    net = trainer.sampling_generator()
+    with torch.no_grad():
+        trainer.sampling_forward(net, batch)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            trainer.sampling_forward(net, batch)
+    return (time.perf_counter() - start) / repeats
 
 
 def damsm_validation_seconds(cfg, valid_set, device=None, samples: int = 50) -> float:

@@ -44,36 +44,57 @@ def validations(epochs: int, interval: int) -> int:
     return 0 if interval <= 0 else epochs // interval + (1 if epochs % interval else 0)
 
 
+def snapshots(epochs: int, interval: int) -> int:
+    """How many snapshots a run of `epochs` writes (every `interval` epochs and after the last)."""
+    return validations(epochs, max(1, interval))
+
+
 def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: int,
                   valid_set=None) -> tuple[int, int, float | None]:
     """(epochs, steps, estimated seconds) of the training run `cfg_path` describes, from the time of a few steps on
     a synthetic batch (None where the family cannot be timed without its data); for the DAMSM, with `valid_set`, its
-    validations are timed too."""
-    from bench.common import damsm_validation_seconds, step_seconds
+    validations are timed too. For a generator with the real-feature cache (TRAIN.REAL_FEATURE_CACHE_MB), the steps
+    of the first epochs, which meet each image (and its flip) for the first time, are timed without the cache; each
+    snapshot adds TRAIN.EMA_BN_BATCHES generator forwards (the EMA's BatchNorm statistics) and each image grid one
+    (drawing the PNGs is not counted)."""
+    from bench.common import damsm_validation_seconds, forward_seconds, step_seconds
     from miscc.config import load_config, parse_overrides
 
     cfg = load_config(cfg_path, parse_overrides(overrides))
-    steps_per_epoch = n_train // cfg.TRAIN.BATCH_SIZE
-    steps = cfg.TRAIN.MAX_STEPS or cfg.TRAIN.MAX_EPOCH * steps_per_epoch
+    t = cfg.TRAIN
+    steps_per_epoch = n_train // t.BATCH_SIZE
+    steps = t.MAX_STEPS or t.MAX_EPOCH * steps_per_epoch
     # AttnGAN's epochs before TRAIN.ADV_START_EPOCH train G alone (faster), those before TRAIN.PERCEPTUAL_EXTRA_EPOCHS
     # run a second image encoder and those before TRAIN.PAIRED_ANCHOR_EPOCHS render every caption twice (slower):
     # each span is timed apart (other families ignore these keys)
-    bounds = {0, cfg.TRAIN.ADV_START_EPOCH, cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS if cfg.TRAIN.PERCEPTUAL_EXTRA else 0,
-              cfg.TRAIN.PAIRED_ANCHOR_EPOCHS if cfg.TRAIN.PAIRED_ANCHOR else 0}
+    bounds = {0, t.ADV_START_EPOCH, t.PERCEPTUAL_EXTRA_EPOCHS if t.PERCEPTUAL_EXTRA else 0,
+              t.PAIRED_ANCHOR_EPOCHS if t.PAIRED_ANCHOR else 0}
     starts = sorted(bounds)
+    gan = cfg.CONFIG_NAME != "DAMSM"
+    # the steps until every image and its flip has been read once: their real features are not yet cached
+    cold = min(steps, -(-n_train * (1 if cfg.DATA.FLIP == "none" else 2) // t.BATCH_SIZE)) \
+        if gan and t.REAL_FEATURE_CACHE_MB else 0
     try:
         seconds = 0.0
         for epoch, end in zip(starts, [*starts[1:], None]):
-            n = (steps if end is None else min(end * steps_per_epoch, steps)) - min(epoch * steps_per_epoch, steps)
-            if n > 0:
-                seconds += step_seconds(cfg, n_words, cfg.TRAIN.BATCH_SIZE, epoch=epoch) * n
+            first = min(epoch * steps_per_epoch, steps)
+            last = steps if end is None else min(end * steps_per_epoch, steps)
+            n_cold = max(0, min(last, cold) - first)
+            if last - first - n_cold > 0:
+                seconds += step_seconds(cfg, n_words, t.BATCH_SIZE, epoch=epoch) * (last - first - n_cold)
+            if n_cold:
+                seconds += step_seconds(cfg, n_words, t.BATCH_SIZE, epoch=epoch, cold=True) * n_cold
+        if gan and (t.EMA and t.EMA_BN_BATCHES or t.IMAGE_INTERVAL):
+            n_snap = snapshots(t.MAX_EPOCH, t.SNAPSHOT_INTERVAL)
+            forwards = n_snap * (t.EMA_BN_BATCHES if t.EMA else 0) + n_snap + steps // max(1, t.IMAGE_INTERVAL)
+            seconds += forwards * forward_seconds(cfg, n_words, t.BATCH_SIZE)
     except TypeError:  # a trainer that needs its real dataset (GAN-INT-CLS draws wrong images from it)
         seconds = None
-    if seconds is not None and valid_set is not None and cfg.CONFIG_NAME == "DAMSM":
-        n_valid = validations(cfg.TRAIN.MAX_EPOCH, cfg.DAMSM.VALID_INTERVAL)
+    if seconds is not None and valid_set is not None and not gan:
+        n_valid = validations(t.MAX_EPOCH, cfg.DAMSM.VALID_INTERVAL)
         if n_valid:
             seconds += n_valid * damsm_validation_seconds(cfg, valid_set)
-    return cfg.TRAIN.MAX_EPOCH, steps, seconds
+    return t.MAX_EPOCH, steps, seconds
 
 
 def _minutes(seconds: float | None) -> str:

@@ -42,7 +42,8 @@ def test_generator_plan_times_the_steps_before_and_after_adv_start_epoch_apart(m
     import bench.common
 
     per_step = {0: 1.0, 2: 10.0}  # seconds per step in a G-alone epoch and in an adversarial one
-    monkeypatch.setattr(bench.common, "step_seconds", lambda cfg, n_words, batch, epoch=0: per_step[epoch])
+    monkeypatch.setattr(bench.common, "step_seconds", lambda cfg, n_words, batch, epoch=0, cold=False: per_step[epoch])
+    monkeypatch.setattr(bench.common, "forward_seconds", lambda cfg, n_words, batch: 0.0)
     epochs, steps, seconds = training_plan("cfg/shapes_attn.yml", ["TRAIN.BATCH_SIZE=4", "TRAIN.MAX_EPOCH=3",
                                                                    "TRAIN.ADV_START_EPOCH=2"], 16, 40)
     assert (epochs, steps) == (3, 12)
@@ -61,6 +62,27 @@ def test_generator_plan_times_the_steps_before_and_after_adv_start_epoch_apart(m
                                                            "TRAIN.ADV_START_EPOCH=0", "TRAIN.PERCEPTUAL_EXTRA=",
                                                            "TRAIN.PAIRED_ANCHOR_EPOCHS=2"], 16, 40)
     assert anchored == pytest.approx(8 * 3.0 + 4 * 1.0)
+
+
+def test_generator_plan_counts_cold_first_steps_snapshots_and_grids(monkeypatch):
+    """What the demo's plan under-read before (8.6 min run against a 6.4 min plan on a Zen 4): the first steps meet
+    every image and its flip for the first time, so they are timed without the real-feature cache; each snapshot
+    adds TRAIN.EMA_BN_BATCHES generator forwards and a grid, each TRAIN.IMAGE_INTERVAL steps a grid."""
+    import bench.common
+
+    monkeypatch.setattr(bench.common, "step_seconds",
+                        lambda cfg, n_words, batch, epoch=0, cold=False: 5.0 if cold else 1.0)
+    monkeypatch.setattr(bench.common, "forward_seconds", lambda cfg, n_words, batch: 0.5)
+    base = ["TRAIN.BATCH_SIZE=4", "TRAIN.MAX_EPOCH=4", "TRAIN.PERCEPTUAL_EXTRA=", "TRAIN.PAIRED_ANCHOR_EPOCHS=0",
+            "TRAIN.SNAPSHOT_INTERVAL=2", "TRAIN.EMA_BN_BATCHES=10", "TRAIN.IMAGE_INTERVAL=4"]
+    # 16 images, flips ('text'): the first 8 of 16 steps are cold; 2 snapshots x (10 + 1) forwards + 4 grids
+    _, steps, seconds = training_plan("cfg/shapes_attn.yml", base, 16, 40)
+    assert steps == 16 and seconds == pytest.approx(8 * 5.0 + 8 * 1.0 + (2 * 11 + 4) * 0.5)
+    _, _, unflipped = training_plan("cfg/shapes_attn.yml", [*base, "DATA.FLIP=none"], 16, 40)
+    assert unflipped == pytest.approx(4 * 5.0 + 12 * 1.0 + 26 * 0.5)
+    _, _, uncached = training_plan("cfg/shapes_attn.yml", [*base, "TRAIN.REAL_FEATURE_CACHE_MB=0",
+                                                           "TRAIN.EMA_BN_BATCHES=0"], 16, 40)
+    assert uncached == pytest.approx(16 * 1.0 + 6 * 0.5)
 
 
 def test_shipped_damsm_reads_the_shapes_data_and_matches_images_to_their_captions(tmp_path):

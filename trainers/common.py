@@ -253,8 +253,8 @@ def nearest_draws(k: int, imgs: torch.Tensor, real: torch.Tensor, *draws: torch.
     """Per caption, the draws whose candidate image (`imgs` [k·B, C, H, W], candidate-major) lies nearest (mean
     squared pixel distance) its real image `real` [B, C, H, W] (IMLE's choice, TRAIN.PAIRED_CANDIDATES): each of
     `draws` [k·B, ...] (candidate-major, as `imgs`) cut to the chosen [B, ...]."""
-    b = real.size(0)
-    dist = (imgs.float().view(k, b, -1) - real.float().view(1, b, -1)).pow(2).mean(2)
+    b = real.size(0)  # (reshape: G's images may be channels_last, TRAIN.CHANNELS_LAST)
+    dist = (imgs.float().reshape(k, b, -1) - real.float().reshape(1, b, -1)).pow(2).mean(2)
     best = (dist.argmin(0), torch.arange(b, device=real.device))
     return tuple(d.view(k, b, *d.shape[1:])[best] for d in draws)
 

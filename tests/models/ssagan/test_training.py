@@ -95,6 +95,36 @@ def test_one_step_per_variant(tiny, tmp_path, variant):
     assert {p.requires_grad for p in t.netD.parameters()} == {True}  # D unfrozen again after G's step
 
 
+def test_channels_last_is_the_same_generator_in_another_layout(tiny, tmp_path):
+    """TRAIN.CHANNELS_LAST keeps G's weights (and so its activations) channels_last: the same initial weights and
+    images (float rounding), a step with the word grid, IMLE candidates and the anchor trains it, the snapshot
+    loads into a plain G and samples as the trained one does."""
+    extra = dict(GAN__WORD_GRID=4, GAN__WORD_CONTEXT_LAYERS=1, TRAIN__PAIRED_CANDIDATES=3, TRAIN__PAIRED_ANCHOR=0.3,
+                 TRAIN__PIXEL_WEIGHT=1.0)
+    plain = SSAGANTrainer(_cfg(tiny, **extra), CPU, str(tmp_path / "plain"), tiny["train_set"])
+    t = SSAGANTrainer(_cfg(tiny, TRAIN__CHANNELS_LAST=True, **extra), CPU, str(tmp_path / "cl"), tiny["train_set"])
+    convs = [m.weight for m in unwrap(t.netG).modules() if isinstance(m, torch.nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    assert not any(w.is_contiguous() for w in convs if w.size(-1) > 1)  # (1x1 kernels are both)
+    assert torch.equal(_flat(t.netG), _flat(plain.netG))
+    batch = _first_batch(t)
+    words, sent, mask = encode_captions(t.text_encoder, batch)
+    noise = torch.randn(len(sent), 100)
+    with torch.no_grad():
+        assert torch.allclose(t.netG(noise, sent, words, mask)[0], plain.netG(noise, sent, words, mask)[0],
+                              atol=1e-5)
+    before = _flat(t.netG).clone()
+    losses = t.train_step(batch)
+    assert all(torch.isfinite(v) for v in losses.values()) and not torch.equal(_flat(t.netG), before)
+    t.save_snapshot(1)
+    fresh = SSAGANTrainer(_cfg(tiny, **extra), CPU, str(tmp_path / "fresh"), tiny["train_set"])
+    path = os.path.join(t.model_dir, "netG_001.pth")
+    unwrap(fresh.netG).load_state_dict(load_checkpoint(path))
+    with torch.no_grad():
+        ours = unwrap(t.netG).eval()(noise, sent, words, mask)[0]
+        assert torch.allclose(unwrap(fresh.netG).eval()(noise, sent, words, mask)[0], ours, atol=1e-5)
+
+
 def test_word_grid_trains_and_samples_from_the_words(tiny, tmp_path):
     """GAN.WORD_GRID: G's word map learns in a step (its gradient reaches the Transformer layer), and the family's
     generate / generate_masks pass the words and their padding, so sampling reads them too."""

@@ -98,7 +98,9 @@ def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: in
 
 
 def _minutes(seconds: float | None) -> str:
-    return "?" if seconds is None else (f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s")
+    from trainers.base import duration_text
+
+    return "?" if seconds is None else duration_text(seconds)
 
 
 def minilm_dir() -> str:

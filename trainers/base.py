@@ -519,10 +519,13 @@ def progress_line(epoch: int, max_epoch: int, first_epoch: int, elapsed: float) 
     """'epoch 4 of 12 done, 41 s an epoch in this run (snapshots included): about 5.5 min left', printed after
     each epoch (the bar shows the epoch's own steps): what remains, from the epochs this process has run."""
     per_epoch = elapsed / max(1, epoch - first_epoch)
-    left = per_epoch * max(0, max_epoch - epoch)
-    left_text = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
     return (f"epoch {epoch} of {max_epoch} done, {per_epoch:.0f} s an epoch in this run (snapshots included): "
-            f"about {left_text} left")
+            f"about {duration_text(per_epoch * max(0, max_epoch - epoch))} left")
+
+
+def duration_text(seconds: float) -> str:
+    """'42 s' below 90 seconds, else '5.5 min' (the progress line's and the demo plan's times)."""
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _flat_get(tree: dict, dotted: str):

@@ -122,6 +122,9 @@ _DEFAULTS = {
         # noise candidates per caption; > 1: the paired terms train the candidate whose stage-1 image is nearest
         # the real image (IMLE; AttnGAN)
         "PAIRED_CANDIDATES": 1,
+        # with PAIRED_CANDIDATES > 1: each real image's chosen draw is kept and is a candidate at its next step
+        # (trainers/common.DrawMemory; IMLE's kept pairing)
+        "PAIRED_MEMORY": False,
         # > 1 with GAN.GRID_NOISE: then, the rest of the chosen draw held, the noise map (the first g*g entries)
         # from this many draws of it, chosen the same way (AttnGAN)
         "PAIRED_MAP_CANDIDATES": 0,
@@ -414,7 +417,8 @@ RESUME_HONOURED = (
     "TRAIN.DIFFAUGMENT_TRANSLATION", "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA",
     "TRAIN.PIXEL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA_EPOCHS",
     "TRAIN.ADV_START_EPOCH",
-    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR", "TRAIN.PAIRED_ANCHOR_EPOCHS",
+    "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MEMORY", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR",
+    "TRAIN.PAIRED_ANCHOR_EPOCHS",
     "TRAIN.ANCHOR_POOL", "TRAIN.ANCHOR_STAGES",
     "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",

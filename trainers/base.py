@@ -300,10 +300,15 @@ class BaseTrainer:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
 
     def extra_state(self) -> dict:
-        return {}
+        """What a resumed run needs beyond models, optimisers and RNG: IMLE's kept draws (TRAIN.PAIRED_MEMORY)
+        of a trainer that has them in `self.memory`."""
+        memory = getattr(self, "memory", None)
+        return {"paired_memory": memory.state_dict()} if memory is not None else {}
 
     def load_extra_state(self, state: dict) -> None:
-        pass
+        memory = getattr(self, "memory", None)
+        if memory is not None and "paired_memory" in state:
+            memory.load_state_dict(state["paired_memory"])
 
     # ---- data ---------------------------------------------------------------------------------------------------
     def epoch_loader(self, epoch: int) -> DataLoader:

@@ -249,6 +249,62 @@ def anchor_term(cfg, fakes, reals):
     return cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * raw, raw.detach()
 
 
+class DrawMemory:
+    """The noise draw IMLE chose for each real image last time (TRAIN.PAIRED_MEMORY): at the image's next step that
+    draw is one of the TRAIN.PAIRED_CANDIDATES candidates (the first) in place of a fresh one, so a step compares
+    k - 1 fresh draws with the best one found so far, re-rendered by the current G. Li & Malik's IMLE (2018) pairs
+    each image with its nearest sample and keeps the pairing for many steps; this keeps it while it stays the
+    nearest. An image is known by a digest of its bytes (as RealFeatureCache), so a flipped one is its own entry.
+    The memory travels with the training state (`state_dict`), so a resumed run draws what the uninterrupted one
+    would."""
+
+    def __init__(self):
+        self._store: dict[bytes, torch.Tensor] = {}  # digest -> the chosen draws, concatenated [D]
+
+    def __len__(self):
+        return len(self._store)
+
+    def recall(self, real: torch.Tensor, draws: list[torch.Tensor]) -> tuple[list[bytes], list[torch.Tensor]]:
+        """(the digests of `real` [B, ...], `draws` [k·B, ...] candidate-major with candidate 0 of each image that
+        has a remembered draw replaced by it)."""
+        keys = RealFeatureCache._digests(real)
+        rows = [i for i, key in enumerate(keys) if key in self._store]
+        if rows:
+            held = torch.stack([self._store[keys[i]] for i in rows]).to(draws[0].device)
+            widths, start, out = [d.size(1) for d in draws], 0, []
+            for d, w in zip(draws, widths):
+                d = d.clone()
+                d[rows] = held[:, start:start + w].to(d.dtype)
+                out.append(d)
+                start += w
+            draws = out
+        return keys, draws
+
+    def remember(self, keys: list[bytes], chosen: tuple[torch.Tensor, ...]) -> None:
+        flat = torch.cat([c.detach().float().cpu() for c in chosen], 1)
+        for key, row in zip(keys, flat):
+            self._store[key] = row.clone()
+
+    def state_dict(self) -> dict:
+        keys = list(self._store)
+        digests = torch.tensor([list(k) for k in keys], dtype=torch.uint8).reshape(len(keys), -1)
+        draws = torch.stack([self._store[k] for k in keys]) if keys else torch.zeros(0)
+        return {"digests": digests, "draws": draws}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._store = {bytes(d.tolist()): row.clone() for d, row in zip(state["digests"], state["draws"])}
+
+
+def paired_memory(cfg) -> DrawMemory | None:
+    """The trainer's DrawMemory for TRAIN.PAIRED_MEMORY (None where it is off); it needs a second candidate."""
+    if not cfg.TRAIN.PAIRED_MEMORY:
+        return None
+    if cfg.TRAIN.PAIRED_CANDIDATES < 2:
+        raise InputError(f"TRAIN.PAIRED_MEMORY keeps IMLE's chosen draw as one of TRAIN.PAIRED_CANDIDATES: it needs "
+                         f"at least 2 candidates, got {cfg.TRAIN.PAIRED_CANDIDATES}")
+    return DrawMemory()
+
+
 def nearest_draws(k: int, imgs: torch.Tensor, real: torch.Tensor, *draws: torch.Tensor) -> tuple:
     """Per caption, the draws whose candidate image (`imgs` [k·B, C, H, W], candidate-major) lies nearest (mean
     squared pixel distance) its real image `real` [B, C, H, W] (IMLE's choice, TRAIN.PAIRED_CANDIDATES): each of

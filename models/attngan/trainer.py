@@ -46,8 +46,8 @@ from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_with_swap_negatives,
-                             epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_terms,
-                             real_feature_cache, swap_groups_for, text_sampling_forward)
+                             epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_memory,
+                             paired_terms, real_feature_cache, swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -68,6 +68,7 @@ class AttnGANTrainer(BaseTrainer):
                       for d in self.netsD]
         self.ema = EMA(self.netG, cfg.TRAIN.EMA_DECAY) if cfg.TRAIN.EMA else None
         self.real_cache = real_feature_cache(cfg)  # TRAIN.REAL_FEATURE_CACHE_MB
+        self.memory = paired_memory(cfg)  # TRAIN.PAIRED_MEMORY
         self.z_dim = cfg.GAN.Z_DIM
         if cfg.TRAIN.PAIRED_MAP_CANDIDATES > 1 and not (cfg.GAN.GRID_NOISE and cfg.TRAIN.PAIRED_CANDIDATES > 1):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
@@ -212,6 +213,8 @@ class AttnGANTrainer(BaseTrainer):
         b, net_g = sent_emb.size(0), unwrap(self.netG)
         noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
         eps = torch.randn(k * b, net_g.ca_net.c_dim, device=sent_emb.device)
+        if self.memory is not None:  # TRAIN.PAIRED_MEMORY: the draw chosen last time is candidate 0
+            keys, (noise, eps) = self.memory.recall(reals[-1], [noise, eps])
         noise, eps = self._nearest(k, noise, eps, sent_emb, words_emb, mask, reals)
         k_map = self.cfg.TRAIN.PAIRED_MAP_CANDIDATES
         if k_map > 1:  # then, the rest held, the noise map (where objects go) from k_map draws of it
@@ -219,6 +222,8 @@ class AttnGANTrainer(BaseTrainer):
             maps = noise.repeat(k_map, 1)
             maps[:, :g * g] = torch.randn(k_map * b, g * g, device=noise.device)
             noise, eps = self._nearest(k_map, maps, eps.repeat(k_map, 1), sent_emb, words_emb, mask, reals)
+        if self.memory is not None:
+            self.memory.remember(keys, (noise, eps))
         return noise, eps
 
     def _nearest(self, k, noise, eps, sent_emb, words_emb, mask, reals):

@@ -68,8 +68,8 @@ from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives, \
-    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_terms, real_feature_cache, swap_groups_for, \
-    text_encoder_path, text_sampling_forward
+    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_memory, paired_terms, real_feature_cache, \
+    swap_groups_for, text_encoder_path, text_sampling_forward
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -125,6 +125,7 @@ class SSAGANTrainer(BaseTrainer):
         self.z_dim = cfg.GAN.Z_DIM
         self.magp_mode = ssa.MAGP_MODE
         self.real_cache = real_feature_cache(cfg, trains_image_encoder=self.finetune)  # TRAIN.REAL_FEATURE_CACHE_MB
+        self.memory = paired_memory(cfg)  # TRAIN.PAIRED_MEMORY
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
         self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
         if cfg.TRAIN.NET_G:
@@ -212,9 +213,14 @@ class SSAGANTrainer(BaseTrainer):
         has one stage, so each candidate costs a whole forward (without gradients)."""
         b = sent_emb.size(0)
         noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
+        if self.memory is not None:  # TRAIN.PAIRED_MEMORY: the draw chosen last time is candidate 0
+            keys, (noise,) = self.memory.recall(real, [noise])
         with self.rt.autocast():
             imgs, _ = unwrap(self.netG)(noise, *(repeat_batch(t, k) for t in (sent_emb, words_emb, mask)))
-        return nearest_draws(k, imgs, real, noise)[0]
+        chosen = nearest_draws(k, imgs, real, noise)
+        if self.memory is not None:
+            self.memory.remember(keys, chosen)
+        return chosen[0]
 
     def encoder_step(self, batch):
         """`main_finetune.py`: LAMBDA·DAMSM(real images, captions) trains the encoders; returns the detached

@@ -7,8 +7,8 @@ from miscc.errors import InputError
 from types import SimpleNamespace
 
 from models.damsm.networks import RNN_ENCODER, SMALL_CNN_ENCODER
-from trainers.common import (RealFeatureCache, encode_captions, encode_swap_negatives, encode_with_swap_negatives,
-                             real_feature_cache)
+from trainers.common import (DrawMemory, RealFeatureCache, encode_captions, encode_swap_negatives,
+                             encode_with_swap_negatives, paired_memory, real_feature_cache)
 
 
 class _Counting(torch.nn.Module):
@@ -73,6 +73,38 @@ def test_cache_setting_is_checked():
     with pytest.raises(InputError, match="TRAIN.REAL_FEATURE_CACHE_MB is -1: expected MiB >= 0"):
         real_feature_cache(load_config(None, {"TRAIN.REAL_FEATURE_CACHE_MB": -1}))
     assert isinstance(real_feature_cache(load_config(None, {"TRAIN.REAL_FEATURE_CACHE_MB": 8})), RealFeatureCache)
+
+
+def test_draw_memory_puts_each_images_last_choice_first_and_survives_a_state_file(tmp_path):
+    """TRAIN.PAIRED_MEMORY: an image seen before gets its remembered draw as candidate 0 (every draw tensor, in its
+    own dtype); a new image (a flipped one is new) keeps its fresh draws; the memory goes through a state file read
+    with weights_only."""
+    real = torch.rand(3, 3, 8, 8)
+    memory = DrawMemory()
+    z, eps = torch.randn(2 * 3, 5), torch.randn(2 * 3, 2)  # 2 candidates, candidate-major
+    keys, (z1, eps1) = memory.recall(real, [z, eps])
+    assert torch.equal(z1, z) and torch.equal(eps1, eps) and len(keys) == 3  # nothing remembered yet
+    memory.remember(keys[:2], (z[3:5], eps[3:5]))  # images 0 and 1 chose their candidate 1
+    batch = torch.stack((real[1], real[2].flip(-1), real[0]))
+    z, eps = torch.randn(6, 5), torch.randn(6, 2).to(torch.bfloat16)
+    _, (z2, eps2) = memory.recall(batch, [z, eps])
+    assert torch.equal(z2[:3], torch.stack((z1[4], z[1], z1[3]))) and torch.equal(z2[3:], z[3:])
+    assert eps2.dtype == torch.bfloat16 and torch.equal(eps2[0], eps1[4].to(torch.bfloat16))
+    assert torch.equal(eps2[1], eps[1]) and torch.equal(eps2[2], eps1[3].to(torch.bfloat16))
+    torch.save(memory.state_dict(), tmp_path / "state.pth")
+    restored = DrawMemory()
+    restored.load_state_dict(torch.load(tmp_path / "state.pth", weights_only=True))
+    assert len(restored) == 2
+    _, (z3, _) = restored.recall(batch, [z, eps])
+    assert torch.equal(z3, z2)
+
+
+def test_draw_memory_setting_is_checked():
+    assert paired_memory(load_config(None, {})) is None
+    with pytest.raises(InputError, match="TRAIN.PAIRED_MEMORY .* at least 2 candidates, got 1"):
+        paired_memory(load_config(None, {"TRAIN.PAIRED_MEMORY": True}))
+    assert isinstance(paired_memory(load_config(None, {"TRAIN.PAIRED_MEMORY": True, "TRAIN.PAIRED_CANDIDATES": 4})),
+                      DrawMemory)
 
 
 def test_one_text_encoder_pass_gives_the_captions_and_their_swap_negatives():

@@ -341,8 +341,45 @@ def test_paired_map_candidates_redraw_only_the_noise_map_of_the_chosen_draw(attn
         AttnGANTrainer(cfg, CPU, str(tmp_path / "bad"), build_dataset(cfg, "train"))
 
 
-def test_resume_equals_uninterrupted(attn_cfg, tmp_path):
+def test_paired_memory_offers_each_images_chosen_draw_again(attn_cfg, tmp_path):
+    """TRAIN.PAIRED_MEMORY: at an image's next step its chosen draw is candidate 0, so the draw chosen then is the
+    same or nearer (here G's image is its noise); images not seen before get fresh draws only."""
     cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PAIRED_MEMORY = True
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+
+    class NoiseImage(torch.nn.Module):
+        ca_net = types.SimpleNamespace(c_dim=2)
+
+        def preview(self, noise, sent, words, mask, ca_eps, candidates=1):
+            return torch.cat((noise[:, :10], ca_eps), 1).view(-1, 3, 2, 2)
+
+    trainer.netG = NoiseImage()
+    real = torch.randn(5, 3, 2, 2)
+    sent, words, mask = torch.zeros(5, 8), torch.zeros(5, 8, 3), torch.zeros(5, 3, dtype=torch.bool)
+
+    def dist(noise, eps):
+        return (torch.cat((noise[:, :10], eps), 1) - real.flatten(1)).pow(2).mean(1)
+
+    first = trainer.nearest_noise(3, sent, words, mask, [real])
+    assert len(trainer.memory) == 5
+    second = trainer.nearest_noise(3, sent, words, mask, [real])
+    assert (dist(*second) <= dist(*first)).all()
+    kept = [torch.equal(a, b) for a, b in zip(first[0], second[0])]
+    assert any(kept) and all(torch.equal(a, b) for a, b, k in zip(first[1], second[1], kept) if k)
+    other = torch.randn(5, 3, 2, 2)  # other images: nothing remembered, so the fresh draws as without memory
+    torch.manual_seed(4)
+    with_memory = trainer.nearest_noise(3, sent, words, mask, [other])
+    trainer.memory = None
+    torch.manual_seed(4)
+    assert all(torch.equal(a, b) for a, b in zip(with_memory, trainer.nearest_noise(3, sent, words, mask, [other])))
+
+
+@pytest.mark.parametrize("memory", [False, True])
+def test_resume_equals_uninterrupted(attn_cfg, tmp_path, memory):
+    """Also with TRAIN.PAIRED_MEMORY, whose draws travel in the training state."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PAIRED_MEMORY = memory
     cfg.TRAIN.MAX_EPOCH = 2
     cfg.TRAIN.SNAPSHOT_INTERVAL = 1
     data = build_dataset(cfg, "train")

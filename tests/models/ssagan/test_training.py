@@ -21,7 +21,7 @@ from models.ssagan.sampling import mask_figure, save_last_mask, write_example_ma
 from models.ssagan.trainer import SSAGANTrainer
 from tools.make_shapes import generate_shapes
 from trainers.base import STATE_FILE
-from trainers.common import encode_captions, load_damsm
+from trainers.common import DrawMemory, encode_captions, load_damsm
 from trainers.optim import gan_step
 from trainers.runtime import Runtime, setup_runtime, shutdown_runtime, unwrap
 from trainers.sampling import generate_sentences, sample_test_set
@@ -538,6 +538,11 @@ def test_paired_candidates_pick_the_noise_whose_image_is_nearest_the_real_one(ti
     n, s, w, m = calls[-1]
     assert n == 20 and torch.equal(s, sent.repeat(4, 1)) and torch.equal(w, words.repeat(4, 1, 1))
     assert torch.equal(m, mask.repeat(4, 1))
+    t.memory = DrawMemory()  # TRAIN.PAIRED_MEMORY: the chosen draws come back as candidate 0, so none is farther
+    first = t.nearest_noise(4, sent, words, mask, real)
+    second = t.nearest_noise(4, sent, words, mask, real)
+    near = (second[:, :12] - real.flatten(1)).pow(2).mean(1) <= (first[:, :12] - real.flatten(1)).pow(2).mean(1)
+    assert near.all() and len(t.memory) == 5
 
 
 @pytest.mark.parametrize("pool", [0, 2])

@@ -496,8 +496,8 @@ def test_resume_honours_a_new_learning_rate(attn_cfg, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "resume: TRAIN.GENERATOR_LR 0.0002 -> 1e-12" in out and "resume: TRAIN.BETA1 0.5 -> 0.0" in out
     g = trainer.optG.param_groups[0]
-    assert g["lr"] == g["initial_lr"] == 1e-12 and g["betas"] == (0.0, 0.999)
-    assert all(o.param_groups[0]["lr"] == 2e-4 and o.param_groups[0]["betas"] == (0.0, 0.999)
+    assert g["lr"] == g["initial_lr"] == 1e-12 and g["betas"] == (0.0, cfg.TRAIN.BETA2)
+    assert all(o.param_groups[0]["lr"] == 2e-4 and o.param_groups[0]["betas"] == (0.0, cfg.TRAIN.BETA2)
                for o in trainer.optsD)
     assert len(trainer.optG.state) > 0  # the moments were restored, not reset
     assert same_step > 1e-5 and low_step < 1e-9, (same_step, low_step)

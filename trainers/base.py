@@ -179,6 +179,8 @@ class BaseTrainer:
     `extra_state()` / `load_extra_state()`.
     """
 
+    memory = None  # IMLE's kept draws (trainers.common.DrawMemory, TRAIN.PAIRED_MEMORY) where a trainer keeps them
+
     def __init__(self, cfg, rt: Runtime, output_dir: str, train_set, *, batch_size: int, max_epoch: int,
                  snapshot_interval: int, max_steps: int = 0, workers: int = 0, seed: int = 100,
                  log_interval: int = 100, image_interval: int = 1000, lr_decay: float = 1.0, lr_decay_epochs: int = 1,
@@ -300,15 +302,13 @@ class BaseTrainer:
                 group["lr"] = group.setdefault("initial_lr", group["lr"]) * scale
 
     def extra_state(self) -> dict:
-        """What a resumed run needs beyond models, optimisers and RNG: IMLE's kept draws (TRAIN.PAIRED_MEMORY)
-        of a trainer that has them in `self.memory`."""
-        memory = getattr(self, "memory", None)
-        return {"paired_memory": memory.state_dict()} if memory is not None else {}
+        """What a resumed run needs beyond models, optimisers and RNG: IMLE's kept draws (`self.memory`) where the
+        trainer keeps them."""
+        return {"paired_memory": self.memory.state_dict()} if self.memory is not None else {}
 
     def load_extra_state(self, state: dict) -> None:
-        memory = getattr(self, "memory", None)
-        if memory is not None and "paired_memory" in state:
-            memory.load_state_dict(state["paired_memory"])
+        if self.memory is not None and "paired_memory" in state:
+            self.memory.load_state_dict(state["paired_memory"])
 
     # ---- data ---------------------------------------------------------------------------------------------------
     def epoch_loader(self, epoch: int) -> DataLoader:

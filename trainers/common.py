@@ -141,6 +141,13 @@ def load_perceptual_extra(cfg, device):
     return _frozen_image_encoder(cfg, resolve_path(path), device)
 
 
+def image_digests(images: torch.Tensor) -> list[bytes]:
+    """A 16-byte digest of each image's bytes ([B, ...]): how RealFeatureCache and DrawMemory know an image (a
+    flipped or differently cropped one is another)."""
+    rows = images.detach().cpu().contiguous().numpy()  # one copy off the device for the batch, not one per row
+    return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
+
+
 class RealFeatureCache:
     """The region features of real images under frozen image encoders, each distinct image through each encoder
     once (TRAIN.REAL_FEATURE_CACHE_MB > 0). The perceptual term reads the caption's real image through the encoder
@@ -160,17 +167,12 @@ class RealFeatureCache:
         self.held = 0  # bytes
         self._store: dict[int, dict[bytes, torch.Tensor]] = {}  # id(encoder) -> digest -> features
 
-    @staticmethod
-    def _digests(images: torch.Tensor) -> list[bytes]:
-        rows = images.detach().cpu().contiguous().numpy()  # one copy off the device for the batch, not one per row
-        return [hashlib.blake2b(r.tobytes(), digest_size=16).digest() for r in rows]
-
     @torch.no_grad()
     def features(self, encoder, real: torch.Tensor) -> torch.Tensor:
         """encoder(real)[0] ([B, C, h, w]), from the cache where it holds them; new ones are kept while the
         budget lasts."""
         store = self._store.setdefault(id(encoder), {})
-        keys = self._digests(real)
+        keys = image_digests(real)
         missing = [i for i, k in enumerate(keys) if k not in store]
         fresh = {}
         for start in range(0, len(missing), self.CHUNK):
@@ -267,16 +269,16 @@ class DrawMemory:
     def recall(self, real: torch.Tensor, draws: list[torch.Tensor]) -> tuple[list[bytes], list[torch.Tensor]]:
         """(the digests of `real` [B, ...], `draws` [k·B, ...] candidate-major with candidate 0 of each image that
         has a remembered draw replaced by it)."""
-        keys = RealFeatureCache._digests(real)
+        keys = image_digests(real)
         rows = [i for i, key in enumerate(keys) if key in self._store]
         if rows:
             held = torch.stack([self._store[keys[i]] for i in rows]).to(draws[0].device)
-            widths, start, out = [d.size(1) for d in draws], 0, []
-            for d, w in zip(draws, widths):
+            out, start = [], 0
+            for d in draws:
                 d = d.clone()
-                d[rows] = held[:, start:start + w].to(d.dtype)
+                d[rows] = held[:, start:start + d.size(1)].to(d.dtype)
                 out.append(d)
-                start += w
+                start += d.size(1)
             draws = out
         return keys, draws
 

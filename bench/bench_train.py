@@ -7,7 +7,7 @@ the CPU and on CUDA when present.
 from __future__ import annotations
 
 
-from bench.common import SyntheticText, run_cases, synthetic_batch, time_steps, use_random_encoders
+from bench.common import SyntheticText, run_cases, synthetic_batch, time_train_steps, use_random_encoders
 from miscc.config import load_config
 from models.registry import get_family
 from trainers.runtime import Runtime
@@ -37,7 +37,7 @@ def bench_case(name, device, amp, steps):
     trainer = spec.trainer_class()(cfg, rt, "/tmp/bench_train_run", SyntheticText(n_words))
     imsizes = [cfg.TREE.BASE_SIZE * 2 ** i for i in range(cfg.TREE.BRANCH_NUM)]
     batch = synthetic_batch(batch_size, imsizes, n_words, cfg.TEXT.WORDS_NUM, device)
-    return batch_size, time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)
+    return batch_size, time_train_steps(trainer, batch, batch_size, device, steps)
 
 
 def main(argv=None):

@@ -94,6 +94,18 @@ def time_steps(step, batch_size: int, device, warmup: int = 1, steps: int = 3) -
     return batch_size * steps / (time.perf_counter() - start)
 
 
+def time_train_steps(trainer, batch, batch_size: int, device, steps: int = 3) -> float:
+    """Images per second of `trainer.train_step(batch)` with the step counter advanced as the training loop advances
+    it, over a whole number of the longest of TRAIN.ADV_INTERVAL and SSA.MAGP_INTERVAL (`steps` rounded up): with
+    those, a step's work depends on its number."""
+    def step():
+        trainer.train_step(batch)
+        trainer.step += 1
+
+    n = max(1, trainer.cfg.TRAIN.ADV_INTERVAL, trainer.cfg.SSA.MAGP_INTERVAL)
+    return time_steps(step, batch_size, device, warmup=min(n, 2), steps=-(-steps // n) * n)
+
+
 def devices() -> list[torch.device]:
     out = [torch.device("cpu")]
     if torch.cuda.is_available():
@@ -157,14 +169,14 @@ def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 3
                  cold: bool = False) -> float:
     """Seconds per training iteration of the trainer `cfg` describes on a synthetic batch with random encoders, in
     `epoch` (the AttnGAN trainer's steps before TRAIN.ADV_START_EPOCH train G alone; those before
-    TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder), the mean of `steps` after one: what `tools.demo` prints
-    as its plan. `cold`: without the real-feature cache (TRAIN.REAL_FEATURE_CACHE_MB), as a step whose images are
-    all new to it (the first epochs)."""
+    TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder), the mean of `steps` (`time_train_steps`): what
+    `tools.demo` prints as its plan. `cold`: without the real-feature cache (TRAIN.REAL_FEATURE_CACHE_MB), as a
+    step whose images are all new to it (the first epochs)."""
     device = device or torch.device("cpu")
     trainer, batch = _timing_trainer(cfg, n_words, batch_size, device, epoch)
     if cold and hasattr(trainer, "real_cache"):
         trainer.real_cache = None
-    return batch_size / time_steps(lambda: trainer.train_step(batch), batch_size, device, steps=steps)
+    return batch_size / time_train_steps(trainer, batch, batch_size, device, steps)
 
 
 def forward_seconds(cfg, n_words: int, batch_size: int, device=None, repeats: int = 3) -> float:

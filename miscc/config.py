@@ -119,6 +119,10 @@ _DEFAULTS = {
         # epochs before this one train G on its paired terms only (PIXEL_WEIGHT, PERCEPTUAL_WEIGHT, the DAMSM loss)
         # and leave D untouched, as ESRGAN pre-trains its generator before the GAN; 0: adversarial from the start
         "ADV_START_EPOCH": 0,
+        # > 1: D's step and G's adversarial term only every n-th step, that term then weighing n times COEFF.ADV
+        # (StyleGAN2's lazy regularisation applied to the adversarial part: D is a third of a shapes step); AttnGAN and
+        # SSA-GAN
+        "ADV_INTERVAL": 1,
         # noise candidates per caption; > 1: the paired terms train the candidate whose stage-1 image is nearest
         # the real image (IMLE; AttnGAN)
         "PAIRED_CANDIDATES": 1,
@@ -138,6 +142,10 @@ _DEFAULTS = {
         # the anchor compares the images average-pooled to this many cells a side (1: their mean colours, which the
         # background fixes and an object's place does not); 0: pixel by pixel
         "ANCHOR_POOL": 0,
+        # > 0: the anchor term also compares the fresh draws' colours with the real image's wherever they are
+        # (miscc/losses.colour_distribution_loss), at this share of its pixel weight; a caption that leaves an
+        # object's place open fixes its colour and size, so an image from any draw must show them (AttnGAN, SSA-GAN)
+        "ANCHOR_COLOURS": 0.0,
         # a second DAMSM image encoder (path of an image_encoder*.pth) in whose region features the perceptual term
         # also compares G's last image with the real one (PERCEPTUAL_WEIGHT); '' off (ours)
         "PERCEPTUAL_EXTRA": "",
@@ -416,10 +424,10 @@ RESUME_HONOURED = (
     "TRAIN.LR_COOLDOWN", "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.CHANNELS_LAST", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT",
     "TRAIN.DIFFAUGMENT_TRANSLATION", "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA",
     "TRAIN.PIXEL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA_EPOCHS",
-    "TRAIN.ADV_START_EPOCH",
+    "TRAIN.ADV_START_EPOCH", "TRAIN.ADV_INTERVAL",
     "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MEMORY", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR",
     "TRAIN.PAIRED_ANCHOR_EPOCHS",
-    "TRAIN.ANCHOR_POOL", "TRAIN.ANCHOR_STAGES",
+    "TRAIN.ANCHOR_POOL", "TRAIN.ANCHOR_STAGES", "TRAIN.ANCHOR_COLOURS",
     "DAMSM.SWAP_NEGATIVES", "DAMSM.IMAGE_NOISE",
     "GAN.ADV_LOSS",
     "DATA.RANDOM_CROP", "DATA.FLIP", "DATA.FLIP_WORD_PAIRS", "DATA.LOAD_SCALE",

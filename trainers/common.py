@@ -10,7 +10,7 @@ import torch
 from datasets import prepare_data
 from miscc.config import image_encoder_path, resolve_path
 from miscc.errors import InputError, MissingFileError
-from miscc.losses import perceptual_loss, pixel_loss, pooled, swap_negatives, swap_word_groups
+from miscc.losses import colour_distribution_loss, perceptual_loss, pixel_loss, pooled, swap_negatives, swap_word_groups
 from miscc.modules import freeze
 from miscc.text import swap_pad_id
 from models.damsm import build_image_encoder, build_text_encoder, load_image_encoder, load_text_encoder
@@ -232,6 +232,21 @@ def paired_terms(cfg, image_encoder, fake_features, fakes, reals, extra_encoder=
     return total, logged
 
 
+def adversarial_now(trainer) -> bool:
+    """Whether this step of `trainer` steps D and gives G its adversarial term: from TRAIN.ADV_START_EPOCH on (before
+    it G learns from its paired terms alone while D waits), on every TRAIN.ADV_INTERVAL-th step (ours: the steps
+    between skip the adversarial part, which is about a third of a `shapes` step; G's term then weighs
+    TRAIN.ADV_INTERVAL times TRAIN.COEFF.ADV, StyleGAN2's lazy regularisation applied to it)."""
+    train = trainer.cfg.TRAIN
+    return trainer.epoch >= train.ADV_START_EPOCH and trainer.step % train.ADV_INTERVAL == 0
+
+
+def check_adv_interval(cfg) -> None:
+    n = cfg.TRAIN.ADV_INTERVAL
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise InputError(f"TRAIN.ADV_INTERVAL is {n!r}: expected a whole number of steps >= 1")
+
+
 def anchored_now(trainer) -> bool:
     """Whether this step of `trainer` renders every caption a second time from a fresh noise draw for the anchor
     term (TRAIN.PAIRED_ANCHOR with TRAIN.PIXEL_WEIGHT, in the first TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is
@@ -241,13 +256,16 @@ def anchored_now(trainer) -> bool:
 
 
 def anchor_term(cfg, fakes, reals):
-    """(TRAIN.PAIRED_ANCHOR · TRAIN.PIXEL_WEIGHT · Σ pixel loss, the unweighted sum) of the fresh draws' images
-    `fakes` against the real images of the same sizes, both average-pooled to TRAIN.ANCHOR_POOL cells a side where
-    that is > 0: IMLE trains only the draw nearest the real image, so what the noise can supply G need not learn
-    from the text; an image from any draw must show what the caption fixes (on the pooled grid: where its objects
-    are and what colour)."""
-    cells = cfg.TRAIN.ANCHOR_POOL
-    raw = sum(pixel_loss(pooled(f, cells), pooled(r, cells)) for f, r in zip(fakes, reals, strict=True))
+    """(TRAIN.PAIRED_ANCHOR · TRAIN.PIXEL_WEIGHT · Σ (pixel loss + TRAIN.ANCHOR_COLOURS · colour loss), the
+    unweighted sum) of the fresh draws' images `fakes` against the real images of the same sizes, both
+    average-pooled to TRAIN.ANCHOR_POOL cells a side where that is > 0: IMLE trains only the draw nearest the real
+    image, so what the noise can supply G need not learn from the text; an image from any draw must show what the
+    caption fixes (on the pooled grid: where its objects are and what colour; with TRAIN.ANCHOR_COLOURS, its colours
+    wherever they are, `colour_distribution_loss` on the unpooled images)."""
+    cells, colours = cfg.TRAIN.ANCHOR_POOL, cfg.TRAIN.ANCHOR_COLOURS
+    raw = sum(pixel_loss(pooled(f, cells), pooled(r, cells))
+              + (colours * colour_distribution_loss(f, r) if colours else 0.0)
+              for f, r in zip(fakes, reals, strict=True))
     return cfg.TRAIN.PAIRED_ANCHOR * cfg.TRAIN.PIXEL_WEIGHT * raw, raw.detach()
 
 

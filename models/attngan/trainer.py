@@ -10,8 +10,10 @@ TRAIN.PERCEPTUAL_WEIGHT adds ControlGAN's perceptual loss of the last image (`mi
 TRAIN.PERCEPTUAL_EXTRA the same term in a second image encoder's features (an early DAMSM snapshot; in the first
 TRAIN.PERCEPTUAL_EXTRA_EPOCHS epochs only, where that is > 0),
 TRAIN.PIXEL_WEIGHT a squared pixel distance of every stage's image to the caption's real image
-(`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
-pre-training of its generator before the GAN); TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
+(`miscc.losses.pixel_loss`; both through `trainers.common.paired_terms`, shared with SSA-GAN), and before
+TRAIN.ADV_START_EPOCH G learns from those paired terms and the DAMSM loss alone while D waits (ESRGAN's
+pre-training of its generator before the GAN); TRAIN.ADV_INTERVAL n > 1 steps D and gives G the adversarial term
+(at n times its weight) on every n-th step only; TRAIN.PAIRED_CANDIDATES > 1 trains, of that many noise vectors per
 caption, the one whose image is nearest the real image (`nearest_noise`), and TRAIN.PAIRED_MAP_CANDIDATES > 1 then
 re-draws that draw's GAN.GRID_NOISE map as many times, the rest held; TRAIN.SMOOTH.SWAP_LAMBDA > 0 adds to the
 DAMSM term each image's own caption with one DAMSM.SWAP_NEGATIVES word swapped as a hard negative;
@@ -45,9 +47,10 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
 from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import (anchor_term, anchored_now, decode_ids, encode_captions, encode_with_swap_negatives,
-                             epoch_from_name, load_damsm, load_perceptual_extra, nearest_draws, paired_memory,
-                             paired_terms, real_feature_cache, swap_groups_for, text_sampling_forward)
+from trainers.common import (adversarial_now, anchor_term, anchored_now, check_adv_interval, decode_ids,
+                             encode_captions, encode_with_swap_negatives, epoch_from_name, load_damsm,
+                             load_perceptual_extra, nearest_draws, paired_memory, paired_terms, real_feature_cache,
+                             swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -73,6 +76,7 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_MAP_CANDIDATES > 1 and not (cfg.GAN.GRID_NOISE and cfg.TRAIN.PAIRED_CANDIDATES > 1):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
                              "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
+        check_adv_interval(cfg)
         stages = cfg.TRAIN.ANCHOR_STAGES
         if stages and cfg.TRAIN.PAIRED_ANCHOR and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
             raise InputError(f"TRAIN.ANCHOR_STAGES = {stages}: the anchor's fresh draws stop after that many of "
@@ -138,7 +142,7 @@ class AttnGANTrainer(BaseTrainer):
         fake_labels = torch.zeros(b, device=rt.device)
 
         cond = TextCondition(sent_emb, words_emb, mask) if cfg.GAN.D_WORD_CONTEXT_LAYERS else sent_emb
-        adversarial = self.epoch >= cfg.TRAIN.ADV_START_EPOCH  # before: G learns from the paired terms alone
+        adversarial = adversarial_now(self)  # TRAIN.ADV_START_EPOCH, TRAIN.ADV_INTERVAL
         losses = {}
         reals = batch.imgs[len(batch.imgs) - len(fake_imgs):]  # G_DCGAN: one image (and one D), the last size
         # the images of the stages that have a D (GAN.D_STAGES: the last ones only)
@@ -163,7 +167,8 @@ class AttnGANTrainer(BaseTrainer):
             if anchored:
                 anchor, logged["anchor"] = anchor_term(cfg, anchor_imgs, reals[:len(anchor_imgs)])
                 paired = paired + anchor
-            err_g = cfg.TRAIN.COEFF.ADV * adv.float() + w_loss + s_loss + cfg.TRAIN.COEFF.KL * kl + paired
+            err_g = (cfg.TRAIN.COEFF.ADV * cfg.TRAIN.ADV_INTERVAL * adv.float() + w_loss + s_loss
+                     + cfg.TRAIN.COEFF.KL * kl + paired)
             losses.update(logged)
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:

@@ -17,8 +17,10 @@ One iteration, as the original:
 Ours, as in the AttnGAN trainer: TRAIN.COEFF.ADV weights step 5's adversarial term (1 as the original);
 TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the caption's real image to step 5, and
 before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no adversarial term (G learns from the paired
-terms and the DAMSM loss alone). TRAIN.PAIRED_CANDIDATES > 1 renders that many noise draws per caption
-(without gradients) and trains the one whose image is nearest the real image (IMLE, `nearest_noise`);
+terms and the DAMSM loss alone); with TRAIN.ADV_INTERVAL n > 1 so are they on all but every n-th step, whose
+adversarial term weighs n times TRAIN.COEFF.ADV (SSA.MAGP_INTERVAL then counts those D steps).
+TRAIN.PAIRED_CANDIDATES > 1 renders that many noise draws per caption (without gradients) and trains the one whose
+image is nearest the real image (IMLE, `nearest_noise`);
 TRAIN.PAIRED_ANCHOR > 0 renders each caption once more from a fresh draw in the same forward, whose image pays that
 share of the pixel term (pooled to TRAIN.ANCHOR_POOL cells; D sees the chosen images only), in the first
 TRAIN.PAIRED_ANCHOR_EPOCHS epochs where that is > 0.
@@ -67,9 +69,9 @@ from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import anchor_term, anchored_now, decode_ids, encode_captions, encode_swap_negatives, \
-    epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_memory, paired_terms, real_feature_cache, \
-    swap_groups_for, text_encoder_path, text_sampling_forward
+from trainers.common import adversarial_now, anchor_term, anchored_now, check_adv_interval, decode_ids, \
+    encode_captions, encode_swap_negatives, epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_memory, \
+    paired_terms, real_feature_cache, swap_groups_for, text_encoder_path, text_sampling_forward
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
@@ -94,6 +96,7 @@ class SSAGANTrainer(BaseTrainer):
     def __init__(self, cfg, rt, output_dir, train_set):
         if cfg.SSA.MAGP_MODE not in MAGP_MODES:
             raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
+        check_adv_interval(cfg)
         if not (isinstance(cfg.SSA.MAGP_INTERVAL, int) and cfg.SSA.MAGP_INTERVAL >= 1):
             raise InputError(f"SSA.MAGP_INTERVAL is {cfg.SSA.MAGP_INTERVAL!r}: expected a whole number of steps >= 1")
         if cfg.TRAIN.BATCH_SIZE < 2:
@@ -194,7 +197,7 @@ class SSAGANTrainer(BaseTrainer):
         with self.rt.autocast():
             fake, _ = self.netG(noise, *(repeat_batch(t, k) for t in (sent_emb, words_emb, mask)))
         fake, anchor_imgs = fake[:b], (fake[b:] if anchored else None)
-        adversarial = self.epoch >= cfg.TRAIN.ADV_START_EPOCH  # before: G on the paired terms alone, D waits
+        adversarial = adversarial_now(self)  # TRAIN.ADV_START_EPOCH (before: G on the paired terms alone), ADV_INTERVAL
         if adversarial:
             losses.update(self.discriminator_step(real, fake, sent_emb, words_emb, mask))
         negatives = encode_swap_negatives(unwrap(self.text_encoder), batch, self.swap_groups)
@@ -242,9 +245,9 @@ class SSAGANTrainer(BaseTrainer):
         with self.rt.autocast():
             d = hinge_d_loss(self.netD, real, fake, text)
         err_d = d.total.float()
-        # SSA.MAGP_INTERVAL n > 1 (ours): the penalty on every n-th step only, at n times its weight
+        # SSA.MAGP_INTERVAL n > 1 (ours): the penalty on every n-th D step only, at n times its weight
         n = ssa.MAGP_INTERVAL
-        penalised, weight = self.step % n == 0, ssa.MAGP_WEIGHT * n
+        penalised, weight = (self.step // self.cfg.TRAIN.ADV_INTERVAL) % n == 0, ssa.MAGP_WEIGHT * n
         out = {"errD": err_d.detach(), "errD_real": d.real.detach(), "errD_mismatch": d.mismatch.detach(),
                "errD_fake": d.fake.detach()}
         if self.magp_mode == "joint":
@@ -280,7 +283,7 @@ class SSAGANTrainer(BaseTrainer):
             if anchor_imgs is not None:
                 anchor, out["anchor"] = anchor_term(self.cfg, [anchor_imgs], [real])
                 paired = paired + anchor
-            err_g = self.cfg.TRAIN.COEFF.ADV * adv.float() + damsm + paired
+            err_g = self.cfg.TRAIN.COEFF.ADV * self.cfg.TRAIN.ADV_INTERVAL * adv.float() + damsm + paired
             gan_step(err_g, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)

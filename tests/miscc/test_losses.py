@@ -330,3 +330,30 @@ def test_words_similarity_under_bf16_autocast_stays_near_float32():
     assert sims.dtype == torch.float32 and (sims - ref).abs().max() < 0.05
     assert [tuple(m.shape) for m in maps] == [(1, int(n), 5, 5) for n in lens]
     assert all((m.float() - r).abs().max() < 0.02 for m, r in zip(maps, ref_maps))
+
+
+def test_colour_distribution_loss_ignores_where_an_object_is_and_counts_a_missing_one():
+    """TRAIN.ANCHOR_COLOURS' term: an object moved elsewhere costs nothing, one left out costs its pixels (more
+    for a larger one); two pixel permutations of the same image compare equal; it is the mean over directions of
+    the sorted projections' squared distance."""
+    from miscc.losses import COLOUR_DIRECTIONS, colour_distribution_loss
+
+    background = torch.full((1, 3, 16, 16), -1.0)
+    red = torch.tensor([1.0, -1.0, -1.0]).view(1, 3, 1, 1)
+    left, right, big = background.clone(), background.clone(), background.clone()
+    left[..., 2:5, 2:5] = red
+    right[..., 10:13, 9:12] = red
+    big[..., 2:8, 2:8] = red
+    assert colour_distribution_loss(left, right).item() == pytest.approx(0.0, abs=1e-7)
+    missing = colour_distribution_loss(background, left).item()
+    assert missing > 0 and colour_distribution_loss(background, big).item() > missing
+    assert torch.nn.functional.mse_loss(left, right).item() > 0  # the pixel term would pay for the move
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    perm = torch.randperm(64)
+    shuffled = x.flatten(2)[:, :, perm].view_as(x)
+    assert colour_distribution_loss(x, shuffled).item() == pytest.approx(0.0, abs=1e-7)
+    y = torch.rand(2, 3, 8, 8) * 2 - 1
+    proj = [torch.einsum("bchw,dc->bdhw", t, COLOUR_DIRECTIONS).flatten(2).sort(2).values for t in (x, y)]
+    assert colour_distribution_loss(x, y).item() == pytest.approx(((proj[0] - proj[1]) ** 2).mean().item(), rel=1e-6)
+    with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
+        colour_distribution_loss(x, y[:, :, :4])

@@ -19,6 +19,25 @@ def test_validation_count_follows_the_interval():
     assert validations(8, 0) == 0
 
 
+@pytest.mark.parametrize("adv, magp, timed", [(1, 1, [1, 2, 3]), (4, 1, [2, 3, 4, 5]), (1, 2, [2, 3, 4, 5])])
+def test_timed_steps_advance_the_step_counter_over_whole_intervals(adv, magp, timed):
+    """The plan's step times (`bench.common.time_train_steps`) count steps as the training loop does and time a
+    whole number of TRAIN.ADV_INTERVAL / SSA.MAGP_INTERVAL, whose steps differ in work by their number."""
+    import torch
+
+    from bench.common import time_train_steps
+
+    class Trainer:
+        cfg, step, seen = load_config(None, {"TRAIN.ADV_INTERVAL": adv, "SSA.MAGP_INTERVAL": magp}), 0, []
+
+        def train_step(self, batch):
+            self.seen.append(self.step)
+
+    trainer = Trainer()
+    time_train_steps(trainer, None, 4, torch.device("cpu"), steps=3)
+    assert trainer.seen[-len(timed):] == timed and trainer.step == trainer.seen[-1] + 1
+
+
 def test_damsm_plan_counts_its_validations(tmp_path):
     """The DAMSM step of the plan includes the timed validations: more of them, a longer estimate."""
     from datasets import build_dataset

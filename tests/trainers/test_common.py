@@ -7,7 +7,7 @@ from miscc.errors import InputError
 from types import SimpleNamespace
 
 from models.damsm.networks import RNN_ENCODER, SMALL_CNN_ENCODER
-from trainers.common import (DrawMemory, RealFeatureCache, encode_captions, encode_swap_negatives,
+from trainers.common import (DrawMemory, RealFeatureCache, anchor_term, encode_captions, encode_swap_negatives,
                              encode_with_swap_negatives, paired_memory, real_feature_cache)
 
 
@@ -127,3 +127,20 @@ def test_one_text_encoder_pass_gives_the_captions_and_their_swap_negatives():
     assert torch.equal(mask, ref_mask) and not torch.allclose(neg_sent[:3], sent[:3])
     (words, _, _), none = encode_with_swap_negatives(enc, batch, None)
     assert none is None and torch.allclose(words, ref_words, atol=1e-6)
+
+
+def test_anchor_term_adds_the_colour_distribution_at_its_share():
+    """TRAIN.ANCHOR_COLOURS c: the anchor is PAIRED_ANCHOR · PIXEL_WEIGHT · Σ_stages (pooled pixel loss + c · colour
+    loss of the unpooled images); 0 leaves the pooled pixel loss alone."""
+    from miscc.losses import colour_distribution_loss, pixel_loss, pooled
+
+    fakes = [torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1]
+    reals = [torch.rand(2, 3, 8, 8) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1]
+    base = {"TRAIN.PAIRED_ANCHOR": 0.5, "TRAIN.PIXEL_WEIGHT": 4.0, "TRAIN.ANCHOR_POOL": 3}
+    plain = sum(pixel_loss(pooled(f, 3), pooled(r, 3)) for f, r in zip(fakes, reals))
+    colour = sum(colour_distribution_loss(f, r) for f, r in zip(fakes, reals))
+    total, raw = anchor_term(load_config(None, base), fakes, reals)
+    assert raw.item() == pytest.approx(plain.item(), rel=1e-6) and total.item() == pytest.approx(2.0 * plain.item())
+    total, raw = anchor_term(load_config(None, {**base, "TRAIN.ANCHOR_COLOURS": 0.25}), fakes, reals)
+    assert raw.item() == pytest.approx((plain + 0.25 * colour).item(), rel=1e-6)
+    assert total.item() == pytest.approx(2.0 * raw.item(), rel=1e-6)

@@ -1,4 +1,5 @@
 """AttnGAN / BERT-AttnGAN generator and discriminators: checkpoint key layouts, shapes, attention masking, losses."""
+import copy
 from collections import OrderedDict
 
 import pytest
@@ -972,3 +973,25 @@ def test_discriminator_word_condition_reads_each_captions_words():
     loss.backward()
     layer = d.COND_DNET.word_grid.context.encoder.layers[0]
     assert layer.self_attn.out_proj.weight.grad is not None and layer.self_attn.out_proj.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_up_block_as_one_transposed_convolution_is_upsample_then_conv(size):
+    """AttnGAN's upBlock (nearest ×2, conv3x3, BN, GLU) computed as a stride-2 transposed convolution with a kernel
+    derived from the 3×3 weights: the same output and the same weight gradient as the modules one after another
+    (float64), with AttnGAN's keys; 1-px inputs take the plain path."""
+    from models.attngan.networks import UpBlock
+
+    torch.manual_seed(0)
+    block = UpBlock(6, 4).double()
+    x = torch.randn(3, 6, size, size + 1, dtype=torch.float64)
+    reference = copy.deepcopy(block)
+    out = block(x)
+    expected = reference[3](reference[2](reference[1](reference[0](x))))
+    assert out.shape == (3, 4, 2 * size, 2 * size + 2)
+    assert torch.allclose(out, expected, atol=1e-12)
+    (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+    (expected * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+    assert torch.allclose(block[1].weight.grad, reference[1].weight.grad, atol=1e-10)
+    assert list(block.state_dict()) == ["1.weight", "2.weight", "2.bias", "2.running_mean", "2.running_var",
+                                        "2.num_batches_tracked"]

@@ -203,6 +203,41 @@ def test_adv_start_epoch_trains_g_alone_and_leaves_d_untouched(attn_cfg, tmp_pat
     assert not torch.equal(d_before[0], _params(trainer.netsD[0]))
 
 
+def test_adv_interval_steps_d_and_the_adversarial_term_every_nth_step_at_n_times_its_weight(attn_cfg, tmp_path):
+    """TRAIN.ADV_INTERVAL n: steps 0, n, 2n... step D and give G the adversarial term at n·COEFF.ADV; the others
+    leave D untouched and errG has no adversarial term."""
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.ADV_INTERVAL, cfg.TRAIN.COEFF.ADV = 1.0, 2, 0.1
+    trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+    batch = trainer.make_batch(next(iter(trainer.epoch_loader(0))))
+
+    def g_only(losses):
+        return (losses["w_loss"] + losses["s_loss"] + losses["pixel"]
+                + cfg.TRAIN.PERCEPTUAL_WEIGHT * losses["perceptual"] + cfg.TRAIN.COEFF.KL * losses["kl_loss"])
+
+    for step in range(3):
+        trainer.step = step
+        d_before = [_params(d).clone() for d in trainer.netsD]
+        losses = trainer.train_step(batch)
+        d_moved = [not torch.equal(b, _params(d)) for b, d in zip(d_before, trainer.netsD)]
+        if step % 2:
+            assert not any(k.startswith("errD") for k in losses) and "errG_adv" not in losses
+            assert not any(d_moved)
+            assert losses["errG"].item() == pytest.approx(g_only(losses).item(), rel=1e-5)
+        else:
+            assert {"errD0", "errD1", "errG_adv"} <= set(losses) and all(d_moved)
+            expected = g_only(losses) + 2 * 0.1 * losses["errG_adv"]
+            assert losses["errG"].item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5])
+def test_adv_interval_must_be_a_whole_number_of_steps(attn_cfg, tmp_path, bad):
+    cfg = copy.deepcopy(attn_cfg)
+    cfg.TRAIN.ADV_INTERVAL = bad
+    with pytest.raises(InputError, match="TRAIN.ADV_INTERVAL"):
+        AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
+
+
 def test_pixel_term_sums_every_stage_against_the_real_image_of_its_size(attn_cfg, tmp_path):
     """TRAIN.PIXEL_WEIGHT: the logged `pixel` is Σ_stages MSE(stage image, the caption's real image of that size),
     so stage 1 (what TRAIN.PAIRED_CANDIDATES compares) learns to show the caption too."""

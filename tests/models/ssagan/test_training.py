@@ -209,6 +209,32 @@ def test_adv_start_epoch_and_pixel_weight_train_g_alone_on_the_paired_terms(tiny
     assert not all(torch.equal(a, b) for a, b in zip(d_before, t.netD.parameters()))
 
 
+def test_adv_interval_steps_d_every_nth_step_with_g_term_at_n_times_and_magp_counting_d_steps(tiny, tmp_path):
+    """TRAIN.ADV_INTERVAL 2 with SSA.MAGP_INTERVAL 2: D steps on steps 0, 2, 4 only and the penalty comes on D steps
+    0 and 2 (steps 0 and 4); errG has the adversarial term at 2·COEFF.ADV on those steps and none between."""
+    t = SSAGANTrainer(_cfg(tiny, TRAIN__PIXEL_WEIGHT=1.0, TRAIN__ADV_INTERVAL=2, SSA__MAGP_INTERVAL=2), CPU,
+                      str(tmp_path), tiny["train_set"])
+    batch = _first_batch(t)
+    penalised = []
+    for step in range(5):
+        t.step = step
+        d_before = [p.detach().clone() for p in t.netD.parameters()]
+        g = t.train_step(batch)
+        d_moved = not all(torch.equal(a, b) for a, b in zip(d_before, t.netD.parameters()))
+        paired = g["DAMSM_G"] + g["pixel"] + t.cfg.TRAIN.PERCEPTUAL_WEIGHT * g.get("perceptual", 0.0)
+        if step % 2:
+            assert "errD" not in g and g["errG_adv"].item() == 0 and not d_moved
+            assert g["errG"].item() == pytest.approx(float(paired), rel=1e-5)
+        else:
+            assert "errD" in g and d_moved
+            penalised.append("MAGP" in g)
+            expected = paired + 2 * t.cfg.TRAIN.COEFF.ADV * g["errG_adv"]
+            assert g["errG"].item() == pytest.approx(float(expected), rel=1e-5)
+    assert penalised == [True, False, True]
+    with pytest.raises(ValueError, match="TRAIN.ADV_INTERVAL is 0: expected a whole number of steps >= 1"):
+        SSAGANTrainer(_cfg(tiny, TRAIN__ADV_INTERVAL=0), CPU, str(tmp_path), tiny["train_set"])
+
+
 @pytest.mark.parametrize("mode", ["separate", "joint"])
 def test_discriminator_step_is_the_original_update(tiny, tmp_path, mode):
     """'separate': Adam step on the hinge loss, then one on +MA-GP (so the penalty is minimised); 'joint': one step

@@ -54,7 +54,8 @@ def _check_upsample_mode(mode: str) -> None:
 # one axis of "nearest ×2 upsampling, then a 3-tap convolution (padding 1)" as a stride-2 transposed convolution with
 # 4 taps: output 2m reads x[m-1]·w0 + x[m]·(w1 + w2), output 2m+1 reads x[m]·(w0 + w1) + x[m+1]·w2
 _NEAREST_UP_TAPS = torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 1.0], [1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
-SUBPIXEL_MIN_SIZE = 2  # inputs this wide or wider take the transposed convolution (1×1 ones: as fast either way)
+# inputs at least this wide take the transposed convolution (for 1-px inputs the plain path measured faster)
+SUBPIXEL_MIN_SIZE = 2
 
 
 class UpBlock(nn.Sequential):

@@ -520,6 +520,8 @@ def test_shipped_configs_load(name):
     assert recipe == ((True, 4, 10.0, 0.3, 3, 6, 0.1) if name == "shapes_ssa" else (False, 1, 0.0, 0.0, 0, 0, 1.0))
     if name == "shapes_ssa":
         assert (cfg.TRAIN.MAX_EPOCH, cfg.TRAIN.SNAPSHOT_INTERVAL) == (12, 4)
+    # shapes_ssa.yml: D and the adversarial term every 4th step (ours); the originals step them every step
+    assert cfg.TRAIN.ADV_INTERVAL == (4 if name == "shapes_ssa" else 1)
 
 
 def test_resume_honours_new_rates_and_refuses_new_widths(tiny, tmp_path, capsys):

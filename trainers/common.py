@@ -241,10 +241,10 @@ def adversarial_now(trainer) -> bool:
     return trainer.epoch >= train.ADV_START_EPOCH and trainer.step % train.ADV_INTERVAL == 0
 
 
-def check_adv_interval(cfg) -> None:
-    n = cfg.TRAIN.ADV_INTERVAL
+def check_step_interval(key: str, n) -> None:
+    """Refuse a step interval (TRAIN.ADV_INTERVAL, SSA.MAGP_INTERVAL) that is not a whole number >= 1."""
     if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
-        raise InputError(f"TRAIN.ADV_INTERVAL is {n!r}: expected a whole number of steps >= 1")
+        raise InputError(f"{key} is {n!r}: expected a whole number of steps >= 1")
 
 
 def anchored_now(trainer) -> bool:

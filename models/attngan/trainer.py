@@ -47,7 +47,7 @@ from models.attngan import KL_loss, build_discriminators, build_generator, discr
 from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import (adversarial_now, anchor_term, anchored_now, check_adv_interval, decode_ids,
+from trainers.common import (adversarial_now, anchor_term, anchored_now, check_step_interval, decode_ids,
                              encode_captions, encode_with_swap_negatives, epoch_from_name, load_damsm,
                              load_perceptual_extra, nearest_draws, paired_memory, paired_terms, real_feature_cache,
                              swap_groups_for, text_sampling_forward)
@@ -76,7 +76,7 @@ class AttnGANTrainer(BaseTrainer):
         if cfg.TRAIN.PAIRED_MAP_CANDIDATES > 1 and not (cfg.GAN.GRID_NOISE and cfg.TRAIN.PAIRED_CANDIDATES > 1):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
                              "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
-        check_adv_interval(cfg)
+        check_step_interval("TRAIN.ADV_INTERVAL", cfg.TRAIN.ADV_INTERVAL)
         stages = cfg.TRAIN.ANCHOR_STAGES
         if stages and cfg.TRAIN.PAIRED_ANCHOR and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
             raise InputError(f"TRAIN.ANCHOR_STAGES = {stages}: the anchor's fresh draws stop after that many of "

@@ -69,7 +69,7 @@ from models.ssagan.family import FAMILY
 from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import adversarial_now, anchor_term, anchored_now, check_adv_interval, decode_ids, \
+from trainers.common import adversarial_now, anchor_term, anchored_now, check_step_interval, decode_ids, \
     encode_captions, encode_swap_negatives, epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_memory, \
     paired_terms, real_feature_cache, swap_groups_for, text_encoder_path, text_sampling_forward
 from trainers.optim import gan_step
@@ -96,9 +96,8 @@ class SSAGANTrainer(BaseTrainer):
     def __init__(self, cfg, rt, output_dir, train_set):
         if cfg.SSA.MAGP_MODE not in MAGP_MODES:
             raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
-        check_adv_interval(cfg)
-        if not (isinstance(cfg.SSA.MAGP_INTERVAL, int) and cfg.SSA.MAGP_INTERVAL >= 1):
-            raise InputError(f"SSA.MAGP_INTERVAL is {cfg.SSA.MAGP_INTERVAL!r}: expected a whole number of steps >= 1")
+        check_step_interval("TRAIN.ADV_INTERVAL", cfg.TRAIN.ADV_INTERVAL)
+        check_step_interval("SSA.MAGP_INTERVAL", cfg.SSA.MAGP_INTERVAL)
         if cfg.TRAIN.BATCH_SIZE < 2:
             raise InputError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
                              f"one), got {cfg.TRAIN.BATCH_SIZE}")

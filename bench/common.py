@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tempfile
 import time
@@ -97,13 +98,29 @@ def time_steps(step, batch_size: int, device, warmup: int = 1, steps: int = 3) -
 def time_train_steps(trainer, batch, batch_size: int, device, steps: int = 3) -> float:
     """Images per second of `trainer.train_step(batch)` with the step counter advanced as the training loop advances
     it, over a whole number of the longest of TRAIN.ADV_INTERVAL and SSA.MAGP_INTERVAL (`steps` rounded up): with
-    those, a step's work depends on its number."""
-    def step():
-        trainer.train_step(batch)
-        trainer.step += 1
-
+    those, a step's work depends on its number. With TRAIN.PARALLEL_STEPS k > 1 the steps run in groups of k, as
+    the loop runs them (`trainers.parallel`)."""
     n = max(1, trainer.cfg.TRAIN.ADV_INTERVAL, trainer.cfg.SSA.MAGP_INTERVAL)
-    return time_steps(step, batch_size, device, warmup=min(n, 2), steps=-(-steps // n) * n)
+    k = getattr(trainer, "parallel_steps", 1)
+    unit = math.lcm(n, k)  # steps that cover whole intervals and whole groups
+    calls = -(-steps // unit) * unit // k
+    group = None
+    if k > 1:
+        from trainers.parallel import ParallelSteps
+        group = ParallelSteps(trainer, k)
+
+    def step():
+        if group is None:
+            trainer.train_step(batch)
+        else:
+            group.run([batch] * k)
+        trainer.step += k
+
+    try:
+        return time_steps(step, batch_size * k, device, warmup=max(1, min(n, 2) // k), steps=calls)
+    finally:
+        if group is not None:
+            group.close()
 
 
 def devices() -> list[torch.device]:

@@ -123,6 +123,8 @@ _DEFAULTS = {
         # (StyleGAN2's lazy regularisation applied to the adversarial part: D is a third of a shapes step); AttnGAN and
         # SSA-GAN
         "ADV_INTERVAL": 1,
+        # ours: this many consecutive batches' steps at once on as many CPU threads (trainers.parallel); 1: one
+        "PARALLEL_STEPS": 1,
         # noise candidates per caption; > 1: the paired terms train the candidate whose stage-1 image is nearest
         # the real image (IMLE; AttnGAN)
         "PAIRED_CANDIDATES": 1,
@@ -424,7 +426,7 @@ RESUME_HONOURED = (
     "TRAIN.LR_COOLDOWN", "TRAIN.EMA_DECAY", "TRAIN.AMP", "TRAIN.CHANNELS_LAST", "TRAIN.SYNC_BN", "TRAIN.DIFFAUGMENT",
     "TRAIN.DIFFAUGMENT_TRANSLATION", "TRAIN.DIFFAUGMENT_CUTOUT", "TRAIN.PERCEPTUAL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA",
     "TRAIN.PIXEL_WEIGHT", "TRAIN.PERCEPTUAL_EXTRA_EPOCHS",
-    "TRAIN.ADV_START_EPOCH", "TRAIN.ADV_INTERVAL",
+    "TRAIN.ADV_START_EPOCH", "TRAIN.ADV_INTERVAL", "TRAIN.PARALLEL_STEPS",
     "TRAIN.PAIRED_CANDIDATES", "TRAIN.PAIRED_MEMORY", "TRAIN.PAIRED_MAP_CANDIDATES", "TRAIN.PAIRED_ANCHOR",
     "TRAIN.PAIRED_ANCHOR_EPOCHS",
     "TRAIN.ANCHOR_POOL", "TRAIN.ANCHOR_STAGES", "TRAIN.ANCHOR_COLOURS",

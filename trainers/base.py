@@ -21,6 +21,7 @@ once:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import math
@@ -34,6 +35,7 @@ from miscc.checkpoint import atomic_save, load_checkpoint, load_state_dict_stric
 from miscc.config import ConfigError, plain_config, resume_changes
 from miscc.errors import InputError, MissingFileError, MissingKeyError, UserError, ensure_output_dir
 from miscc.modules import freeze
+from trainers.parallel import ParallelSteps, check_parallel_steps
 from trainers.runtime import Runtime, capture_rng_state, restore_rng_state, unwrap
 
 STATE_FILE = "training_state.pth"
@@ -151,14 +153,14 @@ class RunLogger:
 def loop_settings(cfg) -> dict:
     """The loop's keyword arguments from the config: TRAIN.BATCH_SIZE, MAX_EPOCH, SNAPSHOT_INTERVAL, MAX_STEPS,
     LOG_INTERVAL, IMAGE_INTERVAL, LR_DECAY, LR_DECAY_EPOCHS, LR_COOLDOWN, CHECKPOINT_MINUTES, CHECKPOINT_STEPS,
-    EMA_BN_BATCHES, WORKERS, SEED."""
+    EMA_BN_BATCHES, PARALLEL_STEPS, WORKERS, SEED."""
     t = cfg.TRAIN
     return dict(batch_size=t.BATCH_SIZE, max_epoch=t.MAX_EPOCH, snapshot_interval=t.SNAPSHOT_INTERVAL,
                 max_steps=t.MAX_STEPS, workers=cfg.WORKERS, seed=cfg.SEED, log_interval=t.LOG_INTERVAL,
                 image_interval=t.IMAGE_INTERVAL, lr_decay=t.LR_DECAY, lr_decay_epochs=t.LR_DECAY_EPOCHS,
                 lr_cooldown=t.LR_COOLDOWN,
                 checkpoint_minutes=t.CHECKPOINT_MINUTES, checkpoint_steps=t.CHECKPOINT_STEPS,
-                ema_bn_batches=t.EMA_BN_BATCHES)
+                ema_bn_batches=t.EMA_BN_BATCHES, parallel_steps=t.PARALLEL_STEPS)
 
 
 def data_fingerprint(dataset) -> dict:
@@ -180,14 +182,18 @@ class BaseTrainer:
     """
 
     memory = None  # IMLE's kept draws (trainers.common.DrawMemory, TRAIN.PAIRED_MEMORY) where a trainer keeps them
+    draw_generator = None  # a TRAIN.PARALLEL_STEPS replica's generator for its step's draws (None: the global RNG)
 
     def __init__(self, cfg, rt: Runtime, output_dir: str, train_set, *, batch_size: int, max_epoch: int,
                  snapshot_interval: int, max_steps: int = 0, workers: int = 0, seed: int = 100,
                  log_interval: int = 100, image_interval: int = 1000, lr_decay: float = 1.0, lr_decay_epochs: int = 1,
                  lr_cooldown: float = 0.0, checkpoint_minutes: float = 0.0, checkpoint_steps: int = 0,
-                 ema_bn_batches: int = 0, collate_fn=None, drop_last: bool = True):
+                 ema_bn_batches: int = 0, parallel_steps: int = 1, collate_fn=None, drop_last: bool = True):
         self.cfg = cfg
         self.rt = rt
+        self.parallel_steps = check_parallel_steps(parallel_steps, rt)
+        if self.parallel_steps > 1:  # see Runtime.autocast_cache: other threads would drop a step's casts
+            self.rt = dataclasses.replace(rt, autocast_cache=False)
         self.output_dir = output_dir
         self.model_dir = os.path.join(output_dir, "Model")
         self.image_dir = os.path.join(output_dir, "Image")
@@ -451,11 +457,20 @@ class BaseTrainer:
         device = self.rt.device
         return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
-    def checkpoint_due(self) -> bool:
-        """A rolling training state is due (TRAIN.CHECKPOINT_STEPS steps or CHECKPOINT_MINUTES since the last)."""
-        if self.checkpoint_steps and self.step % self.checkpoint_steps == 0:
+    def checkpoint_due(self, steps_done: int = 1) -> bool:
+        """A rolling training state is due (TRAIN.CHECKPOINT_STEPS steps or CHECKPOINT_MINUTES since the last), after
+        `steps_done` steps (a group of TRAIN.PARALLEL_STEPS) that ended at `self.step`."""
+        k = self.checkpoint_steps
+        if k and self.step // k > (self.step - steps_done) // k:
             return True
         return bool(self.checkpoint_seconds) and time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
+
+    def make_replica(self):
+        """A copy of this trainer for TRAIN.PARALLEL_STEPS (`trainers.parallel`): its own trainable modules (as
+        `modules()` names them, no EMA) with `GradCapture` optimisers (as `optimizers()` names them) and a
+        `draw_generator` for every random draw of its step; frozen encoders and caches shared. A family that
+        supports parallel steps provides it."""
+        raise InputError(f"TRAIN.PARALLEL_STEPS > 1: {type(self).__name__} does not support parallel steps; use 1")
 
     def fit(self) -> None:
         from tqdm import tqdm
@@ -463,48 +478,65 @@ class BaseTrainer:
         done = False
         self._last_checkpoint = time.monotonic()
         first_epoch, started = self.epoch, time.monotonic()
-        while self.epoch < self.max_epoch and not done:
-            epoch = self.epoch
-            self.set_learning_rates(epoch, self.step)
-            for m in self.modules().values():
-                if any(p.requires_grad for p in m.parameters()):
-                    m.train()
-            loader = self.epoch_loader(epoch)
-            bar = tqdm(self._resume_position(loader), desc=f"epoch {epoch}", total=len(loader),
-                       initial=self.epoch_batch, disable=not self.rt.is_main, leave=False, dynamic_ncols=True)
-            for raw in bar:
-                if self.lr_cooldown:
-                    self.set_learning_rates(epoch, self.step)
-                losses = {k: float(v) for k, v in self.train_step(self.make_batch(raw)).items()}
-                self.check_finite(losses)
-                self.step += 1
-                self.epoch_batch += 1
-                bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-                if self.rt.is_main and self.step % self.log_interval == 0:
-                    self.logger.scalars(self.step, losses, prefix="train/")
-                if self.rt.is_main and self.step % self.image_interval == 0:
-                    with self.rng_isolated():
-                        self.log_images(self.step)
-                if self.max_steps and self.step >= self.max_steps:
-                    done = True
-                    break
-                if self.checkpoint_due():
-                    self.save_state()
-                    self._last_checkpoint = time.monotonic()
-                    self.logger.line(f"rolling state at epoch {epoch}, batch {self.epoch_batch}, step {self.step}")
-            bar.close()
-            metrics = self.end_of_epoch(epoch)
-            if self.rt.is_main and metrics:
-                self.logger.scalars(self.step, metrics, prefix="valid/")
-                print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
-            self.epoch = epoch + 1
-            self.epoch_batch = 0
-            last = done or self.epoch >= self.max_epoch
-            if self.epoch % self.snapshot_interval == 0 or last:
-                self.snapshot()
-            if self.rt.is_main:
-                print(progress_line(self.epoch, self.max_epoch, first_epoch, time.monotonic() - started), flush=True)
+        parallel = ParallelSteps(self, self.parallel_steps) if self.parallel_steps > 1 else None
+        try:
+            while self.epoch < self.max_epoch and not done:
+                epoch = self.epoch
+                self.set_learning_rates(epoch, self.step)
+                for m in self.modules().values():
+                    if any(p.requires_grad for p in m.parameters()):
+                        m.train()
+                loader = self.epoch_loader(epoch)
+                bar = tqdm(total=len(loader), desc=f"epoch {epoch}", initial=self.epoch_batch,
+                           disable=not self.rt.is_main, leave=False, dynamic_ncols=True)
+                raws = self._resume_position(loader)
+                while not done:
+                    group = list(itertools.islice(raws, self.parallel_steps))
+                    if self.max_steps:
+                        group = group[:max(1, self.max_steps - self.step)]
+                    if not group:
+                        break
+                    if self.lr_cooldown:
+                        self.set_learning_rates(epoch, self.step)
+                    batches = [self.make_batch(raw) for raw in group]
+                    results = parallel.run(batches) if parallel else [self.train_step(batches[0])]
+                    for out in results:
+                        done = self._after_step({k: float(v) for k, v in out.items()}, bar) or done
+                    if not done and self.checkpoint_due(len(results)):
+                        self.save_state()
+                        self._last_checkpoint = time.monotonic()
+                        self.logger.line(f"rolling state at epoch {epoch}, batch {self.epoch_batch}, step {self.step}")
+                bar.close()
+                metrics = self.end_of_epoch(epoch)
+                if self.rt.is_main and metrics:
+                    self.logger.scalars(self.step, metrics, prefix="valid/")
+                    print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()), flush=True)
+                self.epoch = epoch + 1
+                self.epoch_batch = 0
+                last = done or self.epoch >= self.max_epoch
+                if self.epoch % self.snapshot_interval == 0 or last:
+                    self.snapshot()
+                if self.rt.is_main:
+                    print(progress_line(self.epoch, self.max_epoch, first_epoch, time.monotonic() - started),
+                          flush=True)
+        finally:
+            if parallel is not None:
+                parallel.close()
         self.logger.close()
+
+    def _after_step(self, losses: dict, bar) -> bool:
+        """One step's bookkeeping (non-finite check, counters, bar, scalars, image grid); True at TRAIN.MAX_STEPS."""
+        self.check_finite(losses)
+        self.step += 1
+        self.epoch_batch += 1
+        bar.update(1)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+        if self.rt.is_main and self.step % self.log_interval == 0:
+            self.logger.scalars(self.step, losses, prefix="train/")
+        if self.rt.is_main and self.step % self.image_interval == 0:
+            with self.rng_isolated():
+                self.log_images(self.step)
+        return bool(self.max_steps) and self.step >= self.max_steps
 
     def snapshot(self) -> None:
         """The EMA copy's BatchNorm statistics (TRAIN.EMA_BN_BATCHES; on every rank, as SyncBatchNorm needs), then

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import torch
 
@@ -104,24 +105,25 @@ def caption_vocabulary(dataset) -> dict[str, int]:
     return dataset.wordtoix
 
 
-def encode_swap_negatives(text_encoder, batch, groups):
+def encode_swap_negatives(text_encoder, batch, groups, generator=None):
     """The batch's captions with one word of a swap group swapped (miscc.losses.swap_negatives), through the frozen
     text encoder: (words_emb, sent_emb, has) for damsm_generator_loss's `negatives`; None without groups."""
     if not groups:
         return None
-    neg, has = swap_negatives(batch.captions, batch.cap_lens, groups)
+    neg, has = swap_negatives(batch.captions, batch.cap_lens, groups, generator=generator)
     with torch.no_grad():
         words_emb, sent_emb = text_encoder(neg, batch.cap_lens)
     return words_emb.float(), sent_emb.float(), has
 
 
-def encode_with_swap_negatives(text_encoder, batch, groups):
+def encode_with_swap_negatives(text_encoder, batch, groups, generator=None):
     """`encode_captions` and `encode_swap_negatives` in one pass of the frozen text encoder: the captions and their
     swapped copies as one batch of 2B (one LSTM call instead of two; rows are encoded independently, so the
-    features are those of two calls up to float rounding). ((words_emb, sent_emb, mask), negatives or None)."""
+    features are those of two calls up to float rounding). ((words_emb, sent_emb, mask), negatives or None); the
+    swaps are drawn from `generator` (None: the global RNG)."""
     if not groups:
         return encode_captions(text_encoder, batch), None
-    neg, has = swap_negatives(batch.captions, batch.cap_lens, groups)
+    neg, has = swap_negatives(batch.captions, batch.cap_lens, groups, generator=generator)
     with torch.no_grad():
         words_emb, sent_emb = text_encoder(torch.cat((batch.captions, neg)), batch.cap_lens.repeat(2))
     b = batch.captions.size(0)
@@ -166,11 +168,15 @@ class RealFeatureCache:
         self.budget = int(budget_mb * 2 ** 20)
         self.held = 0  # bytes
         self._store: dict[int, dict[bytes, torch.Tensor]] = {}  # id(encoder) -> digest -> features
+        self._lock = threading.Lock()  # TRAIN.PARALLEL_STEPS: steps in other threads share the cache
 
-    @torch.no_grad()
     def features(self, encoder, real: torch.Tensor) -> torch.Tensor:
         """encoder(real)[0] ([B, C, h, w]), from the cache where it holds them; new ones are kept while the
         budget lasts."""
+        with self._lock, torch.no_grad():
+            return self._features(encoder, real)
+
+    def _features(self, encoder, real: torch.Tensor) -> torch.Tensor:
         store = self._store.setdefault(id(encoder), {})
         keys = image_digests(real)
         missing = [i for i, k in enumerate(keys) if k not in store]
@@ -187,8 +193,9 @@ class RealFeatureCache:
 
     def drop(self, encoder) -> None:
         """Forget `encoder`'s features (an encoder no longer used)."""
-        for f in self._store.pop(id(encoder), {}).values():
-            self.held -= f.nbytes
+        with self._lock:
+            for f in self._store.pop(id(encoder), {}).values():
+                self.held -= f.nbytes
 
     def __len__(self) -> int:
         return sum(len(s) for s in self._store.values())

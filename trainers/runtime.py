@@ -27,6 +27,9 @@ class Runtime:
     world_size: int = 1
     local_rank: int = 0
     amp: str = "none"  # as TRAIN.AMP; 'auto' is resolved for the device (`resolve_amp`)
+    # autocast keeps the low-precision copy of a weight for its later uses in a region; that cache is shared by the
+    # process's threads, so steps in parallel threads (TRAIN.PARALLEL_STEPS) turn it off to stay repeatable
+    autocast_cache: bool = True
 
     def __post_init__(self):
         self.amp = resolve_amp(self.amp, self.device)
@@ -44,7 +47,7 @@ class Runtime:
         dtype = AMP_DTYPES[self.amp]
         if dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return torch.autocast(device_type=self.device.type, dtype=dtype, cache_enabled=self.autocast_cache)
 
     def grad_scaler(self) -> torch.amp.GradScaler:
         """A GradScaler, active only for fp16 (bf16 has fp32's range and needs none)."""

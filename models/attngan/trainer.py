@@ -52,6 +52,7 @@ from trainers.common import (adversarial_now, anchor_term, anchored_now, check_s
                              load_perceptual_extra, nearest_draws, paired_memory, paired_terms, real_feature_cache,
                              swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
+from trainers.parallel import GradCapture, copy_module, new_replica
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
 
@@ -77,6 +78,9 @@ class AttnGANTrainer(BaseTrainer):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
                              "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
         check_step_interval("TRAIN.ADV_INTERVAL", cfg.TRAIN.ADV_INTERVAL)
+        if cfg.TRAIN.PARALLEL_STEPS > 1 and (cfg.TRAIN.PAIRED_MEMORY or cfg.TRAIN.DIFFAUGMENT):
+            raise InputError("TRAIN.PARALLEL_STEPS > 1 runs steps at once: TRAIN.PAIRED_MEMORY (a store both would "
+                             "write) and TRAIN.DIFFAUGMENT (drawn from the global RNG) need TRAIN.PARALLEL_STEPS 1")
         stages = cfg.TRAIN.ANCHOR_STAGES
         if stages and cfg.TRAIN.PAIRED_ANCHOR and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
             raise InputError(f"TRAIN.ANCHOR_STAGES = {stages}: the anchor's fresh draws stop after that many of "
@@ -101,6 +105,13 @@ class AttnGANTrainer(BaseTrainer):
     def optimizers(self):
         return {"optG": self.optG, **{f"optD{i}": o for i, o in enumerate(self.optsD)}}
 
+    def make_replica(self):
+        """TRAIN.PARALLEL_STEPS: G and the Ds copied, their optimisers capturing, the rest shared."""
+        rep = new_replica(self)
+        rep.netG, rep.netsD = copy_module(self.netG), [copy_module(d) for d in self.netsD]
+        rep.optG, rep.optsD = GradCapture(rep.netG.parameters()), [GradCapture(d.parameters()) for d in rep.netsD]
+        return rep
+
     def load_release_weights(self, net_g_path: str) -> None:
         """AttnGAN's TRAIN.NET_G resume: G (and with B_NET_D, `netD%d.pth` beside it); the epoch after the one in
         the file name. A released file holds EMA weights, which seed both G and its EMA."""
@@ -123,9 +134,12 @@ class AttnGANTrainer(BaseTrainer):
 
     def train_step(self, batch):
         rt, cfg = self.rt, self.cfg
-        (words_emb, sent_emb, mask), negatives = encode_with_swap_negatives(self.text_encoder, batch, self.swap_groups)
+        (words_emb, sent_emb, mask), negatives = encode_with_swap_negatives(self.text_encoder, batch, self.swap_groups,
+                                                                           self.draw_generator)
         b = words_emb.size(0)
-        noise, ca_eps = torch.randn(b, self.z_dim, device=rt.device), None
+        gen = self.draw_generator
+        noise = torch.randn(b, self.z_dim, device=rt.device, generator=gen)
+        ca_eps = None if gen is None else torch.randn(b, unwrap(self.netG).ca_net.c_dim, device=rt.device, generator=gen)
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         text = (sent_emb, words_emb, mask)
@@ -197,11 +211,11 @@ class AttnGANTrainer(BaseTrainer):
         The fresh draws' images pay the anchor term: IMLE trains only the draw nearest the real image, so what the
         noise can supply (the background a caption names, say) G need not learn from the text; an image from any
         draw must show what the caption fixes."""
-        b, c_dim = noise.size(0), unwrap(self.netG).ca_net.c_dim
+        b, c_dim, gen = noise.size(0), unwrap(self.netG).ca_net.c_dim, self.draw_generator
         if ca_eps is None:
-            ca_eps = torch.randn(b, c_dim, device=noise.device)
-        noise = torch.cat((noise, torch.randn_like(noise)))
-        ca_eps = torch.cat((ca_eps, torch.randn(b, c_dim, device=noise.device)))
+            ca_eps = torch.randn(b, c_dim, device=noise.device, generator=gen)
+        noise = torch.cat((noise, torch.randn(noise.shape, dtype=noise.dtype, device=noise.device, generator=gen)))
+        ca_eps = torch.cat((ca_eps, torch.randn(b, c_dim, device=noise.device, generator=gen)))
         return noise, ca_eps, tuple(repeat_batch(t, 2) for t in (sent_emb, words_emb, mask))
 
     @torch.no_grad()
@@ -215,9 +229,9 @@ class AttnGANTrainer(BaseTrainer):
         about k/5 of a forward on `shapes` instead of k. With TRAIN.PAIRED_MAP_CANDIDATES = m > 1 the chosen draw's
         noise map (its first g·g entries, GAN.GRID_NOISE) is then drawn m times with the rest held and the nearest
         kept: the first choice settles what fills the image (the background), the second where objects go."""
-        b, net_g = sent_emb.size(0), unwrap(self.netG)
-        noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
-        eps = torch.randn(k * b, net_g.ca_net.c_dim, device=sent_emb.device)
+        b, net_g, gen = sent_emb.size(0), unwrap(self.netG), self.draw_generator
+        noise = torch.randn(k * b, self.z_dim, device=sent_emb.device, generator=gen)
+        eps = torch.randn(k * b, net_g.ca_net.c_dim, device=sent_emb.device, generator=gen)
         if self.memory is not None:  # TRAIN.PAIRED_MEMORY: the draw chosen last time is candidate 0
             keys, (noise, eps) = self.memory.recall(reals[-1], [noise, eps])
         noise, eps = self._nearest(k, noise, eps, sent_emb, words_emb, mask, reals)
@@ -225,7 +239,7 @@ class AttnGANTrainer(BaseTrainer):
         if k_map > 1:  # then, the rest held, the noise map (where objects go) from k_map draws of it
             g = net_g.h_net1.grid_size  # > 0: __init__ refuses PAIRED_MAP_CANDIDATES without GAN.GRID_NOISE
             maps = noise.repeat(k_map, 1)
-            maps[:, :g * g] = torch.randn(k_map * b, g * g, device=noise.device)
+            maps[:, :g * g] = torch.randn(k_map * b, g * g, device=noise.device, generator=gen)
             noise, eps = self._nearest(k_map, maps, eps.repeat(k_map, 1), sent_emb, words_emb, mask, reals)
         if self.memory is not None:
             self.memory.remember(keys, (noise, eps))

@@ -73,6 +73,7 @@ from trainers.common import adversarial_now, anchor_term, anchored_now, check_st
     encode_captions, encode_swap_negatives, epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_memory, \
     paired_terms, real_feature_cache, swap_groups_for, text_encoder_path, text_sampling_forward
 from trainers.optim import gan_step
+from trainers.parallel import GradCapture, copy_module, new_replica
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
 MAGP_MODES = ("separate", "joint")
@@ -98,6 +99,9 @@ class SSAGANTrainer(BaseTrainer):
             raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
         check_step_interval("TRAIN.ADV_INTERVAL", cfg.TRAIN.ADV_INTERVAL)
         check_step_interval("SSA.MAGP_INTERVAL", cfg.SSA.MAGP_INTERVAL)
+        if cfg.TRAIN.PARALLEL_STEPS > 1 and (cfg.TRAIN.FINETUNE_TEXT_ENCODER or cfg.TRAIN.PAIRED_MEMORY):
+            raise InputError("TRAIN.PARALLEL_STEPS > 1 runs steps at once: TRAIN.FINETUNE_TEXT_ENCODER (encoders both "
+                             "would train) and TRAIN.PAIRED_MEMORY (a store both would write) need it 1")
         if cfg.TRAIN.BATCH_SIZE < 2:
             raise InputError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
                              f"one), got {cfg.TRAIN.BATCH_SIZE}")
@@ -148,6 +152,13 @@ class SSAGANTrainer(BaseTrainer):
             opts["optE"] = self.optE
         return opts
 
+    def make_replica(self):
+        """TRAIN.PARALLEL_STEPS: G and D copied, their optimisers capturing, the (frozen) encoders shared."""
+        rep = new_replica(self)
+        rep.netG, rep.netD = copy_module(self.netG), copy_module(self.netD)
+        rep.optG, rep.optD = GradCapture(rep.netG.parameters()), GradCapture(rep.netD.parameters())
+        return rep
+
     def load_release_weights(self, net_g_path: str) -> None:
         """Continue from `netG_%03d.pth` (wt RESTORE): G, `netD_%03d.pth` (TRAIN.B_NET_D), fine-tuned encoders."""
         path = resolve_path(net_g_path)
@@ -186,20 +197,21 @@ class SSAGANTrainer(BaseTrainer):
             words_emb, sent_emb, _ = encode_captions(self.text_encoder, batch)
         b, cfg = words_emb.size(0), self.cfg
         mask = batch.mask[:, :words_emb.size(2)]  # padding; NetG reads the words only with GAN.WORD_GRID
-        noise = torch.randn(b, self.z_dim, device=self.rt.device)
+        gen = self.draw_generator
+        noise = torch.randn(b, self.z_dim, device=self.rt.device, generator=gen)
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, real)
         anchored = anchored_now(self)
         k = 2 if anchored else 1  # one forward: the chosen draws, then fresh ones for the anchor term
         if anchored:
-            noise = torch.cat((noise, torch.randn_like(noise)))
+            noise = torch.cat((noise, torch.randn(noise.shape, dtype=noise.dtype, device=noise.device, generator=gen)))
         with self.rt.autocast():
             fake, _ = self.netG(noise, *(repeat_batch(t, k) for t in (sent_emb, words_emb, mask)))
         fake, anchor_imgs = fake[:b], (fake[b:] if anchored else None)
         adversarial = adversarial_now(self)  # TRAIN.ADV_START_EPOCH (before: G on the paired terms alone), ADV_INTERVAL
         if adversarial:
             losses.update(self.discriminator_step(real, fake, sent_emb, words_emb, mask))
-        negatives = encode_swap_negatives(unwrap(self.text_encoder), batch, self.swap_groups)
+        negatives = encode_swap_negatives(unwrap(self.text_encoder), batch, self.swap_groups, gen)
         losses.update(self.generator_step(fake, words_emb, sent_emb, batch, real, adversarial, negatives, mask,
                                           anchor_imgs))
         return losses
@@ -214,7 +226,7 @@ class SSAGANTrainer(BaseTrainer):
         towards the real one, and the noise, not the loss's average, decides what the caption leaves open. NetG
         has one stage, so each candidate costs a whole forward (without gradients)."""
         b = sent_emb.size(0)
-        noise = torch.randn(k * b, self.z_dim, device=sent_emb.device)
+        noise = torch.randn(k * b, self.z_dim, device=sent_emb.device, generator=self.draw_generator)
         if self.memory is not None:  # TRAIN.PAIRED_MEMORY: the draw chosen last time is candidate 0
             keys, (noise,) = self.memory.recall(real, [noise])
         with self.rt.autocast():

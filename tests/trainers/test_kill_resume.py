@@ -21,13 +21,14 @@ TINY = {"GAN.GF_DIM": 4, "GAN.DF_DIM": 4, "TEXT.EMBEDDING_DIM": 32, "TRAIN.BATCH
 TIMEOUT = 240  # per subprocess; a run takes seconds
 
 
-@pytest.fixture(scope="module")
-def args(tmp_path_factory):
+@pytest.fixture(scope="module", params=[1, 2], ids=["one_step", "parallel_steps"])
+def args(tmp_path_factory, request):
+    """The tiny run, one step at a time and with TRAIN.PARALLEL_STEPS 2 (steps in pairs, trainers.parallel)."""
     data = tiny_shapes(tmp_path_factory.mktemp("data"))
     cfg = small_config("cfg/shapes_attn.yml", data, **TINY)
     net_e = tiny_encoders(cfg, tmp_path_factory.mktemp("damsm"))
-    return ["--cfg", "cfg/shapes_attn.yml", "--gpu", "-1", "--set", f"DATA_DIR={data}", f"TRAIN.NET_E={net_e}"] + [
-        f"{k}={v}" for k, v in TINY.items()]
+    return ["--cfg", "cfg/shapes_attn.yml", "--gpu", "-1", "--set", f"DATA_DIR={data}", f"TRAIN.NET_E={net_e}",
+            f"TRAIN.PARALLEL_STEPS={request.param}"] + [f"{k}={v}" for k, v in TINY.items()]
 
 
 def _start(args, out, log):

@@ -380,7 +380,7 @@ def test_paired_memory_offers_each_images_chosen_draw_again(attn_cfg, tmp_path):
     """TRAIN.PAIRED_MEMORY: at an image's next step its chosen draw is candidate 0, so the draw chosen then is the
     same or nearer (here G's image is its noise); images not seen before get fresh draws only."""
     cfg = copy.deepcopy(attn_cfg)
-    cfg.TRAIN.PAIRED_MEMORY = True
+    cfg.TRAIN.PAIRED_MEMORY, cfg.TRAIN.PARALLEL_STEPS = True, 1  # (a store parallel steps would share)
     trainer = AttnGANTrainer(cfg, CPU, str(tmp_path), build_dataset(cfg, "train"))
 
     class NoiseImage(torch.nn.Module):
@@ -412,9 +412,10 @@ def test_paired_memory_offers_each_images_chosen_draw_again(attn_cfg, tmp_path):
 
 @pytest.mark.parametrize("memory", [False, True])
 def test_resume_equals_uninterrupted(attn_cfg, tmp_path, memory):
-    """Also with TRAIN.PAIRED_MEMORY, whose draws travel in the training state."""
+    """Also with TRAIN.PAIRED_MEMORY, whose draws travel in the training state (one step at a time: parallel steps
+    refuse it); without it in the shipped config's pairs of steps (TRAIN.PARALLEL_STEPS 2)."""
     cfg = copy.deepcopy(attn_cfg)
-    cfg.TRAIN.PAIRED_MEMORY = memory
+    cfg.TRAIN.PAIRED_MEMORY, cfg.TRAIN.PARALLEL_STEPS = memory, 1 if memory else 2
     cfg.TRAIN.MAX_EPOCH = 2
     cfg.TRAIN.SNAPSHOT_INTERVAL = 1
     data = build_dataset(cfg, "train")

@@ -137,9 +137,9 @@ class AttnGANTrainer(BaseTrainer):
         (words_emb, sent_emb, mask), negatives = encode_with_swap_negatives(self.text_encoder, batch, self.swap_groups,
                                                                            self.draw_generator)
         b = words_emb.size(0)
-        gen = self.draw_generator
+        gen, c_dim = self.draw_generator, unwrap(self.netG).ca_net.c_dim
         noise = torch.randn(b, self.z_dim, device=rt.device, generator=gen)
-        ca_eps = None if gen is None else torch.randn(b, unwrap(self.netG).ca_net.c_dim, device=rt.device, generator=gen)
+        ca_eps = None if gen is None else torch.randn(b, c_dim, device=rt.device, generator=gen)  # (a replica's)
         if cfg.TRAIN.PAIRED_CANDIDATES > 1:
             noise, ca_eps = self.nearest_noise(cfg.TRAIN.PAIRED_CANDIDATES, sent_emb, words_emb, mask, batch.imgs)
         text = (sent_emb, words_emb, mask)

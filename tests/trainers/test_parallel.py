@@ -99,8 +99,9 @@ def test_ssagan_groups_apply_every_captured_step(cfg, tmp_path):
     from models.ssagan.trainer import SSAGANTrainer
 
     c = small_config("cfg/shapes_ssa.yml", cfg.DATA_DIR, **{**TINY_RUN, "TRAIN.NET_E": cfg.TRAIN.NET_E},
-                     **{"TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_STEPS": 4, "TRAIN.PARALLEL_STEPS": 2, "TRAIN.EMA_BN_BATCHES": 2,
-                        "TRAIN.ADV_INTERVAL": 1, "SSA.MAGP_INTERVAL": 1, "SSA.MAGP_MODE": "separate"})
+                     **{"TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_STEPS": 4, "TRAIN.PARALLEL_STEPS": 2,
+                        "TRAIN.EMA_BN_BATCHES": 2, "TRAIN.ADV_INTERVAL": 1, "SSA.MAGP_INTERVAL": 1,
+                        "SSA.MAGP_MODE": "separate"})
     trainer = SSAGANTrainer(c, CPU, str(tmp_path), build_dataset(c, "train"))
     trainer.fit()
     assert trainer.step == 4

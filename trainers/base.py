@@ -489,24 +489,10 @@ class BaseTrainer:
                 loader = self.epoch_loader(epoch)
                 bar = tqdm(total=len(loader), desc=f"epoch {epoch}", initial=self.epoch_batch,
                            disable=not self.rt.is_main, leave=False, dynamic_ncols=True)
-                raws = self._resume_position(loader)
-                while not done:
-                    group = list(itertools.islice(raws, self.parallel_steps))
-                    if self.max_steps:
-                        group = group[:max(1, self.max_steps - self.step)]
-                    if not group:
-                        break
-                    if self.lr_cooldown:
-                        self.set_learning_rates(epoch, self.step)
-                    batches = [self.make_batch(raw) for raw in group]
-                    results = parallel.run(batches) if parallel else [self.train_step(batches[0])]
-                    for out in results:
-                        done = self._after_step({k: float(v) for k, v in out.items()}, bar) or done
-                    if not done and self.checkpoint_due(len(results)):
-                        self.save_state()
-                        self._last_checkpoint = time.monotonic()
-                        self.logger.line(f"rolling state at epoch {epoch}, batch {self.epoch_batch}, step {self.step}")
-                bar.close()
+                try:  # (the bar's line is cleared before an error message, too)
+                    done = self._run_epoch(epoch, self._resume_position(loader), parallel, bar)
+                finally:
+                    bar.close()
                 metrics = self.end_of_epoch(epoch)
                 if self.rt.is_main and metrics:
                     self.logger.scalars(self.step, metrics, prefix="valid/")
@@ -523,6 +509,28 @@ class BaseTrainer:
             if parallel is not None:
                 parallel.close()
         self.logger.close()
+
+    def _run_epoch(self, epoch: int, raws, parallel, bar) -> bool:
+        """The steps of one epoch over the loader's `raws`, in groups of TRAIN.PARALLEL_STEPS (`parallel`: the
+        ParallelSteps, or None for one step at a time); True when TRAIN.MAX_STEPS ended the run."""
+        done = False
+        while not done:
+            group = list(itertools.islice(raws, self.parallel_steps))
+            if self.max_steps:
+                group = group[:max(1, self.max_steps - self.step)]
+            if not group:
+                break
+            if self.lr_cooldown:
+                self.set_learning_rates(epoch, self.step)
+            batches = [self.make_batch(raw) for raw in group]
+            results = parallel.run(batches) if parallel else [self.train_step(batches[0])]
+            for out in results:
+                done = self._after_step({k: float(v) for k, v in out.items()}, bar) or done
+            if not done and self.checkpoint_due(len(results)):
+                self.save_state()
+                self._last_checkpoint = time.monotonic()
+                self.logger.line(f"rolling state at epoch {epoch}, batch {self.epoch_batch}, step {self.step}")
+        return done
 
     def _after_step(self, losses: dict, bar) -> bool:
         """One step's bookkeeping (non-finite check, counters, bar, scalars, image grid); True at TRAIN.MAX_STEPS."""

@@ -508,7 +508,7 @@ class BaseTrainer:
         finally:
             if parallel is not None:
                 parallel.close()
-        self.logger.close()
+            self.logger.close()
 
     def _run_epoch(self, epoch: int, raws, parallel, bar) -> bool:
         """The steps of one epoch over the loader's `raws`, in groups of TRAIN.PARALLEL_STEPS (`parallel`: the

@@ -101,7 +101,6 @@ class ParallelSteps:
 
     def __init__(self, trainer, n: int):
         self.trainer = trainer
-        self.n = n
         self.replicas = [trainer.make_replica() for _ in range(n - 1)]
         total = torch.get_num_threads()
         self.threads = max(1, total // n)
@@ -124,10 +123,10 @@ class ParallelSteps:
         tr = self.trainer
         if len(batches) == 1:
             return [tr.train_step(batches[0])]
-        futures = []
+        futures, own = [], tr.modules()
         for j, (rep, batch) in enumerate(zip(self.replicas, batches[1:]), start=1):
             for name, module in rep.modules().items():
-                copy_weights(module, tr.modules()[name])
+                copy_weights(module, own[name])
             rep.epoch, rep.step = tr.epoch, tr.step + j
             rep.draw_generator.manual_seed(group_seed(tr.seed, tr.step + j))
             futures.append(self.pool.submit(rep.train_step, batch))

@@ -143,6 +143,18 @@ def load_perceptual_extra(cfg, device):
     return _frozen_image_encoder(cfg, resolve_path(path), device)
 
 
+def extra_encoder_now(trainer):
+    """`trainer`'s second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA, its `perceptual_extra`) in
+    this epoch, or None: an early DAMSM snapshot speeds up where objects go and holds the shapes back later, so
+    TRAIN.PERCEPTUAL_EXTRA_EPOCHS > 0 ends it after that many epochs (its cached real features are then dropped)."""
+    extra = trainer.perceptual_extra
+    if extra is None or trainer.in_first_epochs(trainer.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS):
+        return extra
+    if trainer.real_cache is not None:
+        trainer.real_cache.drop(extra)  # its features are not read again
+    return None
+
+
 def image_digests(images: torch.Tensor) -> list[bytes]:
     """A 16-byte digest of each image's bytes ([B, ...]): how RealFeatureCache and DrawMemory know an image (a
     flipped or differently cropped one is another)."""

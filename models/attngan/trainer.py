@@ -48,9 +48,9 @@ from models.attngan.family import FAMILY
 from models.attngan.networks import TextCondition, repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import (adversarial_now, anchor_term, anchored_now, check_step_interval, decode_ids,
-                             encode_captions, encode_with_swap_negatives, epoch_from_name, load_damsm,
-                             load_perceptual_extra, nearest_draws, paired_memory, paired_terms, real_feature_cache,
-                             swap_groups_for, text_sampling_forward)
+                             encode_captions, encode_with_swap_negatives, epoch_from_name, extra_encoder_now,
+                             load_damsm, load_perceptual_extra, nearest_draws, paired_memory, paired_terms,
+                             real_feature_cache, swap_groups_for, text_sampling_forward)
 from trainers.optim import gan_step
 from trainers.parallel import GradCapture, copy_module, new_replica
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
@@ -177,7 +177,7 @@ class AttnGANTrainer(BaseTrainer):
                                                       cfg, features, negatives)
             kl = KL_loss(mu.float(), logvar.float())
             paired, logged = paired_terms(cfg, self.image_encoder, features[0], fake_imgs, reals,  # every stage
-                                          self.extra_encoder_now(), self.real_cache)
+                                          extra_encoder_now(self), self.real_cache)
             if anchored:
                 anchor, logged["anchor"] = anchor_term(cfg, anchor_imgs, reals[:len(anchor_imgs)])
                 paired = paired + anchor
@@ -194,16 +194,6 @@ class AttnGANTrainer(BaseTrainer):
 
     def sampling_forward(self, net, batch):
         text_sampling_forward(self.text_encoder, net, batch, self.z_dim)
-
-    def extra_encoder_now(self):
-        """The second image encoder of the perceptual term (TRAIN.PERCEPTUAL_EXTRA) in this epoch, or None: it
-        speeds up where objects go early and holds the shapes back later, so TRAIN.PERCEPTUAL_EXTRA_EPOCHS > 0 ends
-        it after that many epochs."""
-        if self.in_first_epochs(self.cfg.TRAIN.PERCEPTUAL_EXTRA_EPOCHS):
-            return self.perceptual_extra
-        if self.real_cache is not None and self.perceptual_extra is not None:
-            self.real_cache.drop(self.perceptual_extra)  # its features are not read again
-        return None
 
     def with_fresh_draws(self, noise, ca_eps, sent_emb, words_emb, mask):
         """TRAIN.PAIRED_ANCHOR: the batch's noise (and conditioning-augmentation draw) followed by fresh draws for

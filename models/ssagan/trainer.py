@@ -15,10 +15,12 @@ One iteration, as the original:
 6. with TRAIN.EMA, the EMA of G is updated (the original has none; SSA configs set it off).
 
 Ours, as in the AttnGAN trainer: TRAIN.COEFF.ADV weights step 5's adversarial term (1 as the original);
-TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the caption's real image to step 5, and
-before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no adversarial term (G learns from the paired
-terms and the DAMSM loss alone); with TRAIN.ADV_INTERVAL n > 1 so are they on all but every n-th step, whose
-adversarial term weighs n times TRAIN.COEFF.ADV (SSA.MAGP_INTERVAL then counts those D steps).
+TRAIN.PERCEPTUAL_WEIGHT and TRAIN.PIXEL_WEIGHT add paired terms against the caption's real image to step 5
+(TRAIN.PERCEPTUAL_EXTRA: the perceptual term also in a second, early image encoder's features, in the first
+TRAIN.PERCEPTUAL_EXTRA_EPOCHS epochs), and before TRAIN.ADV_START_EPOCH steps 3-4 are skipped and step 5 has no
+adversarial term (G learns from the paired terms and the DAMSM loss alone); with TRAIN.ADV_INTERVAL n > 1 so are
+they on all but every n-th step, whose adversarial term weighs n times TRAIN.COEFF.ADV (SSA.MAGP_INTERVAL then
+counts those D steps).
 TRAIN.PAIRED_CANDIDATES > 1 renders that many noise draws per caption (without gradients) and trains the one whose
 image is nearest the real image (IMLE, `nearest_noise`);
 TRAIN.PAIRED_ANCHOR > 0 renders each caption once more from a fresh draw in the same forward, whose image pays that
@@ -70,8 +72,9 @@ from models.ssagan.sampling import mask_figure
 from models.text_grid import repeat_batch
 from trainers.base import EMA, BaseTrainer, loop_settings
 from trainers.common import adversarial_now, anchor_term, anchored_now, check_step_interval, decode_ids, \
-    encode_captions, encode_swap_negatives, epoch_from_name, fixed_batch, load_damsm, nearest_draws, paired_memory, \
-    paired_terms, real_feature_cache, swap_groups_for, text_encoder_path, text_sampling_forward
+    encode_captions, encode_swap_negatives, epoch_from_name, extra_encoder_now, fixed_batch, load_damsm, \
+    load_perceptual_extra, nearest_draws, paired_memory, paired_terms, real_feature_cache, swap_groups_for, \
+    text_encoder_path, text_sampling_forward
 from trainers.optim import gan_step
 from trainers.parallel import GradCapture, copy_module, new_replica
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
@@ -131,6 +134,7 @@ class SSAGANTrainer(BaseTrainer):
         self.z_dim = cfg.GAN.Z_DIM
         self.magp_mode = ssa.MAGP_MODE
         self.real_cache = real_feature_cache(cfg, trains_image_encoder=self.finetune)  # TRAIN.REAL_FEATURE_CACHE_MB
+        self.perceptual_extra = load_perceptual_extra(cfg, rt.device)  # frozen, so not fine-tuned with the others
         self.memory = paired_memory(cfg)  # TRAIN.PAIRED_MEMORY
         super().__init__(cfg, rt, output_dir, train_set, **loop_settings(cfg))
         self.fixed = None  # the batch and noise of the image grids, drawn at the first grid
@@ -290,7 +294,7 @@ class SSAGANTrainer(BaseTrainer):
                                                       features, negatives)
             damsm = self.cfg.SSA.DAMSM_WEIGHT * (w_loss + s_loss)
             paired, out = paired_terms(self.cfg, image_encoder, features[0], [fake], [real],
-                                       real_cache=self.real_cache)
+                                       extra_encoder_now(self), self.real_cache)
             if anchor_imgs is not None:
                 anchor, out["anchor"] = anchor_term(self.cfg, [anchor_imgs], [real])
                 paired = paired + anchor

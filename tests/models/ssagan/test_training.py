@@ -173,6 +173,24 @@ def test_perceptual_weight_adds_the_perceptual_term(tiny, tmp_path):
     assert g["errG_adv"].item() == pytest.approx(out[0.0]["errG_adv"].item(), rel=1e-5)
 
 
+def test_perceptual_extra_adds_the_term_in_a_second_encoders_features_for_its_epochs(tiny, tmp_path):
+    """TRAIN.PERCEPTUAL_EXTRA (as the AttnGAN trainer): the perceptual term again in a second image encoder's
+    features, at PERCEPTUAL_WEIGHT; the DAMSM's own encoder given, it equals `perceptual`; after
+    TRAIN.PERCEPTUAL_EXTRA_EPOCHS epochs it is gone, and so are its cached real features."""
+    cfg = _cfg(tiny, TRAIN__PERCEPTUAL_WEIGHT=2.0, TRAIN__PERCEPTUAL_EXTRA=str(tiny["root"] / "image_encoder1.pth"),
+               TRAIN__PERCEPTUAL_EXTRA_EPOCHS=1, TRAIN__REAL_FEATURE_CACHE_MB=16)
+    t = SSAGANTrainer(cfg, CPU, str(tmp_path), tiny["train_set"])
+    g = t.train_step(_first_batch(t))
+    assert g["perceptual_extra"].item() == pytest.approx(g["perceptual"].item(), rel=1e-5)
+    assert g["errG"].item() == pytest.approx(
+        (g["errG_adv"] + g["DAMSM_G"] + 2.0 * (g["perceptual"] + g["perceptual_extra"])).item(), rel=1e-5)
+    assert len(t.real_cache) == 2 * cfg.TRAIN.BATCH_SIZE  # the batch's images in both encoders
+    t.epoch = 1
+    later = t.train_step(t.make_batch(next(iter(t.epoch_loader(1)))))
+    assert "perceptual_extra" not in later and "perceptual" in later
+    assert set(t.real_cache._store) == {id(t.image_encoder)}  # the second encoder's features dropped
+
+
 def test_swap_lambda_adds_the_hard_negative_term(tiny, tmp_path):
     """TRAIN.SMOOTH.SWAP_LAMBDA: G's DAMSM word and sentence terms grow by the hard-negative term (softplus, log 2
     where the untrained encoders cannot tell a caption from its negative)."""

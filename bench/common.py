@@ -185,7 +185,7 @@ def _timing_trainer(cfg, n_words: int, batch_size: int, device, epoch: int):
 def step_seconds(cfg, n_words: int, batch_size: int, device=None, steps: int = 3, epoch: int = 0,
                  cold: bool = False) -> float:
     """Seconds per training iteration of the trainer `cfg` describes on a synthetic batch with random encoders, in
-    `epoch` (the AttnGAN trainer's steps before TRAIN.ADV_START_EPOCH train G alone; those before
+    `epoch` (the AttnGAN and SSA-GAN trainers' steps before TRAIN.ADV_START_EPOCH train G alone; those before
     TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder), the mean of `steps` (`time_train_steps`): what
     `tools.demo` prints as its plan. `cold`: without the real-feature cache (TRAIN.REAL_FEATURE_CACHE_MB), as a
     step whose images are all new to it (the first epochs)."""

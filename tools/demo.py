@@ -64,9 +64,9 @@ def training_plan(cfg_path: str, overrides: list[str], n_train: int, n_words: in
     t = cfg.TRAIN
     steps_per_epoch = n_train // t.BATCH_SIZE
     steps = t.MAX_STEPS or t.MAX_EPOCH * steps_per_epoch
-    # AttnGAN's epochs before TRAIN.ADV_START_EPOCH train G alone (faster), those before TRAIN.PERCEPTUAL_EXTRA_EPOCHS
-    # run a second image encoder and those before TRAIN.PAIRED_ANCHOR_EPOCHS render every caption twice (slower):
-    # each span is timed apart (other families ignore these keys)
+    # AttnGAN's and SSA-GAN's epochs before TRAIN.ADV_START_EPOCH train G alone (faster), those before
+    # TRAIN.PERCEPTUAL_EXTRA_EPOCHS run a second image encoder and those before TRAIN.PAIRED_ANCHOR_EPOCHS render every
+    # caption twice (slower): each span is timed apart (other families ignore these keys)
     bounds = {0, t.ADV_START_EPOCH, t.PERCEPTUAL_EXTRA_EPOCHS if t.PERCEPTUAL_EXTRA else 0,
               t.PAIRED_ANCHOR_EPOCHS if t.PAIRED_ANCHOR else 0}
     starts = sorted(bounds)

@@ -78,9 +78,9 @@ class AttnGANTrainer(BaseTrainer):
             raise InputError("TRAIN.PAIRED_MAP_CANDIDATES re-draws the noise map of the nearest of "
                              "TRAIN.PAIRED_CANDIDATES draws: it needs GAN.GRID_NOISE and TRAIN.PAIRED_CANDIDATES > 1")
         check_step_interval("TRAIN.ADV_INTERVAL", cfg.TRAIN.ADV_INTERVAL)
-        if cfg.TRAIN.PARALLEL_STEPS > 1 and (cfg.TRAIN.PAIRED_MEMORY or cfg.TRAIN.DIFFAUGMENT):
-            raise InputError("TRAIN.PARALLEL_STEPS > 1 runs steps at once: TRAIN.PAIRED_MEMORY (a store both would "
-                             "write) and TRAIN.DIFFAUGMENT (drawn from the global RNG) need TRAIN.PARALLEL_STEPS 1")
+        if cfg.TRAIN.PARALLEL_STEPS > 1 and cfg.TRAIN.DIFFAUGMENT:  # (TRAIN.PAIRED_MEMORY: `paired_memory`)
+            raise InputError("TRAIN.PARALLEL_STEPS > 1 runs steps at once: TRAIN.DIFFAUGMENT (drawn from the global "
+                             "RNG) needs TRAIN.PARALLEL_STEPS 1")
         stages = cfg.TRAIN.ANCHOR_STAGES
         if stages and cfg.TRAIN.PAIRED_ANCHOR and (cfg.GAN.B_DCGAN or not 0 < stages <= cfg.TREE.BRANCH_NUM):
             raise InputError(f"TRAIN.ANCHOR_STAGES = {stages}: the anchor's fresh draws stop after that many of "

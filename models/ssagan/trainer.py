@@ -102,9 +102,9 @@ class SSAGANTrainer(BaseTrainer):
             raise InputError(f"SSA.MAGP_MODE must be one of {MAGP_MODES}, got {cfg.SSA.MAGP_MODE!r}")
         check_step_interval("TRAIN.ADV_INTERVAL", cfg.TRAIN.ADV_INTERVAL)
         check_step_interval("SSA.MAGP_INTERVAL", cfg.SSA.MAGP_INTERVAL)
-        if cfg.TRAIN.PARALLEL_STEPS > 1 and (cfg.TRAIN.FINETUNE_TEXT_ENCODER or cfg.TRAIN.PAIRED_MEMORY):
+        if cfg.TRAIN.PARALLEL_STEPS > 1 and cfg.TRAIN.FINETUNE_TEXT_ENCODER:  # (TRAIN.PAIRED_MEMORY: `paired_memory`)
             raise InputError("TRAIN.PARALLEL_STEPS > 1 runs steps at once: TRAIN.FINETUNE_TEXT_ENCODER (encoders both "
-                             "would train) and TRAIN.PAIRED_MEMORY (a store both would write) need it 1")
+                             "would train) needs it 1")
         if cfg.TRAIN.BATCH_SIZE < 2:
             raise InputError(f"TRAIN.BATCH_SIZE must be >= 2 for SSA-GAN (the mismatched pairs shift the batch by "
                              f"one), got {cfg.TRAIN.BATCH_SIZE}")

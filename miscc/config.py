@@ -243,6 +243,7 @@ _DEFAULTS = {
         "DISCRIMINATOR_LR": 4e-4,
         "BETA1": 0.0,
         "BETA2": 0.9,
+        "MASK_HIDDEN": 100,  # ours: the mask predictors' hidden width (the original's 100)
     },
     "DFGAN": {  # DF-GAN (models/dfgan): widths TRAIN.NF, noise GAN.Z_DIM, sentence TEXT.EMBEDDING_DIM
         "VERSION": 2022,  # 2022 (CVPR code, NetG/NetD/NetC) | 2021 (code/model.py, NetD = SSA-GAN's)
@@ -443,7 +444,7 @@ RESUME_REFUSED = (
     "TRAIN.NET_E", "TRAIN.EMA", "TRAIN.FINETUNE_TEXT_ENCODER", "DAMSM.IMAGE_ENCODER", "DAMSM.IMAGE_SIZE",
     "INTCLS.TYPE", "INTCLS.NOISE_FIRST", "INTCLS.MINIBATCH_DISC", "INTCLS.TEXT_SOURCE", "INTCLS.HD5_PATH",
     "INTCLS.EMBED_DIM", "INTCLS.PROJECTED_DIM", "INTCLS.NGF", "INTCLS.NDF",
-    "DFGAN.VERSION",
+    "DFGAN.VERSION", "SSA.MASK_HIDDEN",
 )
 RESUME_IGNORED = (
     "CONFIG_NAME", "CONFIG_FILE", "DATA_DIR", "GPU_ID", "CUDA", "WORKERS", "B_VALIDATION", "RESTORE", "OUTPUT_DIR",

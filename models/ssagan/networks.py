@@ -34,7 +34,8 @@ from models.text_grid import WordGrid
 
 # Width of the hidden layer of the SSCBN condition MLPs (`affine.fc_gamma/fc_beta.linear1`), fixed in the original.
 AFFINE_HIDDEN = 256
-# Channels of the hidden layer of every mask predictor (`conv_mask.0`), fixed in the original.
+# Channels of the hidden layer of every mask predictor (`conv_mask.0`), fixed in the original (NetG's `mask_hidden`,
+# SSA.MASK_HIDDEN, ours, makes it a choice: a third of NetG's convolution work at NF 16 and 32 px).
 MASK_HIDDEN = 100
 
 
@@ -69,13 +70,14 @@ def discriminator_channel_plan(ndf: int, imsize: int) -> list[tuple[int, int]]:
     return list(zip(chans[:-1], chans[1:]))
 
 
-def _mask_predictor(in_ch: int) -> nn.Sequential:
-    """Conv3×3(C,100) → BN → ReLU → Conv1×1(100,1): mask logits (keys `.0`, `.1`, `.3` as in the original)."""
+def _mask_predictor(in_ch: int, hidden: int = MASK_HIDDEN) -> nn.Sequential:
+    """Conv3×3(C,hidden) → BN → ReLU → Conv1×1(hidden,1): mask logits (keys `.0`, `.1`, `.3` as in the original,
+    whose hidden width is 100)."""
     return nn.Sequential(
-        nn.Conv2d(in_ch, MASK_HIDDEN, 3, 1, 1),
-        nn.BatchNorm2d(MASK_HIDDEN),
+        nn.Conv2d(in_ch, hidden, 3, 1, 1),
+        nn.BatchNorm2d(hidden),
         nn.ReLU(),
-        nn.Conv2d(MASK_HIDDEN, 1, 1, 1, 0),
+        nn.Conv2d(hidden, 1, 1, 1, 0),
     )
 
 
@@ -123,7 +125,8 @@ class G_Block(nn.Module):
     `predict_mask`, `conv_mask` predicts the next stage's mask logits from this block's output.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 256, predict_mask: bool = True):
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 256, predict_mask: bool = True,
+                 mask_hidden: int = MASK_HIDDEN):
         super().__init__()
         self.learnable_sc = in_ch != out_ch
         self.predict_mask = predict_mask
@@ -135,7 +138,7 @@ class G_Block(nn.Module):
         if self.learnable_sc:
             self.c_sc = nn.Conv2d(in_ch, out_ch, 1, 1, 0)
         if predict_mask:
-            self.conv_mask = _mask_predictor(out_ch)
+            self.conv_mask = _mask_predictor(out_ch, mask_hidden)
 
     def residual(self, x: torch.Tensor, sent: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         h = self.c1(F.relu(self.affine0(x, sent, mask)))
@@ -157,8 +160,12 @@ class NetG(nn.Module):
     """
 
     def __init__(self, ngf: int = 64, nz: int = 100, cond_dim: int = 256, imsize: int = 256, word_grid: int = 0,
-                 word_layers: int = 1, word_affine: bool = False, grid_noise: bool = False):
+                 word_layers: int = 1, word_affine: bool = False, grid_noise: bool = False,
+                 mask_hidden: int = MASK_HIDDEN):
         super().__init__()
+        if not isinstance(mask_hidden, int) or mask_hidden < 1:
+            raise InputError(f"NetG's mask_hidden (SSA.MASK_HIDDEN) is the mask predictors' hidden width: a positive "
+                             f"integer (the original's 100), got {mask_hidden!r}")
         plan = generator_channel_plan(ngf, imsize)
         sizes = [4 * 2 ** i for i in range(len(plan))]
         if word_grid and word_grid not in sizes:
@@ -167,10 +174,11 @@ class NetG(nn.Module):
         self.num_blocks = len(plan)
         # Registration order as in the original (conv_mask before fc), so parameter order, and with it any
         # optimiser state, lines up.
-        self.conv_mask = _mask_predictor(ngf * 8)
+        self.conv_mask = _mask_predictor(ngf * 8, mask_hidden)
         self.fc = nn.Linear(nz, ngf * 8 * 4 * 4)
         for i, (cin, cout) in enumerate(plan):
-            self.add_module(f"block{i}", G_Block(cin, cout, cond_dim, predict_mask=i < len(plan) - 1))
+            self.add_module(f"block{i}", G_Block(cin, cout, cond_dim, predict_mask=i < len(plan) - 1,
+                                                 mask_hidden=mask_hidden))
         self.conv_img = nn.Sequential(
             nn.BatchNorm2d(ngf),
             nn.LeakyReLU(0.2, inplace=True),

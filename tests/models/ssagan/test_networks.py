@@ -511,6 +511,27 @@ def test_factories_read_the_config_tree():
     assert ds[0].COND_DNET.joint_conv[0].in_channels == 16 * 8 + 384
 
 
+def test_mask_hidden_sets_every_mask_predictors_width_and_a_snapshot_refuses_another():
+    cfg = load_config(overrides={"TRAIN.NF": 4, "TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 1, "SSA.MASK_HIDDEN": 7})
+    g = build_generator(cfg)
+    predictors = [g.conv_mask] + [b.conv_mask for b in g.blocks() if b.predict_mask]
+    assert len(predictors) == 4
+    for m in predictors:
+        assert (m[0].out_channels, m[1].num_features, m[3].in_channels, m[3].out_channels) == (7, 7, 7, 1)
+    img, masks = g(torch.randn(2, 100), torch.randn(2, 256))
+    assert img.shape == (2, 3, 32, 32) and [tuple(m.shape[2:]) for m in masks] == [(4, 4), (8, 8), (16, 16), (32, 32)]
+    # the default is the original's 100; a snapshot of another width does not load (SSA.MASK_HIDDEN is refused on
+    # resume: the model was built with it)
+    default = build_generator(load_config(overrides={"TRAIN.NF": 4, "TREE.BASE_SIZE": 32, "TREE.BRANCH_NUM": 1}))
+    assert default.conv_mask[0].out_channels == 100
+    with pytest.raises(RuntimeError, match="conv_mask.0.weight"):
+        default.load_state_dict(g.state_dict())
+    from miscc.config import resume_rule
+    assert resume_rule("SSA.MASK_HIDDEN") == "refused"
+    with pytest.raises(ValueError, match=r"SSA.MASK_HIDDEN.*got 0"):
+        NetG(ngf=4, nz=8, cond_dim=6, imsize=32, mask_hidden=0)
+
+
 def test_truncated_noise():
     n = truncated_noise(2000, 100, 0.88, generator=torch.Generator().manual_seed(0))
     assert n.shape == (2000, 100) and n.dtype == torch.float32

@@ -537,7 +537,12 @@ def test_shipped_configs_load(name):
               cfg.TRAIN.ANCHOR_POOL, cfg.TRAIN.PAIRED_ANCHOR_EPOCHS, cfg.TRAIN.COEFF.ADV)
     assert recipe == ((True, 4, 10.0, 0.3, 3, 6, 0.1) if name == "shapes_ssa" else (False, 1, 0.0, 0.0, 0, 0, 1.0))
     if name == "shapes_ssa":
-        assert (cfg.TRAIN.MAX_EPOCH, cfg.TRAIN.SNAPSHOT_INTERVAL) == (12, 4)
+        assert (cfg.TRAIN.MAX_EPOCH, cfg.TRAIN.SNAPSHOT_INTERVAL) == (11, 4)
+        # NF 8 in pairs of steps, batches of 16, shape-swapped hard negatives, narrower mask predictors (ours)
+        assert (cfg.TRAIN.NF, cfg.TRAIN.BATCH_SIZE, cfg.TRAIN.PARALLEL_STEPS, cfg.SSA.MASK_HIDDEN) == (8, 16, 2, 32)
+        assert (cfg.TRAIN.SMOOTH.SWAP_LAMBDA, cfg.DAMSM.SWAP_NEGATIVES) == (2.0, ["circle square triangle"])
+    else:
+        assert (cfg.TRAIN.PARALLEL_STEPS, cfg.SSA.MASK_HIDDEN, cfg.TRAIN.SMOOTH.SWAP_LAMBDA) == (1, 100, 0.0)
     # shapes_ssa.yml: D and the adversarial term every 4th step (ours); the originals step them every step
     assert cfg.TRAIN.ADV_INTERVAL == (4 if name == "shapes_ssa" else 1)
 

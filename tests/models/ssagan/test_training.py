@@ -532,10 +532,10 @@ def test_shipped_configs_load(name):
     # shapes_ssa.yml: G reads the words on a 4x4 map (GAN.WORD_GRID, ours); the originals' configs do not
     assert (cfg.GAN.WORD_GRID, cfg.GAN.WORD_CONTEXT_LAYERS) == ((4, 1) if name == "shapes_ssa" else (0, 0))
     # and AttnGAN's shapes recipe with modulation per place; the originals train on the adversarial and DAMSM terms
-    # (the anchor in the first 6 of its 12 epochs, as in AttnGAN's shapes config)
+    # (the anchor in the first 4 of its 11 epochs)
     recipe = (cfg.GAN.WORD_AFFINE, cfg.TRAIN.PAIRED_CANDIDATES, cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PAIRED_ANCHOR,
               cfg.TRAIN.ANCHOR_POOL, cfg.TRAIN.PAIRED_ANCHOR_EPOCHS, cfg.TRAIN.COEFF.ADV)
-    assert recipe == ((True, 4, 10.0, 0.3, 3, 6, 0.1) if name == "shapes_ssa" else (False, 1, 0.0, 0.0, 0, 0, 1.0))
+    assert recipe == ((True, 4, 10.0, 0.3, 3, 4, 0.1) if name == "shapes_ssa" else (False, 1, 0.0, 0.0, 0, 0, 1.0))
     if name == "shapes_ssa":
         assert (cfg.TRAIN.MAX_EPOCH, cfg.TRAIN.SNAPSHOT_INTERVAL) == (11, 4)
         # NF 8 in pairs of steps, batches of 16, shape-swapped hard negatives, narrower mask predictors (ours)

@@ -191,7 +191,10 @@ class BaseTrainer:
                  ema_bn_batches: int = 0, parallel_steps: int = 1, collate_fn=None, drop_last: bool = True):
         self.cfg = cfg
         self.rt = rt
-        self.parallel_steps = check_parallel_steps(parallel_steps, rt)
+        self.parallel_steps = check_parallel_steps(parallel_steps, rt)  # 1 where the runtime sets it aside
+        if self.parallel_steps > 1 and self.memory is not None:
+            raise InputError("TRAIN.PAIRED_MEMORY keeps one store of chosen draws, which the steps of "
+                             f"TRAIN.PARALLEL_STEPS {self.parallel_steps} would all write: it needs TRAIN.PARALLEL_STEPS 1")
         if self.parallel_steps > 1:  # see Runtime.autocast_cache: other threads would drop a step's casts
             self.rt = dataclasses.replace(rt, autocast_cache=False)
         self.output_dir = output_dir

@@ -336,12 +336,9 @@ class DrawMemory:
 
 def paired_memory(cfg) -> DrawMemory | None:
     """The trainer's DrawMemory for TRAIN.PAIRED_MEMORY (None where it is off); it needs a second candidate, and
-    steps one at a time (TRAIN.PARALLEL_STEPS 1: parallel steps would all write the one store)."""
+    steps one at a time (BaseTrainer refuses it beside parallel steps, once TRAIN.PARALLEL_STEPS is resolved)."""
     if not cfg.TRAIN.PAIRED_MEMORY:
         return None
-    if cfg.TRAIN.PARALLEL_STEPS > 1:
-        raise InputError("TRAIN.PAIRED_MEMORY keeps one store of chosen draws, which the steps of TRAIN.PARALLEL_STEPS "
-                         f"{cfg.TRAIN.PARALLEL_STEPS} would all write: it needs TRAIN.PARALLEL_STEPS 1")
     if cfg.TRAIN.PAIRED_CANDIDATES < 2:
         raise InputError(f"TRAIN.PAIRED_MEMORY keeps IMLE's chosen draw as one of TRAIN.PAIRED_CANDIDATES: it needs "
                          f"at least 2 candidates, got {cfg.TRAIN.PAIRED_CANDIDATES}")

@@ -145,6 +145,17 @@ def test_parallel_steps_refuse_what_the_threads_would_share(cfg, tmp_path):
         AttnGANTrainer(c, CPU, str(tmp_path), build_dataset(c, "train"))
 
 
+def test_paired_memory_runs_where_the_runtime_sets_parallel_steps_aside(cfg, tmp_path):
+    """The refusal reads the resolved TRAIN.PARALLEL_STEPS: in fp16 (or on a GPU, or under torchrun) the steps run
+    one at a time, so the store of chosen draws is kept."""
+    c = copy.deepcopy(cfg)
+    c.TRAIN.PAIRED_CANDIDATES, c.TRAIN.PAIRED_MEMORY = 2, True
+    with pytest.warns(UserWarning, match="TRAIN.PARALLEL_STEPS 2 is for the cores of one CPU process: with fp16"):
+        trainer = AttnGANTrainer(c, Runtime(device=torch.device("cpu"), amp="fp16"), str(tmp_path),
+                                 build_dataset(c, "train"))
+    assert trainer.parallel_steps == 1 and trainer.memory is not None
+
+
 def test_a_family_without_replicas_refuses_parallel_steps():
     with pytest.raises(InputError, match="does not support parallel steps"):
         BaseTrainer.make_replica(types.SimpleNamespace())

@@ -4,7 +4,8 @@ by AttnGAN's GAN.WORD_CONTEXT_LAYERS / GAN.D_WORD_CONTEXT_LAYERS and SSA-GAN's G
 The DAMSM's sentence code does not say which colour goes where in "a red circle on the left and a blue square on
 the right": on `shapes` a probe reads the colour in each named cell from it for 51 % of two-object captions; from
 the word features after one `WordContext` layer, read by learned per-cell queries (`WordGrid`), for 100 %
-(`python -m tools.probe_text_codes`, README "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short").
+(`python -m tools.probe_text_codes`; README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS as published fall
+short").
 """
 from __future__ import annotations
 
@@ -36,8 +37,8 @@ class WordContext(nn.Module):
     Why: the frozen DAMSM text encoder is trained to match captions to images, not to spell out layouts. On `shapes`
     a probe trained on its sentence code recovers the colour in each named cell for 99 % of one-object but 41 %
     (linear) / 51 % (MLP) of two-object captions; learned per-cell queries over its word features 32 %; one such
-    layer before those queries 100 % (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short";
-    `python -m tools.probe_text_codes`). Post-norm, no dropout, 4 heads (1 when
+    layer before those queries 100 % (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS as published fall
+    short"; `python -m tools.probe_text_codes`). Post-norm, no dropout, 4 heads (1 when
     the feature size is not divisible by 4), feed-forward 2x; in float32 under autocast (CPU bf16 attention is slow).
     `forward(words [B, E, T], mask bool [B, T] True at padding or None) -> words [B, E, T]`.
     """

@@ -9,7 +9,8 @@ Split by one- and two-object captions, for
 - `words`: learned per-cell queries attending over the word codes (masked), then an MLP.
 
 On the shipped DAMSM the sentence code places one object of a one-object caption (100 %) but only one of the two
-of a two-object caption (about 50 %): the README's "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short".
+of a two-object caption (about 50 %): the README's "Why SSA-GAN, DF-GAN and GAN-INT-CLS as published fall
+short".
 """
 from __future__ import annotations
 

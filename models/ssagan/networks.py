@@ -16,8 +16,9 @@ Module and parameter names follow the official code (wtliao/text2image `model.py
   first mask); with `word_affine` every block's SSCBN reads the sentence code plus that map (through a zero-initialised
   1×1 conv `word_cond`) per place instead of the sentence code alone; with `grid_noise` the first g·g noise entries
   move the map's per-place queries (`word_grid.noise_query`), so the noise says where an object goes whose caption
-  names no place. SSA-GAN reads the sentence code only, which cannot say which colour goes where in a two-object
-  caption (README, "Why SSA-GAN, DF-GAN and GAN-INT-CLS fall short").
+  names no place; `mask_hidden` sets the mask predictors' hidden width (the original's 100). SSA-GAN reads the
+  sentence code only, which cannot say which colour goes where in a two-object caption (README, "Why SSA-GAN,
+  DF-GAN and GAN-INT-CLS as published fall short").
 """
 from __future__ import annotations
 
@@ -152,7 +153,8 @@ class G_Block(nn.Module):
 
 
 class NetG(nn.Module):
-    """SSA-GAN generator: noise → `fc` → 8ngf×4×4 → `block0..blockK` (×2 per stage) → `conv_img` → tanh image.
+    """SSA-GAN generator: noise → `fc` → 8ngf×4×4 → `block0..blockK` (×2 per stage) → `conv_img` → tanh
+    image.
 
     The NetG-level `conv_mask` predicts the first mask from the stem; each block but the last predicts the next
     stage's mask logits. Between stages features are upsampled nearest ×2 and mask logits bilinearly

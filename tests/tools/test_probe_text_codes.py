@@ -1,5 +1,5 @@
 """tools/probe_text_codes.py: what a text encoder's codes hold of a shapes caption (the README's "Why SSA-GAN, DF-GAN
-and GAN-INT-CLS fall short")."""
+and GAN-INT-CLS as published fall short")."""
 import pytest
 import torch
 

@@ -33,6 +33,13 @@ for every type (the port's wgan/vanilla paths raised TypeError at the first save
 The gradient penalty is computed in float32 outside autocast. L1_COEF and L2_COEF apply to every type (the port
 used them with `gan` only): set both to 0 to reproduce its WGAN.
 
+Ours, off by default (for `shapes`): TRAIN.PIXEL_WEIGHT adds that weight times the squared pixel distance of G's
+images to their captions' real images (`miscc.losses.pixel_loss`; the port's L1 has the per-pixel median as its
+optimum, which for a small object on an open background is the background), and TRAIN.PAIRED_CANDIDATES = k > 1
+trains, of k noise draws per caption (rendered without gradients), the one whose image lies nearest the real one
+(IMLE, as AttnGAN's and SSA-GAN's trainers), so the noise, not the loss's average, decides what the caption leaves
+open.
+
 Snapshots (`Model/`, every TRAIN.SNAPSHOT_INTERVAL epochs, plain state dicts without `module.`): `gen_<epoch>.pth`
 and `disc_<epoch>.pth` (the port's names; the live G and D), and `netG_epoch_<epoch>.pth` (the sampling generator:
 G's EMA with TRAIN.EMA, else the live G) for `main.py`. TRAIN.NET_G loads a port or our `gen_*`/`netG_epoch_*`
@@ -53,6 +60,7 @@ from datasets import prepare_data
 from miscc.checkpoint import atomic_save
 from miscc.config import resolve_path
 from miscc.errors import InputError
+from miscc.losses import pixel_loss
 from miscc.modules import eval_mode, frozen
 from miscc.reed_hd5 import ReedHd5Dataset
 from miscc.vis import image_grid, pil_to_chw
@@ -62,10 +70,24 @@ from models.gan_int_cls.dataset import (IntClsBatch, WrongImageDataset, check_em
                                         text_source)
 from models.gan_int_cls.family import FAMILY
 from trainers.base import EMA, BaseTrainer, loop_settings
-from trainers.common import decode_ids, epoch_from_name, load_damsm
+from trainers.common import decode_ids, epoch_from_name, load_damsm, nearest_draws
 from trainers.optim import gan_step
 from trainers.runtime import broadcast_parameters, unwrap, wrap_ddp
 
+
+
+def paired_settings(cfg) -> tuple[float, int]:
+    """(TRAIN.PIXEL_WEIGHT, TRAIN.PAIRED_CANDIDATES) for GAN-INT-CLS, checked: IMLE's choice needs a paired term
+    to train the chosen draw against (the pixel term or INTCLS.L1_COEF)."""
+    weight, k = cfg.TRAIN.PIXEL_WEIGHT, cfg.TRAIN.PAIRED_CANDIDATES
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+        raise InputError(f"TRAIN.PIXEL_WEIGHT is {weight!r}: expected a number >= 0 (0: off)")
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InputError(f"TRAIN.PAIRED_CANDIDATES is {k!r}: expected an integer >= 1 (1: one noise draw, no choice)")
+    if k > 1 and not (weight or cfg.INTCLS.L1_COEF):
+        raise InputError(f"TRAIN.PAIRED_CANDIDATES {k} trains the draw nearest each caption's real image: it needs a "
+                         "paired term, TRAIN.PIXEL_WEIGHT or INTCLS.L1_COEF > 0")
+    return float(weight), k
 
 
 class GANINTCLSTrainer(BaseTrainer):
@@ -85,6 +107,7 @@ class GANINTCLSTrainer(BaseTrainer):
             raise InputError(f"INTCLS.CLIP_VALUE must be > 0, got {cfg.INTCLS.CLIP_VALUE}")
         self.diter, self.clip_value = cfg.INTCLS.DITER, cfg.INTCLS.CLIP_VALUE
         self.z_dim = cfg.GAN.Z_DIM
+        self.pixel_weight, self.candidates = paired_settings(cfg)
         self.text_set = None  # the TextDataset (encoder source), for decoding captions
         self.text_encoder = None
         if self.source == "hd5":
@@ -215,20 +238,36 @@ class GANINTCLSTrainer(BaseTrainer):
             clip_weights(self.netD, self.clip_value)
         return losses
 
+    @torch.no_grad()
+    def nearest_noise(self, b: IntClsBatch) -> torch.Tensor:
+        """Per caption, of TRAIN.PAIRED_CANDIDATES noise draws the one whose image lies nearest (pixel distance) the
+        caption's real image (IMLE); the candidates are rendered in one batch, without gradients."""
+        k = self.candidates
+        noise = torch.randn(k * len(b), self.z_dim, device=self.rt.device)
+        embed = None if b.embed is None else b.embed.repeat(k, 1)  # candidate-major, as nearest_draws reads
+        with self.rt.autocast():
+            imgs = unwrap(self.netG)(embed, noise)
+        return nearest_draws(k, imgs, b.images, noise)[0]
+
     def _g_step(self, b: IntClsBatch) -> dict:
         rt, o = self.rt, self.options
         bsz = len(b)
         int_fake = int_embed = None
+        noise = torch.randn(bsz + bsz // 2 if o.interp else bsz, self.z_dim, device=rt.device)
+        if self.candidates > 1:
+            noise[:bsz] = self.nearest_noise(b)
         with frozen(self.netD):
             with rt.autocast():
                 if o.interp:
-                    noise = torch.randn(bsz + bsz // 2, self.z_dim, device=rt.device)
                     fake, int_fake, int_embed = generate_with_interpolation(self.netG, b.embed, noise)
                 else:
-                    fake = self.netG(b.embed, torch.randn(bsz, self.z_dim, device=rt.device))
+                    fake = self.netG(b.embed, noise)
                 out = g_loss(self.netD, fake, b.embed, o, real_images=b.images, int_fake_images=int_fake,
                              int_embed=int_embed)
             loss = out.loss.float()
+            if self.pixel_weight:
+                pix = pixel_loss(fake, b.images)
+                loss = loss + self.pixel_weight * pix
             gan_step(loss, self.optG, self.scaler)
         if self.ema is not None:
             self.ema.update(self.netG, self.step)
@@ -240,6 +279,8 @@ class GANINTCLSTrainer(BaseTrainer):
             losses["G_fm"] = out.feature_matching
         if o.l1_coef > 0:
             losses["G_l1"] = out.l1
+        if self.pixel_weight:
+            losses["G_pixel"] = pix.detach()
         return losses
 
     def train_step(self, batch: IntClsBatch) -> dict:

@@ -19,7 +19,7 @@ import models.gan_int_cls as gic
 from datasets import build_dataset
 from miscc.checkpoint import load_checkpoint
 from miscc.config import load_config
-from miscc.errors import run_cli
+from miscc.errors import InputError, run_cli
 from miscc.reed_hd5 import ReedHd5Dataset, write_reed_hd5
 from models.damsm import build_text_encoder
 from models.gan_int_cls.dataset import WrongImageDataset
@@ -51,10 +51,15 @@ def shapes(tmp_path_factory):
     return root
 
 
+# the port's terms (the shipped shapes config trains with our paired term instead: test_the_shapes_config_...)
+PORT = {"INTCLS.L1_COEF": 50.0, "INTCLS.L2_COEF": 100.0, "TRAIN.PIXEL_WEIGHT": 0.0, "TRAIN.PAIRED_CANDIDATES": 1,
+        "TRAIN.EMA": False, "TRAIN.AMP": "none", "TRAIN.GENERATOR_LR": 0.0002}
+
+
 def make_cfg(root, **overrides):
     values = {"DATA_DIR": str(root / "data"), "TRAIN.NET_E": str(root / "text_encoder1.pth"),
               "TEXT.EMBEDDING_DIM": EMB, "TRAIN.BATCH_SIZE": 4, "TRAIN.MAX_EPOCH": 1, "TRAIN.LOG_INTERVAL": 1,
-              "TRAIN.IMAGE_INTERVAL": 1000, "INTCLS.PROJECTED_DIM": 8}
+              "TRAIN.IMAGE_INTERVAL": 1000, "INTCLS.PROJECTED_DIM": 8, **PORT}
     values.update({k.replace("__", "."): v for k, v in overrides.items()})
     return load_config(CFG, values)
 
@@ -148,6 +153,46 @@ def test_one_step_per_variant(shapes, tmp_path, small_nets, kind, overrides, exp
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in t.netD.modules())  # per-sample penalty
     if kind == "vanilla_gan":  # unconditional: no text encoder is loaded, the nets take no text
         assert t.text_encoder is None and t.netG.projection is None and t.netD.projector is None
+
+
+def test_imle_trains_each_captions_nearest_draw_with_the_pixel_term(shapes, tmp_path, small_nets):
+    """TRAIN.PAIRED_CANDIDATES 3 with TRAIN.PIXEL_WEIGHT (ours, for `shapes`): per caption the noise whose image lies
+    nearest its real image, and G's loss gains the weighted squared pixel distance (logged as G_pixel)."""
+    cfg = make_cfg(shapes, TRAIN__PIXEL_WEIGHT=10.0, TRAIN__PAIRED_CANDIDATES=3, INTCLS__L1_COEF=0.0)
+    t = trainer_for(cfg, tmp_path)
+    b = t.make_batch(next(iter(t.epoch_loader(0))))
+    torch.manual_seed(5)
+    chosen = t.nearest_noise(b)
+    torch.manual_seed(5)
+    noise = torch.randn(3 * len(b), t.z_dim)
+    with torch.no_grad():
+        imgs = t.netG(b.embed.repeat(3, 1), noise)
+    dist = (imgs - b.images.repeat(3, 1, 1, 1)).pow(2).flatten(1).mean(1).view(3, len(b))
+    best = dist.argmin(0)
+    assert torch.equal(chosen, noise.view(3, len(b), -1)[best, torch.arange(len(b))])
+    assert best.ne(0).any()  # not simply the first draw
+    losses = {k: float(v) for k, v in t.train_step(b).items()}
+    assert "G_pixel" in losses and "G_l1" not in losses and np.isfinite(losses["G_pixel"]) and losses["G_pixel"] > 0
+
+
+def test_the_shapes_config_trains_the_paired_term_and_the_others_keep_the_ports():
+    shapes = load_config(CFG)
+    assert (shapes.TRAIN.PIXEL_WEIGHT, shapes.TRAIN.PAIRED_CANDIDATES, shapes.INTCLS.L1_COEF,
+            shapes.INTCLS.L2_COEF, shapes.TRAIN.EMA, shapes.TRAIN.MAX_EPOCH) == (50.0, 4, 0.0, 0.0, True, 12)
+    for name in ("birds_gan_int_cls", "flowers_gan_int_cls", "shapes_bert_gan_int_cls"):
+        c = load_config(str(ROOT / "cfg" / f"{name}.yml"))
+        assert (c.TRAIN.PIXEL_WEIGHT, c.TRAIN.PAIRED_CANDIDATES, c.INTCLS.L1_COEF, c.INTCLS.L2_COEF) == \
+            (0.0, 1, 50.0, 100.0), name
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"TRAIN__PAIRED_CANDIDATES": 4, "INTCLS__L1_COEF": 0.0}, "TRAIN.PAIRED_CANDIDATES 4 .* needs a paired term"),
+    ({"TRAIN__PAIRED_CANDIDATES": 0}, "TRAIN.PAIRED_CANDIDATES is 0: expected an integer >= 1"),
+    ({"TRAIN__PIXEL_WEIGHT": -1.0}, "TRAIN.PIXEL_WEIGHT is -1.0: expected a number >= 0"),
+])
+def test_paired_settings_are_checked(shapes, tmp_path, small_nets, overrides, message):
+    with pytest.raises(InputError, match=message):
+        trainer_for(make_cfg(shapes, **overrides), tmp_path)
 
 
 def test_wgan_critic_loop_and_clipping(shapes, tmp_path, small_nets):

@@ -111,10 +111,14 @@ def test_unknown_words_dropped_with_suggestions(app):
 
 
 def test_bert_attngan_word_pieces_cut_and_attention_of_every_stage(runs, minilm_dir, tmp_path):
-    """BERT-AttnGAN (cfg/shapes_bert_attn.yml): WordPiece tokens, no unknown words, the cut to TEXT.WORDS_NUM, and
-    the word attention of stage 1 (B_INIT_ATTENTION) as well as stage 2."""
+    """BERT-AttnGAN (cfg/shapes_bert_attn.yml's text side with BERT-AttnGAN's G: B_INIT_ATTENTION, bilinear, 32 and
+    64 px, as cfg/bird_bert_attn2.yml): WordPiece tokens, no unknown words, the cut to TEXT.WORDS_NUM, and the word
+    attention of stage 1 (B_INIT_ATTENTION) as well as stage 2."""
     config = "cfg/shapes_bert_attn.yml"
-    overrides = {**TINY_RUN, "TEXT.BERT_PATH": str(minilm_dir), "TEXT.WORDS_NUM": 6}
+    bert_attngan = {"GAN.B_INIT_ATTENTION": True, "GAN.UPSAMPLE": "bilinear", "TREE.BASE_SIZE": 32,
+                    "GAN.GRID_ATTENTION": 0, "GAN.GRID_NOISE": False, "GAN.GRID_PLACE_FEATURES": False,
+                    "GAN.GRID_HEADS": 0, "GAN.WORD_CONTEXT_LAYERS": 0}
+    overrides = {**TINY_RUN, **bert_attngan, "TEXT.BERT_PATH": str(minilm_dir), "TEXT.WORDS_NUM": 6}
     data = load_config(f"{runs['attngan']}/{RUN_CONFIG}").DATA_DIR
     net_e = tiny_encoders(small_config(config, data, **overrides), tmp_path / "damsm")
     run = tiny_run(tmp_path, "attngan", data, net_e, config=config, **overrides)

@@ -43,18 +43,35 @@ def damsm_r_precision(image_encoder, text_encoder, dataset, device, n_samples: i
     rng = np.random.default_rng(seed)
     n = min(n_samples, len(dataset))
     idx = rng.choice(len(dataset), size=n, replace=False)
-    img_codes, true_codes, mis_codes = [], [], []
+    img_codes, captions, mismatched = [], [], []  # (ids, length): each image's own caption; its 99 of other classes
     for start in range(0, n, batch_size):
         items = [dataset[int(i)] for i in idx[start:start + batch_size]]
         imgs = torch.stack([it["imgs"][-1] for it in items]).to(device)
         img_codes.append(image_encoder(imgs)[1].float().cpu())
-        caps = torch.stack([it["caption"] for it in items])
-        lens = torch.tensor([it["cap_len"] for it in items])
-        true_codes.append(sentence_codes(text_encoder, caps, lens, device))
+        captions += [(it["caption"], int(it["cap_len"])) for it in items]
         for it in items:
             mcaps, mlens = dataset.mismatched_captions(it["class_id"], n=99, rng=rng)
-            mis_codes.append(sentence_codes(text_encoder, mcaps, mlens, device))
-    return r_precision(torch.cat(img_codes), torch.cat(true_codes), torch.stack(mis_codes), folds=folds, seed=seed)
+            mismatched += list(zip(mcaps, mlens.tolist()))
+    codes = caption_codes(text_encoder, captions + mismatched, device, batch_size=max(batch_size, 500))
+    return r_precision(torch.cat(img_codes), codes[:n], codes[n:].view(n, 99, -1), folds=folds, seed=seed)
+
+
+def caption_codes(text_encoder, captions, device, batch_size: int = 500) -> torch.Tensor:
+    """Sentence codes [len(captions), D] of (token ids, length) pairs, each distinct caption encoded once: R-precision
+    draws the same test captions again and again (99 mismatched ones per image; with a BERT encoder the repeats were
+    nearly all of a validation's time)."""
+    first: dict[tuple, int] = {}
+    for i, (caption, length) in enumerate(captions):
+        first.setdefault(tuple(caption[:length].tolist()), i)
+    unique = list(first.values())
+    codes = []
+    for start in range(0, len(unique), batch_size):
+        chunk = [captions[i] for i in unique[start:start + batch_size]]
+        codes.append(sentence_codes(text_encoder, torch.stack([c for c, _ in chunk]),
+                                    torch.tensor([length for _, length in chunk]), device))
+    row = {key: j for j, key in enumerate(first)}
+    order = torch.tensor([row[tuple(caption[:length].tolist())] for caption, length in captions])
+    return torch.cat(codes)[order]
 
 
 def sentence_codes(text_encoder, captions, cap_lens, device) -> torch.Tensor:

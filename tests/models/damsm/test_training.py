@@ -145,3 +145,24 @@ def test_swap_negatives_option_reaches_the_loss_and_names_unknown_words(data_dir
     _, plain, _ = damsm_losses(t.image_encoder, t.text_encoder, batch, t.gammas, t.rt)
     _, hard, _ = damsm_losses(t.image_encoder, t.text_encoder, batch, t.gammas, t.rt, t.swap_groups)
     assert hard["s_loss0"] > plain["s_loss0"] and torch.equal(hard["s_loss1"], plain["s_loss1"])
+
+
+def test_rprecision_encodes_each_distinct_caption_once_with_the_same_codes(data_dir):
+    """caption_codes (R-precision's text side): the codes of every caption one at a time, in the captions' order,
+    from one encoder pass per distinct caption (repeats, however padded, share it)."""
+    from models.damsm.trainer import caption_codes, sentence_codes
+
+    cfg = load_config(SHAPES_CFG, {"DATA_DIR": data_dir, "TEXT.EMBEDDING_DIM": 16})
+    torch.manual_seed(0)
+    encoder = build_text_encoder(cfg, 47).eval()
+    a, b = torch.tensor([3, 5, 7, 0, 0, 0]), torch.tensor([4, 2, 0, 0, 0, 0])
+    a_padded_otherwise = torch.tensor([3, 5, 7, 0, 9, 9])  # the same caption: ids past its length do not count
+    captions = [(a, 3), (b, 2), (a_padded_otherwise, 3), (b, 2), (a, 3)]
+    seen = []
+    encoder.register_forward_hook(lambda module, args, out: seen.append(args[0].size(0)))
+    with torch.no_grad():
+        codes = caption_codes(encoder, captions, "cpu", batch_size=500)
+        one_by_one = torch.cat([sentence_codes(encoder, c[None], torch.tensor([n]), "cpu") for c, n in captions])
+    assert seen[0] == 2 and codes.shape == (5, 16)
+    torch.testing.assert_close(codes, one_by_one)
+    assert torch.equal(codes[0], codes[2]) and torch.equal(codes[0], codes[4]) and torch.equal(codes[1], codes[3])

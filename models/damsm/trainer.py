@@ -60,18 +60,19 @@ def caption_codes(text_encoder, captions, device, batch_size: int = 500) -> torc
     """Sentence codes [len(captions), D] of (token ids, length) pairs, each distinct caption encoded once: R-precision
     draws the same test captions again and again (99 mismatched ones per image; with a BERT encoder the repeats were
     nearly all of a validation's time)."""
-    first: dict[tuple, int] = {}
-    for i, (caption, length) in enumerate(captions):
-        first.setdefault(tuple(caption[:length].tolist()), i)
-    unique = list(first.values())
+    keys = [tuple(caption[:length].tolist()) for caption, length in captions]
+    row: dict[tuple, int] = {}  # a distinct caption -> its row among the codes
+    unique = []  # the index in `captions` of each distinct caption's first occurrence
+    for i, key in enumerate(keys):
+        if key not in row:
+            row[key] = len(unique)
+            unique.append(i)
     codes = []
     for start in range(0, len(unique), batch_size):
         chunk = [captions[i] for i in unique[start:start + batch_size]]
         codes.append(sentence_codes(text_encoder, torch.stack([c for c, _ in chunk]),
                                     torch.tensor([length for _, length in chunk]), device))
-    row = {key: j for j, key in enumerate(first)}
-    order = torch.tensor([row[tuple(caption[:length].tolist())] for caption, length in captions])
-    return torch.cat(codes)[order]
+    return torch.cat(codes)[torch.tensor([row[key] for key in keys])]
 
 
 def sentence_codes(text_encoder, captions, cap_lens, device) -> torch.Tensor:
